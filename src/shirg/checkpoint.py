@@ -1,0 +1,120 @@
+"""Reading safetensors checkpoint folders (single file or sharded with an index), safely.
+
+Only safetensors are read; nothing is unpickled. Tensors are read lazily by name, so taking the
+vision tower out of a 16 GB LaViDa checkpoint touches only the vision tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from shirg.errors import CheckpointError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+
+def read_config(folder: str | Path) -> dict:
+    """config.json of a checkpoint folder, with a clear error when absent or invalid."""
+    if not Path(folder).is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: no config.json; point to a checkpoint folder that holds one")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); re-download or rewrite it") from e
+
+
+def key_index(folder: str | Path) -> dict[str, Path]:
+    """Map every tensor name in the folder to the safetensors file that holds it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    index = folder / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from e
+        files = {name: folder / fname for name, fname in weight_map.items()}
+        missing = sorted({str(p.name) for p in files.values() if not p.is_file()})
+        if missing:
+            raise CheckpointError(f"{folder}: shard file(s) named in {INDEX_NAME} are missing: {', '.join(missing)}")
+        return files
+    files = [folder / SINGLE_NAME] if (folder / SINGLE_NAME).is_file() else sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(
+            f"{folder}: no {SINGLE_NAME}, {INDEX_NAME} or *.safetensors file; "
+            "only safetensors checkpoints are supported (convert .bin files first)"
+        )
+    out: dict[str, Path] = {}
+    for f in files:
+        with _open(f) as handle:
+            for name in handle.keys():
+                out[name] = f
+    return out
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"cannot read {path}: {e}; the file is corrupt or not safetensors") from e
+
+
+def load_tensors(
+    index: dict[str, Path], names: Iterable[str], rename: Callable[[str], str] = lambda n: n
+) -> dict[str, torch.Tensor]:
+    """Read the named tensors (grouped per file) and return them under ``rename(name)``."""
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        by_file.setdefault(index[name], []).append(name)
+    out: dict[str, torch.Tensor] = {}
+    for path, group in by_file.items():
+        with _open(path) as handle:
+            for name in group:
+                out[rename(name)] = handle.get_tensor(name)
+    return out
+
+
+def check_state_dict(
+    expected: dict[str, torch.Size], found: dict[str, torch.Size], what: str, folder: str | Path
+) -> None:
+    """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(
+        f"{k} (checkpoint {tuple(found[k])}, model {tuple(expected[k])})"
+        for k in set(expected) & set(found)
+        if tuple(found[k]) != tuple(expected[k])
+    )
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if items:
+            shown = ", ".join(items[:12]) + (f" ... ({len(items)} in all)" if len(items) > 12 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(
+            f"{what} in {folder} does not match the model: " + "; ".join(problems)
+            + ". Check that the folder is the right checkpoint and the config matches it."
+        )
+
+
+def tensor_shapes(index: dict[str, Path], names: Iterable[str]) -> dict[str, torch.Size]:
+    """Shapes of the named tensors, read from the headers only."""
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        by_file.setdefault(index[name], []).append(name)
+    out: dict[str, torch.Size] = {}
+    for path, group in by_file.items():
+        with _open(path) as handle:
+            for name in group:
+                out[name] = torch.Size(handle.get_slice(name).get_shape())
+    return out
