@@ -1,0 +1,1 @@
+"""LaViDa model parts: the LLaDA language model and its sampler."""

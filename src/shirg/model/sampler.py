@@ -1,0 +1,117 @@
+"""LLaDA's low-confidence remasking sampler (LAVIDA_FACTS.md section 4).
+
+The answer starts as ``gen_length`` mask tokens and is filled block by block, left to right. Within
+a block each step predicts every masked slot and commits the most confident ones; a committed
+token is never remasked. The model is reached only through ``logits_fn``, so the same sampler runs
+a full forward or the prefix-cached one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from shirg.errors import ConfigError
+
+SCHEDULES = ("uniform", "shift")
+
+
+def num_transfer_tokens(n: int, steps: int, schedule: str = "uniform", shift_a: float = 1 / 3) -> list[int]:
+    """How many of ``n`` masked slots to commit at each of ``steps`` steps; sums to ``n``.
+
+    uniform: n // steps each, the first n % steps steps one more (LLaDA).
+    shift: cumulative share sigma(t) = a t / (1 + (a - 1) t) on t = i / steps, i = 0..steps; counts
+    are the differences of int(sigma * n), raised to at least 1, the excess taken back one at a time
+    from the entries > 1 (first to last, repeating), then reversed so that more tokens come early.
+    """
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {schedule!r}; valid schedules are {', '.join(SCHEDULES)}.")
+    if steps < 1 or n < 1:
+        raise ConfigError(f"need at least one token and one step, got n={n}, steps={steps}.")
+    if steps > n:
+        raise ConfigError(
+            f"{steps} steps for {n} tokens would leave steps that commit nothing; use steps <= {n}."
+        )
+    if schedule == "uniform":
+        base, extra = divmod(n, steps)
+        return [base + (i < extra) for i in range(steps)]
+    if shift_a <= 0:
+        raise ConfigError(f"shift_a must be positive, got {shift_a}.")
+    sigma = [shift_a * t / (1 + (shift_a - 1) * t) for t in (i / steps for i in range(steps + 1))]
+    cumulative = [int(s * n) for s in sigma]
+    cumulative[-1] = n  # sigma(1) = 1 exactly; float rounding must not lose the last token
+    counts = [max(1, hi - lo) for lo, hi in zip(cumulative, cumulative[1:], strict=False)]
+    excess, i = sum(counts) - n, 0
+    while excess > 0:
+        if counts[i] > 1:
+            counts[i] -= 1
+            excess -= 1
+        i = (i + 1) % steps
+    return counts[::-1]
+
+
+def _gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """argmax of logits / T + Gumbel noise, in float64 (the same draw as LLaDA's exp(l) / (-log u)^T)."""
+    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=logits.device)
+    return (logits.double() / temperature - torch.log(-torch.log(u))).argmax(-1)
+
+
+@torch.no_grad()
+def generate(
+    logits_fn: Callable[[Tensor], Tensor],
+    batch_size: int,
+    gen_length: int,
+    steps: int,
+    block_length: int,
+    mask_id: int,
+    temperature: float = 0.0,
+    schedule: str = "uniform",
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Fill ``gen_length`` answer slots; returns ids long [B, gen_length].
+
+    logits_fn(answer_ids long [B, gen_length]) -> logits [B, gen_length, V]. ``steps`` are split
+    evenly over the gen_length / block_length blocks. The mask id is never predicted. Temperature 0
+    is deterministic argmax; above 0, Gumbel noise is drawn from ``generator``.
+    """
+    if block_length < 1 or gen_length % block_length:
+        raise ConfigError(
+            f"gen_length {gen_length} must be a positive multiple of block_length {block_length}."
+        )
+    num_blocks = gen_length // block_length
+    if steps % num_blocks:
+        raise ConfigError(
+            f"steps {steps} must split evenly over {num_blocks} blocks (gen_length {gen_length} / "
+            f"block_length {block_length}); use a multiple of {num_blocks}."
+        )
+    counts = num_transfer_tokens(block_length, steps // num_blocks, schedule)
+    ids = torch.full((batch_size, gen_length), mask_id, dtype=torch.long, device=device)
+    rows = torch.arange(batch_size, device=ids.device)[:, None]
+    for block in range(num_blocks):
+        in_block = torch.zeros(gen_length, dtype=torch.bool, device=ids.device)
+        in_block[block * block_length : (block + 1) * block_length] = True
+        for n in counts:
+            logits = logits_fn(ids).clone()
+            logits[..., mask_id] = float("-inf")
+            if temperature > 0:
+                predicted = _gumbel_argmax(logits, temperature, generator)
+            else:
+                predicted = logits.argmax(-1)
+            probs = torch.softmax(logits.float(), dim=-1)
+            confidence = probs.gather(-1, predicted[..., None]).squeeze(-1)
+            candidates = (ids == mask_id) & in_block
+            confidence = confidence.masked_fill(~candidates, float("-inf"))
+            chosen = confidence.topk(n, dim=-1).indices
+            ids[rows, chosen] = predicted[rows, chosen]
+    return ids
+
+
+def truncate_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
+    """ids up to (not including) the first stop id."""
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:i]
+    return list(ids)
