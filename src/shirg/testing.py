@@ -1,0 +1,237 @@
+"""Tiny random LaViDa checkpoints in the real layout, for tests and for trying shirg without weights.
+
+:func:`write_tiny_lavida_checkpoint` writes ``config.json``, (sharded) safetensors with exactly
+LaViDa's key names (``model.transformer.*``, ``model.vision_tower.vision_tower.vision_model.*``,
+``model.mm_projector.*``, ``model.image_newline``) and a tiny byte-level tokenizer with LLaDA's
+special tokens and a Llama-3 style chat template. Widths are tiny; the token geometry is real
+(384 px views, patch 14 -> 27 x 27 tokens per view).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from shirg.errors import ConfigError
+from shirg.model.anyres import DEFAULT_PINPOINTS
+from shirg.model.prompt import SYSTEM_PROMPT
+
+# Ordinary (byte-level BPE) tokens come first, LLaDA's special tokens after them, as in LLaDA.
+TINY_BASE_VOCAB = 400
+TINY_SPECIAL_TOKENS = (
+    "<|begin_of_text|>",
+    "<|endoftext|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|mdm_mask|>",
+)
+VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
+_SPECIAL_ID = {tok: TINY_BASE_VOCAB + i for i, tok in enumerate(TINY_SPECIAL_TOKENS)}
+
+# Llama-3 style: BOS once, every turn as header + "\n\n" + trimmed content + <|eot_id|>.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim"
+    " + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+_CORPUS_WORDS = (
+    "the a an of to in on at for with by from and or not is are was were be what which who where when "
+    "how many much does do this that these those image picture chart table figure document page text "
+    "value values year years total number percent answer question title label axis left right top "
+    "bottom color red blue green black white yes no system user assistant shown show highest lowest "
+    "average difference between name date price"
+).split()
+
+
+def tiny_lavida_config(**overrides: Any) -> dict[str, Any]:
+    """A LaViDa ``config.json`` dict with tiny widths (vision 32, LLM 64, 2 layers each).
+
+    Keys given in ``overrides`` replace the defaults (a ``vision_config`` dict is merged key by key).
+    """
+    config: dict[str, Any] = {
+        "mm_vision_tower": "google/siglip-so400m-patch14-384",
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": 32,
+        "mm_patch_merge_type": "spatial_unpad",
+        "image_aspect_ratio": "anyres",
+        "image_grid_pinpoints": [list(p) for p in DEFAULT_PINPOINTS],
+        "mm_spatial_pool_mode": "bilinear",
+        "d_model": 64,
+        "n_layers": 2,
+        "n_heads": 4,
+        "n_kv_heads": 4,
+        "mlp_hidden_size": 128,
+        "rope_theta": 500000.0,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": 512,
+        "embedding_size": 512,
+        "mask_token_id": _SPECIAL_ID["<|mdm_mask|>"],
+        "eos_token_id": _SPECIAL_ID["<|endoftext|>"],
+        "pad_token_id": _SPECIAL_ID["<|endoftext|>"],
+        "eot_token_id": _SPECIAL_ID["<|eot_id|>"],
+        "image_newline": True,
+        "vision_config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,  # layers that REMAIN (LaViDa keeps 26 of so400m's 27)
+            "num_attention_heads": 2,
+            "num_channels": 3,
+            "image_size": 384,
+            "patch_size": 14,
+            "layer_norm_eps": 1e-6,
+            "hidden_act": "gelu_pytorch_tanh",
+        },
+    }
+    overrides = copy.deepcopy(overrides)
+    vision_overrides = overrides.pop("vision_config", None) or {}
+    config.update(overrides)
+    config["vision_config"].update(vision_overrides)
+    if config["mm_hidden_size"] != config["vision_config"]["hidden_size"]:
+        raise ConfigError(
+            f"mm_hidden_size {config['mm_hidden_size']} must equal vision_config.hidden_size "
+            f"{config['vision_config']['hidden_size']}; override both together"
+        )
+    return config
+
+
+def build_tiny_tokenizer(out_dir: str | Path) -> Path:
+    """Train and save a tiny byte-level BPE tokenizer (400 pieces + LLaDA's special tokens).
+
+    Writes ``tokenizer.json`` and ``tokenizer_config.json`` (with the chat template) into
+    ``out_dir``; ``transformers.AutoTokenizer.from_pretrained(out_dir)`` loads it offline.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_BASE_VOCAB,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [SYSTEM_PROMPT, " ".join(_CORPUS_WORDS), " ".join(str(i) for i in range(100))]
+    corpus += [f"{w} {w.capitalize()} {w.upper()}" for w in _CORPUS_WORDS]
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
+    if tok.get_vocab_size() != TINY_BASE_VOCAB:
+        raise RuntimeError(
+            f"tiny tokenizer trained to {tok.get_vocab_size()} pieces, expected {TINY_BASE_VOCAB}"
+        )
+    tok.add_special_tokens(list(TINY_SPECIAL_TOKENS))
+    for name, expected in _SPECIAL_ID.items():
+        assert tok.token_to_id(name) == expected, (name, tok.token_to_id(name), expected)
+    tok.save(str(out / "tokenizer.json"))
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "additional_special_tokens": [
+            "<|mdm_mask|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"
+        ],
+        "model_max_length": 4096,
+        "clean_up_tokenization_spaces": False,
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    return out
+
+
+def expected_lavida_keys(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every tensor name of a LaViDa checkpoint with this config, mapped to its shape."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    d, ff, vocab = config["d_model"], config["mlp_hidden_size"], config["embedding_size"]
+    kv = d // config["n_heads"] * config["n_kv_heads"]
+    keys: dict[str, tuple[int, ...]] = {"model.transformer.wte.weight": (vocab, d)}
+    for i in range(config["n_layers"]):
+        p = f"model.transformer.blocks.{i}."
+        keys |= {
+            p + "attn_norm.weight": (d,),
+            p + "ff_norm.weight": (d,),
+            p + "q_proj.weight": (d, d),
+            p + "k_proj.weight": (kv, d),
+            p + "v_proj.weight": (kv, d),
+            p + "attn_out.weight": (d, d),
+            p + "ff_proj.weight": (ff, d),
+            p + "up_proj.weight": (ff, d),
+            p + "ff_out.weight": (d, ff),
+        }
+    keys["model.transformer.ln_f.weight"] = (d,)
+    keys["model.transformer.ff_out.weight"] = (vocab, d)
+
+    with torch.device("meta"):
+        vision = SiglipVisionModel(SiglipVisionConfig(**config["vision_config"], vision_use_head=False))
+    # transformers 5 keeps SiglipVisionModel flat (base_model_prefix "vision_model"); older
+    # versions nest it under ``vision_model.``. LaViDa's checkpoint always spells the prefix out.
+    for name, tensor in vision.state_dict().items():
+        keys[VISION_PREFIX + name.removeprefix("vision_model.")] = tuple(tensor.shape)
+
+    mm = config["mm_hidden_size"]
+    keys |= {
+        "model.mm_projector.0.weight": (d, mm),
+        "model.mm_projector.0.bias": (d,),
+        "model.mm_projector.2.weight": (d, d),
+        "model.mm_projector.2.bias": (d,),
+        "model.image_newline": (d,),
+    }
+    return keys
+
+
+def _is_norm(name: str) -> bool:
+    return any(part in name for part in ("norm.", "layer_norm", "ln_f", "layernorm"))
+
+
+def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | None = None, seed: int = 0,
+                                 shards: int = 2, dtype: torch.dtype = torch.float32) -> Path:
+    """Write a random LaViDa checkpoint (config, safetensors, tokenizer) into ``out_dir``.
+
+    Weights ~ N(0, 0.02), norm weights 1 and norm biases 0; deterministic from ``seed`` (the same
+    values for every ``dtype``). ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus
+    ``model.safetensors.index.json``; ``shards == 1`` writes a single ``model.safetensors``.
+    """
+    if shards < 1:
+        raise ConfigError(f"shards must be >= 1, got {shards}")
+    config = tiny_lavida_config() if config is None else copy.deepcopy(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config["torch_dtype"] = str(dtype).removeprefix("torch.")
+
+    gen = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, shape in expected_lavida_keys(config).items():
+        if _is_norm(name):
+            t = torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
+        else:
+            t = torch.randn(shape, generator=gen) * 0.02
+        tensors[name] = t.to(dtype).contiguous()
+
+    names = list(tensors)
+    per_shard = -(-len(names) // shards)
+    groups = [names[i:i + per_shard] for i in range(0, len(names), per_shard)]
+    if len(groups) < shards:
+        raise ConfigError(f"{shards} shards is more than the {len(names)} tensors; use fewer shards")
+    if shards == 1:
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map: dict[str, str] = {}
+        for k, group in enumerate(groups, start=1):
+            fname = f"model-{k:05d}-of-{shards:05d}.safetensors"
+            save_file({n: tensors[n] for n in group}, str(out / fname), metadata={"format": "pt"})
+            weight_map |= dict.fromkeys(group, fname)
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    build_tiny_tokenizer(out)
+    return out
