@@ -8,12 +8,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from conftest import tiny_tower, write_vision_folder
 from shirg.errors import CheckpointError, ConfigError, ImageError
 from shirg.vision.encode import encode_dual_scale
 from shirg.vision.preprocess import load_image, prepare_image
 from shirg.vision.siglip import load_vision_tower
-
-from conftest import tiny_tower, write_vision_folder
 
 
 def test_interpolation_at_native_size_equals_plain_model():
@@ -61,7 +60,8 @@ def test_load_errors_name_the_keys(tmp_path, vision_folder):
     wrong = dict(state)
     wrong[key] = torch.zeros(3, 3)
     save_file(wrong, str(vision_folder / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"wrong shape: encoder\.layers\.1\.mlp\.fc1\.weight \(checkpoint \(3, 3\)"):
+    match = r"wrong shape: encoder\.layers\.1\.mlp\.fc1\.weight \(checkpoint \(3, 3\)"
+    with pytest.raises(CheckpointError, match=match):
         load_vision_tower(vision_folder)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_vision_tower(tmp_path / "nowhere")
@@ -75,7 +75,7 @@ def test_load_errors_name_the_keys(tmp_path, vision_folder):
 def test_load_image_converts_modes(tmp_path, mode):
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
     if mode == "I;16":
-        img = Image.fromarray((np.arange(600, dtype=np.uint16).reshape(20, 30) * 100))
+        img = Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
         assert img.mode == "I;16"
     else:
         img = rgb.convert(mode)

@@ -70,9 +70,17 @@ def _open(path: Path):
 
 
 def load_tensors(
-    index: dict[str, Path], names: Iterable[str], rename: Callable[[str], str] = lambda n: n
+    index: dict[str, Path],
+    names: Iterable[str],
+    rename: Callable[[str], str] = lambda n: n,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Read the named tensors (grouped per file) and return them under ``rename(name)``."""
+    """Read the named tensors (grouped per file) and return them under ``rename(name)``.
+
+    Each tensor goes straight to ``device`` (floating tensors cast to ``dtype`` when given), one
+    at a time, so no full-precision copy of the whole checkpoint is ever held.
+    """
     by_file: dict[Path, list[str]] = {}
     for name in names:
         by_file.setdefault(index[name], []).append(name)
@@ -80,7 +88,9 @@ def load_tensors(
     for path, group in by_file.items():
         with _open(path) as handle:
             for name in group:
-                out[rename(name)] = handle.get_tensor(name)
+                t = handle.get_tensor(name)
+                cast = dtype if dtype is not None and t.is_floating_point() else t.dtype
+                out[rename(name)] = t.to(device=device, dtype=cast)
     return out
 
 

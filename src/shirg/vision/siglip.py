@@ -80,7 +80,7 @@ class VisionTower(nn.Module):
         return m.encoder(inputs_embeds=x).last_hidden_state
 
 
-def _vision_config_from(cfg: dict, num_layers: int) -> SiglipVisionConfig:
+def vision_config_from_dict(cfg: dict, num_layers: int) -> SiglipVisionConfig:
     """Vision config from a LaViDa config.json (``vision_config`` if present, else so400m) or a SigLIP one."""
     vc = cfg.get("vision_config") or {}
     if cfg.get("model_type") == "siglip_vision_model":
@@ -131,16 +131,14 @@ def load_vision_tower(
         )
     if num_layers == 0:
         raise CheckpointError(f"{folder}: no encoder layers found under {prefix!r}")
-    config = _vision_config_from(cfg, num_layers)
+    config = vision_config_from_dict(cfg, num_layers)
     with torch.device("meta"):
         tower = VisionTower(config)
     expected = {k: v.shape for k, v in tower.vision_model.state_dict().items()}
     found = {n[len(prefix) :]: s for n, s in tensor_shapes(index, wanted).items()}
     check_state_dict(expected, found, "vision tower", folder)
-    state = load_tensors(index, wanted, rename=lambda n: n[len(prefix) :])
-    state = {k: v.to(dtype) for k, v in state.items()}
+    state = load_tensors(index, wanted, rename=lambda n: n[len(prefix) :], dtype=dtype)
     tower.vision_model.load_state_dict(state, strict=True, assign=True)
-    tower.vision_model.to(dtype)
     # Non-persistent buffers (position ids) were created on meta: rebuild them.
     emb = tower.vision_model.embeddings
     emb.position_ids = torch.arange(emb.num_positions).expand((1, -1))

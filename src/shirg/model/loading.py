@@ -1,0 +1,118 @@
+"""Load LaViDa checkpoints from a local folder: config, safetensors (single or sharded), tokenizer.
+
+The model is built on the meta device and every tensor is read straight into the target dtype
+and device, so the 8B model in bf16 never exists as an fp32 copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from shirg.checkpoint import check_state_dict, key_index, load_tensors, read_config, tensor_shapes
+from shirg.errors import CheckpointError
+from shirg.model.lavida import LavidaConfig, LavidaModel
+from shirg.tokens.coords import CoordinateEmbedding
+
+log = logging.getLogger(__name__)
+PREFIX = "model."
+SHIRG_WEIGHTS = "shirg_weights.safetensors"
+VISION_LAYER_PREFIX = "model.vision_tower.vision_tower.vision_model.encoder.layers."
+
+
+def _dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise CheckpointError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer shipped with the checkpoint, from local files only."""
+    from transformers import AutoTokenizer
+
+    folder = Path(path)
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        raise CheckpointError(
+            f"{folder} has no tokenizer.json / tokenizer_config.json; LaViDa checkpoints ship their tokenizer, "
+            "copy it into the folder"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot load the tokenizer in {folder}: {e}") from e
+
+
+def _rebuild_buffers(model: LavidaModel) -> None:
+    """Non-persistent buffers are not in checkpoints; recreate those built on meta."""
+    emb = model.model.vision_tower.vision_model.embeddings
+    emb.position_ids = torch.arange(emb.num_positions, device=emb.position_embedding.weight.device).expand((1, -1))
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    shirg_weights: str | Path | None = None,
+) -> LavidaModel:
+    """Load a LaViDa-LLaDA checkpoint folder (config.json, safetensors, tokenizer).
+
+    Args:
+        path: checkpoint folder.
+        device: "cpu" or "cuda" (or a torch.device).
+        dtype: None/"auto" = bf16 on CUDA, fp32 on CPU.
+        shirg_weights: a SHIRG weights file (coordinate embedding); by default
+            ``<path>/shirg_weights.safetensors`` when present, else zero-initialized.
+    Raises:
+        CheckpointError naming every missing, unexpected or mis-shaped tensor.
+    """
+    folder = Path(path)
+    device = torch.device(device)
+    dtype = _dtype(dtype, device)
+    cfg = read_config(folder)
+    index = key_index(folder)
+    layers = {int(n[len(VISION_LAYER_PREFIX):].split(".")[0]) for n in index if n.startswith(VISION_LAYER_PREFIX)}
+    config = LavidaConfig.from_dict(cfg, vision_layers=(max(layers) + 1) if layers else None)
+    with torch.device("meta"):
+        model = LavidaModel(config)
+    expected = {PREFIX + k: v.shape for k, v in model.model.state_dict().items()}
+    check_state_dict(expected, tensor_shapes(index, index), "LaViDa checkpoint", folder)
+
+    state = load_tensors(index, list(index), rename=lambda n: n[len(PREFIX):], device=device, dtype=dtype)
+    model.model.load_state_dict(state, strict=True, assign=True)
+    model.shirg["coord_embed"] = CoordinateEmbedding(config.vision.hidden_size).to(device=device, dtype=dtype)
+    _rebuild_buffers(model)
+    weights = Path(shirg_weights) if shirg_weights else folder / SHIRG_WEIGHTS
+    if shirg_weights or weights.is_file():
+        load_shirg_weights(model, weights)
+    model.tokenizer = load_tokenizer(folder)
+    return model.eval()
+
+
+def save_shirg_weights(model: LavidaModel, path: str | Path) -> Path:
+    """Write SHIRG's own weights (coordinate embedding) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    from shirg.io import atomic_write
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.shirg.state_dict().items()}
+    return atomic_write(path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+
+
+def load_shirg_weights(model: LavidaModel, path: str | Path) -> None:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"SHIRG weights file {path} does not exist")
+    state = load_file(str(path))
+    expected = {k: v.shape for k, v in model.shirg.state_dict().items()}
+    check_state_dict(expected, {k: v.shape for k, v in state.items()}, "SHIRG weights", path)
+    model.shirg.load_state_dict({k: v.to(model.dtype) for k, v in state.items()})
