@@ -284,3 +284,13 @@ def test_coordinate_embedding_starts_at_zero_and_trains():
         emb.coord_out.bias.fill_(1.0)
     out = emb.add_to(feats, boxes, where)
     assert torch.equal(out[:, 1], feats[:, 1]) and not torch.equal(out[:, 0], feats[:, 0])
+
+
+def test_merging_never_forces_padding_into_the_selection():
+    # G = 11 with 44 real tokens and K = 42: merging real blocks must stop while 42 real remain
+    gen = torch.Generator().manual_seed(26)
+    hi = torch.randn(1, 121, D, generator=gen).cumsum(1) * 0.01  # smooth: many flat blocks
+    t = dual_scale(hi, torch.tensor([[0.0, 0.0, 0.3125, 1.0]]))
+    n_real = int(t.hi_real.sum())
+    out = select_shirg(t, 42, None, ShirgOptions(merge=True, merge_eps=1.0, coverage=False))
+    assert int(t.hi_real[0][out.index[0]].sum()) == 42 <= n_real

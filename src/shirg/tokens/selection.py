@@ -130,8 +130,9 @@ def merge_neighbours(cand: Candidates, grid: int, k: int, eps: float = 0.05) -> 
 
     Blocks are the non-overlapping 2 x 2 blocks of the G x G grid (a trailing odd row/column is
     never merged) and must be wholly real. They merge in order of increasing spread (ties: lower
-    block index) and merging stops before the alive count would fall below K, so at least K
-    tokens always stay selectable. A merged block becomes one token at its lowest index:
+    block index) and merging stops before the count of real tokens would fall below K, so at
+    least K tokens always stay selectable and padding is never needed while real tokens remain.
+    A merged block becomes one token at its lowest index:
     area-weighted mean feature, area-weighted centroid, union box, summed area, mean score.
     The other three members become dead.
     """
@@ -156,7 +157,8 @@ def merge_neighbours(cand: Candidates, grid: int, k: int, eps: float = 0.05) -> 
     sb = blocks(scaled)
     spread = sb.amax(dim=2) - sb.amin(dim=2)  # [B, gb*gb]
     eligible = blocks(real).all(dim=2) & (spread < eps)
-    budget = ((cand.alive.sum(dim=1) - k) // 3).clamp(min=0)  # [B]
+    # Only real blocks merge, so the real count bounds the budget: padding must never be needed.
+    budget = ((real.sum(dim=1) - k) // 3).clamp(min=0)  # [B]
     spread = torch.where(eligible, spread, torch.full_like(spread, float("inf")))
     order = torch.sort(spread, dim=1, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(gb * gb, device=s.device).expand(b, -1))
