@@ -294,3 +294,13 @@ def test_merging_never_forces_padding_into_the_selection():
     n_real = int(t.hi_real.sum())
     out = select_shirg(t, 42, None, ShirgOptions(merge=True, merge_eps=1.0, coverage=False))
     assert int(t.hi_real[0][out.index[0]].sum()) == 42 <= n_real
+
+
+def test_gradients_reach_kept_and_merged_features():
+    g = 8
+    hi = torch.randn(1, g * g, D).cumsum(1).mul(0.01).requires_grad_(True)
+    t = dual_scale(hi)
+    out = select_tokens("shirg", t, 20, None, options=ShirgOptions(merge_eps=1.0))
+    assert (out.kind == KIND_MERGED).any()
+    out.features.sum().backward()
+    assert hi.grad is not None and (hi.grad != 0).sum() > 20

@@ -1,28 +1,35 @@
-"""The `shirg` command line. Each sub-command lives in shirg/commands/<name>.py and exposes
-``add_arguments(parser)`` and ``run(args) -> int``. User errors print one line and exit 2."""
+"""The `shirg` command line.
+
+Each sub-command is a module shirg/commands/<name>.py (``bench_select`` -> ``bench-select``) with
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; modules are found by
+listing the package, so adding a command is adding a file. User errors print one line, exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 
+import shirg.commands
 from shirg.errors import ShirgError
 
-COMMANDS = {
-    "select": "see which visual tokens a strategy keeps (PNG overlay + JSON)",
-    "bench-select": "time scoring + merging + selection against the SigLIP forward",
-}
+
+def command_modules() -> dict[str, str]:
+    """Sub-command name -> module name, sorted."""
+    names = sorted(m.name for m in pkgutil.iter_modules(shirg.commands.__path__) if not m.name.startswith("_"))
+    return {n.replace("_", "-"): f"shirg.commands.{n}" for n in names}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shirg", description="SHIRG token selection for LaViDa")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"shirg.commands.{name.replace('-', '_')}")
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, module_name in command_modules().items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

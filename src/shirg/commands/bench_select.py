@@ -19,6 +19,8 @@ from shirg.tokens.registry import select_tokens
 from shirg.tokens.types import TextContext
 from shirg.vision.siglip import SO400M, VisionTower, vision_config
 
+HELP = "time scoring + merging + selection against the SigLIP forward on the same machine"
+
 TOWERS = {
     "so400m": {},
     "small": dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6),

@@ -147,7 +147,7 @@ def memory_report(device: torch.device) -> dict[str, float]:
 # ----------------------------------------------------------------------------- visual tokens
 
 
-def _question_context(model: LavidaModel, questions: Sequence[str]) -> TextContext:
+def question_context(model: LavidaModel, questions: Sequence[str]) -> TextContext:
     """Question-token input embeddings (no template tokens), padded, with a mask."""
     ids = [question_token_ids(q, model.tokenizer) for q in questions]
     t = max(1, max(len(i) for i in ids))
@@ -207,13 +207,15 @@ def hires_visual(
         boxes = torch.tensor([p.content_box for p in prepared], device=model.device)
     with watch.stage("vision"):
         feats = core.vision_tower(pixels)
-    with watch.stage("select"), torch.no_grad():
+    # No no_grad here: scores and decisions are computed without gradients inside the strategies,
+    # while the kept features stay differentiable for training (answer() itself runs under no_grad).
+    with watch.stage("select"):
         tokens = dual_scale(feats, boxes)
         if mode == "full":
             all_idx = torch.arange(tokens.num_hi, device=feats.device).expand(tokens.batch_size, -1)
             sel = hi_subset(tokens, all_idx, "full")
         else:
-            text = _question_context(model, questions) if mode in ("shirg", "text-topk") else None
+            text = question_context(model, questions) if mode in ("shirg", "text-topk") else None
             sel = select_tokens(mode, tokens, opts.budget(), text, scaffold=opts.scaffold,
                                 **opts.strategy_options(mode))
     with watch.stage("project"):

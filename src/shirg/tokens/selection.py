@@ -124,7 +124,6 @@ def covered_topk(
     return keep.sort(dim=1).values
 
 
-@torch.no_grad()
 def merge_neighbours(cand: Candidates, grid: int, k: int, eps: float = 0.05) -> Candidates:
     """Merge 2 x 2 blocks of hi tokens whose min-max-scaled score spread is below eps.
 
@@ -134,7 +133,8 @@ def merge_neighbours(cand: Candidates, grid: int, k: int, eps: float = 0.05) -> 
     least K tokens always stay selectable and padding is never needed while real tokens remain.
     A merged block becomes one token at its lowest index:
     area-weighted mean feature, area-weighted centroid, union box, summed area, mean score.
-    The other three members become dead.
+    The other three members become dead. The merge decision uses scores only; the averaged
+    features keep their autograd history, so training reaches the tower through merged tokens.
     """
     b, n, d = cand.features.shape
     gb = grid // 2

@@ -1,0 +1,56 @@
+"""`shirg answer`: answer a question about an image with a LaViDa checkpoint, in any visual mode."""
+
+from __future__ import annotations
+
+import argparse
+
+from shirg.commands._common import add_generation_options, add_visual_options, generation_kwargs, visual_options
+from shirg.errors import ConfigError
+from shirg.io import write_json
+
+HELP = "answer a question about an image (any visual mode: lavida, lowres, full, shirg, baselines)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="LaViDa checkpoint folder (config.json, safetensors, tokenizer)")
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument("--question", required=True, help="the question")
+    p.add_argument("--mode", default="lavida", help="visual mode (default lavida); several: comma-separated")
+    p.add_argument("--shirg-weights", default=None, help="SHIRG weights (coordinate embedding) safetensors file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--json", default=None, help="write answers and metadata as JSON")
+    add_generation_options(p)
+    add_visual_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shirg.model.inference import MODES
+
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            raise ConfigError(f"unknown mode {m!r}; valid modes: {', '.join(MODES)}")
+    opts = visual_options(args)
+    gen = generation_kwargs(args)
+    for m in modes:
+        opts.validate(m)
+    if not args.question.strip():
+        raise ConfigError("--question is empty; ask something about the image")
+    import shirg
+    from shirg.vision.preprocess import load_image
+
+    image = load_image(args.image)  # fail on a bad image before the (slow) model load
+    model = shirg.load(args.model, device=args.device, dtype=args.dtype, shirg_weights=args.shirg_weights)
+    records = []
+    for m in modes:
+        ans = model.answer([image], [args.question], mode=m, options=opts, **gen)[0]
+        meta = ans.meta
+        times = " ".join(f"{k} {v * 1e3:.0f}ms" for k, v in meta["time_s"].items())
+        note = f"  [fell back to lavida: {meta['fallback_reason']}]" if meta.get("fallback") else ""
+        print(f"[{m}] {ans.text}{note}")
+        print(f"    visual tokens {meta['visual_tokens']}, prompt {meta['prompt_length']}, {times}")
+        records.append({"mode": m, "question": args.question, "image": str(args.image), **ans.to_dict()})
+    if args.json:
+        write_json(args.json, records if len(records) > 1 else records[0])
+    return 0

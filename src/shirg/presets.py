@@ -1,0 +1,75 @@
+"""Model presets with random weights, for benchmarks: latency and memory do not depend on weight
+values, so LaViDa-8B's exact shapes can be timed without downloading anything.
+
+- ``tiny``: the test checkpoint's sizes (CI smoke runs).
+- ``cpu-small``: LaViDa's real token geometry (patch 14; 384 views, 672 canvas, anyres) with
+  reduced width and depth, so a CPU run finishes in minutes.
+- ``lavida-8b``: LaViDa-LLaDA-8B exactly (SigLIP so400m with 26 layers, LLaDA 32 x 4096, vocab
+  126464), built directly on the target device in the target dtype.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from shirg.errors import ConfigError
+from shirg.model.lavida import LavidaConfig, LavidaModel
+from shirg.testing import build_tiny_tokenizer, tiny_lavida_config
+
+LAVIDA_8B_LLM = dict(
+    d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288, rope_theta=500000.0,
+    rms_norm_eps=1e-5, vocab_size=126464, embedding_size=126464, mask_token_id=126336, eos_token_id=126081,
+    eot_token_id=126348,
+)
+SO400M_VISION = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
+                     image_size=384, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
+
+PRESETS = {
+    "tiny": {},
+    "cpu-small": dict(
+        d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden_size=1536, mm_hidden_size=384,
+        vision_config=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=6),
+    ),
+    "lavida-8b": dict(**LAVIDA_8B_LLM, mm_hidden_size=1152, vision_config=SO400M_VISION),
+}
+
+
+def preset_config(name: str) -> dict:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    overrides = dict(PRESETS[name])
+    if name != "lavida-8b":
+        # the tiny tokenizer's special ids must stay inside the smaller vocabulary
+        overrides.pop("mask_token_id", None)
+    return tiny_lavida_config(**overrides)
+
+
+@torch.no_grad()
+def build_preset(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 seed: int = 0) -> LavidaModel:
+    """A LavidaModel of the preset's shapes with N(0, 0.02) weights, made on ``device`` in ``dtype``."""
+    cfg = preset_config(name)
+    config = LavidaConfig.from_dict(cfg)
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = LavidaModel(config)
+    model = model.to_empty(device=device).to(dtype)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for pname, p in model.named_parameters():
+        if "norm" in pname and pname.endswith("weight"):
+            p.fill_(1.0)
+        elif pname.endswith("bias") or "coord_out" in pname:
+            p.zero_()
+        else:
+            p.normal_(0.0, 0.02, generator=gen)
+    emb = model.model.vision_tower.vision_model.embeddings
+    emb.position_ids = torch.arange(emb.num_positions, device=device).expand((1, -1))
+    tok_dir = Path(tempfile.mkdtemp(prefix="shirg-tok-"))
+    from shirg.model.loading import load_tokenizer
+
+    build_tiny_tokenizer(tok_dir)
+    model.tokenizer = load_tokenizer(tok_dir)
+    return model.eval()
