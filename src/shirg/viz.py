@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 from shirg.io import atomic_write  # noqa: E402
 from shirg.tokens.types import KIND_MERGED, KIND_POOLED, KIND_SCAFFOLD, TokenSet  # noqa: E402
 
-COLOURS = {"hi": "#ff3b30", "merged": "#007aff", "pooled": "#34c759", "grid": "#ffffff"}
+COLOURS = {"hi": "#ff3b30", "merged": "#00b3a4", "pooled": "#34c759", "grid": "#ffffff"}
 
 
 def _canvas(image: Image.Image, resolution: int, content_box: tuple[float, float, float, float]) -> np.ndarray:
