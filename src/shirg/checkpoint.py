@@ -69,6 +69,14 @@ def _open(path: Path):
         raise CheckpointError(f"cannot read {path}: {e}; the file is corrupt or not safetensors") from e
 
 
+def _by_file(index: dict[str, Path], names: Iterable[str]) -> dict[Path, list[str]]:
+    """Group tensor names by the file that holds them, so each file is opened once."""
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        by_file.setdefault(index[name], []).append(name)
+    return by_file
+
+
 def load_tensors(
     index: dict[str, Path],
     names: Iterable[str],
@@ -81,11 +89,8 @@ def load_tensors(
     Each tensor goes straight to ``device`` (floating tensors cast to ``dtype`` when given), one
     at a time, so no full-precision copy of the whole checkpoint is ever held.
     """
-    by_file: dict[Path, list[str]] = {}
-    for name in names:
-        by_file.setdefault(index[name], []).append(name)
     out: dict[str, torch.Tensor] = {}
-    for path, group in by_file.items():
+    for path, group in _by_file(index, names).items():
         with _open(path) as handle:
             for name in group:
                 t = handle.get_tensor(name)
@@ -119,11 +124,8 @@ def check_state_dict(
 
 def tensor_shapes(index: dict[str, Path], names: Iterable[str]) -> dict[str, torch.Size]:
     """Shapes of the named tensors, read from the headers only."""
-    by_file: dict[Path, list[str]] = {}
-    for name in names:
-        by_file.setdefault(index[name], []).append(name)
     out: dict[str, torch.Size] = {}
-    for path, group in by_file.items():
+    for path, group in _by_file(index, names).items():
         with _open(path) as handle:
             for name in group:
                 out[name] = torch.Size(handle.get_slice(name).get_shape())
