@@ -1,0 +1,149 @@
+"""`shirg eval`: every visual mode on the same benchmark samples, resumable, data-parallel.
+
+    shirg eval --model DIR --task chartqa --data DATA --modes lowres,lavida,full,shirg,uniform --out OUT
+    accelerate launch --multi_gpu --num_processes 8 -m shirg.cli eval ...   # one shard per GPU, merged at the end
+    shirg eval ... --ablation                                       # + SHIRG ablation variants
+
+Writes OUT/predictions.jsonl (one line per mode and sample), summary.{md,csv,json},
+score_vs_latency.png, score_vs_tokens.png and overlays.png. Rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from shirg.commands._common import add_generation_options, add_visual_options, generation_kwargs, visual_options
+from shirg.errors import ConfigError
+
+HELP = "evaluate modes side by side on ChartQA, DocVQA, TextVQA or EntityGrid (resumable, data-parallel)"
+DEFAULT_MODES = "lowres,lavida,full,shirg"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="LaViDa checkpoint folder")
+    src.add_argument("--preset", choices=["tiny", "cpu-small"], help="random-weight model (plumbing checks only)")
+    p.add_argument("--adapter", default=None,
+                   help="SHIRG weights: a shirg_weights.safetensors file or a folder holding one")
+    p.add_argument("--task", required=True, help="chartqa | docvqa | textvqa | entitygrid")
+    p.add_argument("--data", required=True, help="benchmark folder (original release or Hugging Face parquet layout)")
+    p.add_argument("--split", default=None, help="parquet split (default: test for chartqa, validation otherwise)")
+    p.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated modes (default {DEFAULT_MODES})")
+    p.add_argument("--ablation", "--preset-ablation", dest="ablation", action="store_true",
+                   help="add the SHIRG ablations (no coverage / merge / coords, each score term off, nbr sign flipped)")
+    p.add_argument("--limit", type=int, default=None, help="first N samples only (the same N for every mode)")
+    p.add_argument("--out", required=True, help="output folder (reused to resume)")
+    p.add_argument("--batch-size", type=int, default=1, help="samples per answer() call (1 gives clean latencies)")
+    p.add_argument("--warmup", type=int, default=1, help="discarded answers per mode before timing (default 1)")
+    p.add_argument("--overlays", type=int, default=3, help="samples in the overlay grid (0: none)")
+    p.add_argument("--no-evidence", action="store_true", help="EntityGrid: skip evidence recall")
+    p.add_argument("--prompt-suffix", default=None, help="text appended to every question (default: lmms-eval's)")
+    p.add_argument("--device", default=None, help="default: cuda (this rank's GPU) when available, else cpu")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--no-progress", action="store_true")
+    add_generation_options(p)
+    add_visual_options(p)
+    p.set_defaults(gen_length=None, steps=None)
+
+
+def _adapter_weights(adapter: str | None) -> Path | None:
+    if adapter is None:
+        return None
+    path = Path(adapter)
+    if path.is_dir():
+        if (path / "shirg_weights.safetensors").is_file():
+            return path / "shirg_weights.safetensors"
+        raise ConfigError(f"--adapter {path} holds no shirg_weights.safetensors")
+    if not path.is_file():
+        raise ConfigError(f"--adapter {path} does not exist")
+    return path
+
+
+class _Dist:
+    """The process group of a data-parallel launch: rank, world size, device, barrier."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(self.local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device("cuda", self.local_rank) if cuda else torch.device("cpu")
+        self.barrier = dist.barrier
+
+
+def distributed() -> tuple[int, int, _Dist | None]:
+    """(rank, world size, group) under `accelerate launch --multi_gpu` / torchrun, else (0, 1, None).
+
+    torch.distributed is used directly (NCCL on GPUs, gloo on CPUs): accelerate's launcher sets the
+    same environment, and its state object does not form a CPU group without MPI."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, None
+    group = _Dist()
+    return group.rank, group.world, group
+
+
+def run(args: argparse.Namespace) -> int:
+    from shirg.evaluate.data import load_samples, task_spec
+    from shirg.evaluate.modes import ABLATIONS, build_modes
+    from shirg.evaluate.runner import EvalSettings, evaluate, machine_info
+
+    spec = task_spec(args.task)
+    names = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.ablation:
+        names += [m for m in ("shirg", *ABLATIONS) if m not in names]
+    args.gen_length = args.gen_length or spec.gen_length
+    args.steps = args.steps or args.gen_length
+    modes = build_modes(names, visual_options(args))
+    if args.batch_size < 1 or args.warmup < 0:
+        raise ConfigError("--batch-size must be >= 1 and --warmup >= 0")
+    samples = load_samples(args.task, args.data, args.split, args.limit)
+    weights = _adapter_weights(args.adapter)
+    rank, world, state = distributed()
+    if args.device:
+        device = torch.device(args.device)
+    elif state is not None:
+        device = state.device
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.model:
+        import shirg
+
+        model = shirg.load(args.model, device=device, dtype=args.dtype, shirg_weights=weights)
+        source = f"checkpoint {args.model}"
+    else:
+        from shirg.model.loading import _dtype
+        from shirg.presets import build_preset
+
+        model = build_preset(args.preset, device, _dtype(args.dtype, device))
+        source = f"preset {args.preset} (random weights)"
+    settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
+                            warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix)
+    invocation = {"command": "shirg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
+                  "model": source, "adapter": str(weights) if weights else None, "data": str(args.data),
+                  "samples": len(samples), "world_size": world, "machine": machine_info(device),
+                  "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    summary = evaluate(model, samples, modes, args.out, settings, rank=rank, world=world,
+                       barrier=state.barrier if state is not None else None, overlays=args.overlays,
+                       progress=not args.no_progress, invocation=invocation)
+    if state is not None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if summary is not None:
+        from shirg.evaluate.summary import markdown
+
+        print(markdown(summary, f"{args.task}: {len(samples)} samples"))
+        print(f"wrote {Path(args.out) / 'predictions.jsonl'}, summary.md/.csv/.json and plots in {args.out}")
+    return 0

@@ -1,0 +1,291 @@
+"""Benchmark loaders for local files: ChartQA, DocVQA (val), TextVQA (val), EntityGrid.
+
+Two layouts per public benchmark: the original release (JSON + image folder) and the Hugging Face
+parquet layout (one row per question with the image bytes inline). Parquet images are read lazily,
+one row group at a time, so a 5 GB DocVQA split never sits in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from shirg.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    gen_length: int  # answer slots (LAVIDA_FACTS section 4: ChartQA 16, DocVQA 32)
+    split: str  # default split of the parquet layout
+    primary: str  # the score the summary sorts and compares by
+    prompt_suffix: str  # lmms-eval's post-prompt for the task
+    layouts: tuple[str, ...]  # human-readable expected layouts, for errors and docs
+
+
+TASKS: dict[str, TaskSpec] = {
+    "chartqa": TaskSpec(
+        "chartqa", 16, "test", "relaxed_accuracy", "\nAnswer the question with a single word.",
+        ("original: test/test_human.json + test/test_augmented.json + test/png/ (ChartQA release; "
+         "the folder may also be test/ itself)",
+         "parquet: *.parquet with columns query|question, label|answer(s), image (HuggingFaceM4/ChartQA, "
+         "lmms-lab/ChartQA)")),
+    "docvqa": TaskSpec(
+        "docvqa", 32, "validation", "anls", "\nAnswer the question using a single word or phrase.",
+        ("original: val/val_v1.0.json (or val_v1.0_withQT.json) + val/documents/ (DocVQA release)",
+         "parquet: *.parquet with columns question, answers, image (lmms-lab/DocVQA, config DocVQA)")),
+    "textvqa": TaskSpec(
+        "textvqa", 16, "validation", "vqa_accuracy", "\nAnswer the question using a single word or phrase.",
+        ("original: TextVQA_0.5.1_val.json + train_images/<image_id>.jpg (TextVQA release; "
+         "train_val_images/train_images/ also found)",
+         "parquet: *.parquet with columns question, answers, image (lmms-lab/textvqa, facebook/textvqa)")),
+    "entitygrid": TaskSpec(
+        "entitygrid", 32, "", "f1", "",
+        ("generated: questions.jsonl + images/ written by `shirg entitygrid --out DIR`",)),
+}
+
+
+def task_spec(task: str) -> TaskSpec:
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+@dataclass
+class Sample:
+    """One question. ``boxes``: the queried entities in image pixels [x0, y0, x1, y1] (EntityGrid)."""
+
+    id: str
+    question: str
+    answers: list[str]
+    image_ref: Any  # a path, or a ParquetImage
+    qtype: str | None = None
+    boxes: list[list[float]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def image(self) -> Image.Image:
+        from shirg.vision.preprocess import load_image
+
+        if isinstance(self.image_ref, ParquetImage):
+            return self.image_ref.load()
+        return load_image(self.image_ref)
+
+
+# ----------------------------------------------------------------------------- parquet
+
+
+@dataclass(frozen=True)
+class ParquetImage:
+    path: str
+    row: int  # row index within the file
+    column: str
+
+    def load(self) -> Image.Image:
+        from shirg.vision.preprocess import load_image
+
+        value = _row_group_images(self.path, self.column, *_locate(self.path, self.row))
+        if isinstance(value, dict):
+            data = value.get("bytes")
+            if data is None and value.get("path"):
+                return load_image(Path(self.path).parent / value["path"])
+        else:
+            data = value
+        if not data:
+            raise ConfigError(f"{self.path} row {self.row}: the {self.column!r} cell holds no image bytes")
+        return load_image(Image.open(io.BytesIO(data)))
+
+
+@lru_cache(maxsize=64)
+def _row_group_offsets(path: str) -> tuple[int, ...]:
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    offsets, total = [], 0
+    for i in range(md.num_row_groups):
+        offsets.append(total)
+        total += md.row_group(i).num_rows
+    return tuple(offsets)
+
+
+def _locate(path: str, row: int) -> tuple[int, int]:
+    offsets = _row_group_offsets(path)
+    group = max(i for i, off in enumerate(offsets) if off <= row)
+    return group, row - offsets[group]
+
+
+def _row_group_images(path: str, column: str, group: int, offset: int):
+    return _read_group(path, column, group)[offset]
+
+
+@lru_cache(maxsize=2)
+def _read_group(path: str, column: str, group: int) -> list:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read_row_group(group, columns=[column]).column(column).to_pylist()
+
+
+def _first(columns: list[str], *names: str) -> str | None:
+    return next((n for n in names if n in columns), None)
+
+
+def _as_answers(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+SPLIT_ALIASES = {"validation": ("validation", "val"), "val": ("validation", "val"), "test": ("test",),
+                 "train": ("train",)}
+
+
+def _split_files(files: list[Path], split: str) -> list[Path]:
+    """Files of the split: name starts with it (HF's ``validation-00000-of-00003.parquet``) or a
+    folder on the path is named after it; files naming no known split at all are taken as they are."""
+    tokens = SPLIT_ALIASES.get(split, (split,))
+    known = {t for ts in SPLIT_ALIASES.values() for t in ts}
+
+    def names(f: Path) -> list[str]:
+        return [f.stem.split("-")[0].split("_")[0].lower()] + [p.lower() for p in f.parent.parts[-2:]]
+
+    chosen = [f for f in files if any(n in tokens for n in names(f))]
+    if chosen:
+        return chosen
+    if not any(n in known for f in files for n in names(f)):
+        return files
+    raise ConfigError(f"no parquet file of split {split!r} among {', '.join(f.name for f in files[:6])}; "
+                      "pass --split with one of the splits present")
+
+
+def load_parquet(task: str, files: list[Path], split: str) -> list[Sample]:
+    import pyarrow.parquet as pq
+
+    samples = []
+    for f in sorted(_split_files(files, split)):
+        schema_cols = pq.ParquetFile(f).schema_arrow.names
+        q_col = _first(schema_cols, "question", "query")
+        a_col = _first(schema_cols, "answers", "answer", "label")
+        img_col = _first(schema_cols, "image", "img")
+        if not (q_col and a_col and img_col):
+            raise ConfigError(f"{f} has columns {schema_cols}; a {task} parquet file needs a question "
+                              "(question|query), answers (answers|answer|label) and image column")
+        id_col = _first(schema_cols, "questionId", "question_id", "id")
+        type_col = _first(schema_cols, "type", "human_or_machine", "question_types")
+        cols = [c for c in (q_col, a_col, id_col, type_col) if c]
+        table = pq.read_table(f, columns=cols).to_pylist()
+        for row, rec in enumerate(table):
+            sid = str(rec[id_col]) if id_col else f"{f.stem}-{row}"
+            qtype = rec.get(type_col) if type_col else None
+            samples.append(Sample(id=sid, question=str(rec[q_col]), answers=_as_answers(rec[a_col]),
+                                  image_ref=ParquetImage(str(f), row, img_col),
+                                  qtype=str(qtype) if isinstance(qtype, (str, int)) else None))
+    return samples
+
+
+# ----------------------------------------------------------------------------- original layouts
+
+
+def _find(root: Path, candidates: list[str]) -> Path | None:
+    return next((root / c for c in candidates if (root / c).is_file()), None)
+
+
+def load_chartqa_original(root: Path, split: str) -> list[Sample] | None:
+    split = "val" if split == "validation" else split
+    for base in (root / split, root):
+        files = [base / f"{split}_human.json", base / f"{split}_augmented.json"]
+        if any(f.is_file() for f in files) and (base / "png").is_dir():
+            samples = []
+            for f in files:
+                if not f.is_file():
+                    continue
+                kind = f.stem.split("_")[-1]
+                for i, rec in enumerate(json.loads(f.read_text())):
+                    samples.append(Sample(id=f"{kind}-{i}", question=rec["query"], answers=_as_answers(rec["label"]),
+                                          image_ref=base / "png" / rec["imgname"], qtype=kind))
+            return samples
+    return None
+
+
+def load_docvqa_original(root: Path, split: str) -> list[Sample] | None:
+    split = "val" if split == "validation" else split
+    for base in (root / split, root):
+        f = _find(base, [f"{split}_v1.0_withQT.json", f"{split}_v1.0.json"])
+        if f is not None:
+            data = json.loads(f.read_text())["data"]
+            return [Sample(id=str(r["questionId"]), question=r["question"], answers=_as_answers(r.get("answers")),
+                           image_ref=base / r["image"], qtype=(r.get("question_types") or [None])[0])
+                    for r in data]
+    return None
+
+
+def load_textvqa_original(root: Path, split: str) -> list[Sample] | None:
+    split = "val" if split == "validation" else split
+    f = _find(root, [f"TextVQA_0.5.1_{split}.json", f"annotations/TextVQA_0.5.1_{split}.json"])
+    if f is None:
+        return None
+    image_dir = next((d for d in (root / "train_images", root / "train_val_images" / "train_images",
+                                  root / "images") if d.is_dir()), None)
+    if image_dir is None:
+        raise ConfigError(f"found {f.name} but no image folder: expected {root / 'train_images'} "
+                          f"or {root / 'train_val_images' / 'train_images'}")
+    return [Sample(id=str(r["question_id"]), question=r["question"], answers=_as_answers(r.get("answers")),
+                   image_ref=image_dir / f"{r['image_id']}.jpg") for r in json.loads(f.read_text())["data"]]
+
+
+def load_entitygrid(root: Path, split: str = "") -> list[Sample] | None:
+    from shirg.evaluate.entitygrid import QUESTIONS_FILE
+
+    f = root / QUESTIONS_FILE
+    if not f.is_file():
+        return None
+    from shirg.evaluate.runner import read_jsonl
+
+    return [Sample(id=r["id"], question=r["question"], answers=_as_answers(r["answers"]), image_ref=root / r["image"],
+                   qtype=r["type"], boxes=r.get("boxes", []), meta={"grid": r.get("grid")})
+            for r in read_jsonl(f)]
+
+
+ORIGINAL_LOADERS: dict[str, Callable[[Path, str], list[Sample] | None]] = {
+    "chartqa": load_chartqa_original,
+    "docvqa": load_docvqa_original,
+    "textvqa": load_textvqa_original,
+    "entitygrid": load_entitygrid,
+}
+
+
+def load_samples(task: str, data: str | Path, split: str | None = None, limit: int | None = None) -> list[Sample]:
+    """The task's samples in file order (the first ``limit`` when given); every mode gets these."""
+    spec = task_spec(task)
+    root = Path(data)
+    if not root.is_dir():
+        raise ConfigError(f"--data {root} is not a folder")
+    split = split or spec.split
+    samples = ORIGINAL_LOADERS[task](root, split)
+    if samples is None and task != "entitygrid":
+        parquet = sorted(root.rglob("*.parquet"))
+        if parquet:
+            samples = load_parquet(task, parquet, split)
+    if samples is None:
+        layouts = "\n  - ".join(spec.layouts)
+        raise ConfigError(f"{root} matches no {task} layout; expected one of:\n  - {layouts}")
+    if not samples:
+        raise ConfigError(f"{root} holds a {task} layout but no questions")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{root}: question ids repeat; every sample needs a unique id")
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {limit}")
+        samples = samples[:limit]
+    return samples

@@ -1,0 +1,265 @@
+"""EntityGrid: a generated, openly specified high-resolution recognition benchmark (docs/entitygrid.md).
+
+Each image is a ROWS x COLS grid; some cells hold an entity = a coloured shape with a small number
+written under it. Shapes are large enough to see at 384 px, the numbers are not: reading them
+needs the high-resolution path. Sample i depends only on (seed, i), so ``--n 6`` is a prefix of
+``--n 500`` and every run of the same command writes identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from shirg.errors import ConfigError
+from shirg.io import atomic_write, write_json
+
+VERSION = 1
+COLOURS = {
+    "red": (214, 39, 40),
+    "green": (44, 160, 44),
+    "blue": (31, 90, 220),
+    "yellow": (235, 200, 20),
+    "purple": (148, 60, 189),
+    "orange": (255, 127, 14),
+}
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
+TYPES = ("recognition", "position", "counting", "reading")
+QUESTIONS_FILE = "questions.jsonl"
+LLAVA_FILE = "llava_train.json"
+META_FILE = "entitygrid.json"
+
+
+@dataclass
+class EntityGridConfig:
+    """Every number of the generator. Pixel sizes are for the full ``size`` x ``size`` image."""
+
+    size: int = 1344
+    rows: int = 8
+    cols: int = 8
+    occupancy: float = 0.6  # chance that a cell holds an entity
+    entity_scale: float = 0.3  # shape side as a fraction of the cell side
+    label_px: int = 14  # font size of the numbers (about 4 px at 384, 7 px at 672 for size 1344)
+    max_label: int = 99
+
+    def validate(self) -> None:
+        if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
+            raise ConfigError(f"grid {self.rows}x{self.cols} is too small; use at least 2 cells (e.g. 8x8)")
+        if self.size < 8 * max(self.rows, self.cols):
+            raise ConfigError(f"image size {self.size} is too small for a {self.rows}x{self.cols} grid")
+        if not 0 < self.occupancy <= 1:
+            raise ConfigError(f"occupancy {self.occupancy} must be in (0, 1]")
+        if not 0.05 <= self.entity_scale <= 0.8:
+            raise ConfigError(f"entity_scale {self.entity_scale} must be in [0.05, 0.8]")
+        if self.label_px < 4:
+            raise ConfigError(f"label_px {self.label_px} is too small to render; use 4 or more")
+        if self.max_label < self.rows * self.cols:
+            raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols}")
+
+
+@dataclass
+class Entity:
+    row: int  # 1-based, top to bottom
+    col: int  # 1-based, left to right
+    colour: str
+    shape: str
+    label: int
+    box: list[int] = field(default_factory=list)  # [x0, y0, x1, y1] pixels, shape and label together
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--grid must look like ROWSxCOLS (e.g. 8x8), got {text!r}") from None
+    return rows, cols
+
+
+def _font(px: int):
+    return ImageFont.load_default(size=px)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif shape == "square":
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    elif shape == "star":
+        pts = []
+        for k in range(10):
+            rad = r if k % 2 == 0 else r * 0.45
+            a = -math.pi / 2 + k * math.pi / 5
+            pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
+        draw.polygon(pts, fill=fill)
+    elif shape == "hexagon":
+        draw.polygon([(cx + r * math.cos(k * math.pi / 3), cy + r * math.sin(k * math.pi / 3)) for k in range(6)],
+                     fill=fill)
+    else:
+        raise ConfigError(f"unknown shape {shape!r}")
+
+
+def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image, list[Entity]]:
+    """Draw one grid image; entity boxes are filled in here."""
+    img = Image.new("RGB", (cfg.size, cfg.size), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    cw, ch = cfg.size / cfg.cols, cfg.size / cfg.rows
+    for c in range(1, cfg.cols):
+        draw.line([(c * cw, 0), (c * cw, cfg.size)], fill=(225, 225, 225), width=1)
+    for r in range(1, cfg.rows):
+        draw.line([(0, r * ch), (cfg.size, r * ch)], fill=(225, 225, 225), width=1)
+    labels = rng.sample(range(1, cfg.max_label + 1), cfg.rows * cfg.cols)
+    cells = [(r, c) for r in range(1, cfg.rows + 1) for c in range(1, cfg.cols + 1)]
+    occupied = [cell for cell in cells if rng.random() < cfg.occupancy] or [rng.choice(cells)]
+    font = _font(cfg.label_px)
+    radius = cfg.entity_scale * min(cw, ch) / 2
+    entities = []
+    for k, (r, c) in enumerate(occupied):
+        colour, shape = rng.choice(sorted(COLOURS)), rng.choice(SHAPES)
+        # jitter inside the cell, leaving room for the label underneath
+        slack_x = max(0.0, cw / 2 - radius - 4)
+        slack_y = max(0.0, ch / 2 - radius - cfg.label_px - 6)
+        cx = (c - 0.5) * cw + rng.uniform(-slack_x, slack_x) * 0.6
+        cy = (r - 0.5) * ch - cfg.label_px / 2 + rng.uniform(-slack_y, slack_y) * 0.6
+        _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
+        text = str(labels[k])
+        tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
+        tx, ty = cx - (tx1 - tx0) / 2 - tx0, cy + radius + 3 - ty0
+        draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
+        box = [math.floor(min(cx - radius, tx + tx0)), math.floor(cy - radius),
+               math.ceil(max(cx + radius, tx + tx1)), math.ceil(ty + ty1)]
+        box = [max(0, min(cfg.size, v)) for v in box]
+        entities.append(Entity(r, c, colour, shape, labels[k], box))
+    return img, entities
+
+
+def _pos(e: Entity) -> str:
+    return f"row {e.row}, column {e.col}"
+
+
+def make_question(qtype: str, entities: list[Entity], rng: random.Random) -> dict:
+    """Question, answer(s) and the queried entities for one scene."""
+    combo = {}
+    for e in entities:
+        combo.setdefault((e.colour, e.shape), []).append(e)
+    if qtype == "recognition":
+        e = rng.choice(entities)
+        return {"question": f"What is in row {e.row}, column {e.col}? Answer with the colour and the shape.",
+                "answers": [f"{e.colour} {e.shape}"], "targets": [e]}
+    if qtype == "position":
+        e = rng.choice(entities)
+        group = combo[(e.colour, e.shape)]
+        return {"question": f"Where is every {e.colour} {e.shape}? Answer with row and column "
+                            "(rows top to bottom, columns left to right, from 1), separated by semicolons.",
+                "answers": ["; ".join(_pos(g) for g in group)], "targets": group}
+    if qtype == "counting":
+        e = rng.choice(entities)
+        kind = rng.choice(("both", "colour", "shape"))
+        if kind == "both":
+            group, what = combo[(e.colour, e.shape)], f"{e.colour} {e.shape}s"
+        elif kind == "colour":
+            group, what = [g for g in entities if g.colour == e.colour], f"{e.colour} shapes"
+        else:
+            group, what = [g for g in entities if g.shape == e.shape], f"{e.shape}s"
+        return {"question": f"How many {what} are there? Answer with a number.",
+                "answers": [str(len(group))], "targets": group}
+    if qtype == "reading":
+        unique = [g[0] for g in combo.values() if len(g) == 1]
+        if unique:
+            e = rng.choice(unique)
+            q = f"What number is written under the {e.colour} {e.shape}?"
+        else:
+            e = rng.choice(entities)
+            q = f"What number is written under the shape in row {e.row}, column {e.col}?"
+        return {"question": q, "answers": [str(e.label)], "targets": [e]}
+    raise ConfigError(f"unknown question type {qtype!r}; valid: {', '.join(TYPES)}")
+
+
+def sample_id(seed: int, index: int) -> str:
+    return f"eg{seed}-{index:06d}"
+
+
+def generate_sample(cfg: EntityGridConfig, seed: int, index: int) -> tuple[Image.Image, dict]:
+    """Sample ``index`` of the benchmark with this seed: the image and its record (no image path yet)."""
+    rng = random.Random(f"entitygrid-v{VERSION}-{seed}-{index}")
+    img, entities = render_scene(cfg, rng)
+    qtype = TYPES[index % len(TYPES)]
+    q = make_question(qtype, entities, rng)
+    record = {
+        "id": sample_id(seed, index),
+        "type": qtype,
+        "question": q["question"],
+        "answers": q["answers"],
+        "boxes": [t.box for t in q["targets"]],
+        "targets": [{"row": t.row, "col": t.col} for t in q["targets"]],
+        "width": cfg.size,
+        "height": cfg.size,
+        "grid": [cfg.rows, cfg.cols],
+        "scene": [asdict(e) for e in entities],
+    }
+    return img, record
+
+
+def llava_record(record: dict) -> dict:
+    """The LLaVA conversation format the training issue reads."""
+    return {
+        "id": record["id"],
+        "image": record["image"],
+        "conversations": [
+            {"from": "human", "value": "<image>\n" + record["question"]},
+            {"from": "gpt", "value": record["answers"][0]},
+        ],
+    }
+
+
+def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | None = None,
+             train_records: str | Path | None = None, progress: bool = False) -> dict:
+    """Write ``images/*.png``, ``questions.jsonl``, LLaVA training records and ``entitygrid.json``.
+
+    Returns the metadata written to ``entitygrid.json`` (config, seed, counts per type, files).
+    """
+    cfg = cfg or EntityGridConfig()
+    cfg.validate()
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    indices = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="entitygrid", unit="img")
+    for i in indices:
+        img, record = generate_sample(cfg, seed, i)
+        rel = f"images/{record['id']}.png"
+        atomic_write(out / rel, lambda p, img=img: img.save(p, format="PNG"))
+        records.append({"image": rel, **record})
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write(out / QUESTIONS_FILE, lambda p: p.write_text(lines))
+    llava_path = Path(train_records) if train_records else out / LLAVA_FILE
+    llava = [llava_record(r) for r in records]
+    if train_records:  # image paths relative to the records file's folder
+        base = llava_path.resolve().parent
+        for rec in llava:
+            rec["image"] = str(Path(_relpath(out.resolve() / rec["image"], base)))
+    write_json(llava_path, llava)
+    counts = {t: sum(1 for r in records if r["type"] == t) for t in TYPES}
+    meta = {"benchmark": "entitygrid", "version": VERSION, "seed": seed, "n": n, "config": asdict(cfg),
+            "counts": counts, "questions": QUESTIONS_FILE, "llava_records": str(llava_path)}
+    write_json(out / META_FILE, meta)
+    return meta
+
+
+def _relpath(path: Path, base: Path) -> str:
+    import os
+
+    return os.path.relpath(path, base)

@@ -1,0 +1,333 @@
+"""The side-by-side runner: every mode on the same samples, one JSONL line per (mode, sample).
+
+Files in the output folder:
+- ``run.json``: task, generation settings, modes with all their options, machine; a rerun with
+  different settings is refused (a mode may be added).
+- ``predictions.rank<R>.jsonl``: what rank R answered, appended and flushed line by line; a
+  rerun skips every (mode, sample) already answered in any of these files or in the merged file,
+  and drops a truncated last line left by a crash.
+- ``predictions.jsonl``: all ranks merged (rank 0, at the end), in sample then mode order.
+Data-parallel runs (``accelerate launch``) give rank R the samples R, R + W, R + 2W, ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from shirg.errors import ConfigError
+from shirg.evaluate import metrics
+from shirg.evaluate.data import Sample, task_spec
+from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches
+from shirg.evaluate.modes import ModeSpec
+from shirg.io import write_json, write_text
+
+log = logging.getLogger(__name__)
+PRED_FILE = "predictions.jsonl"
+RUN_FILE = "run.json"
+
+
+# ----------------------------------------------------------------------------- JSONL
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSONL file; a truncated or corrupt line is skipped with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            where = "truncated last line" if n >= len(lines) - 1 else f"corrupt line {n}"
+            log.warning("%s: skipping %s", path, where)
+    return out
+
+
+def repair_jsonl(path: Path) -> None:
+    """Cut a partial last line (a crash mid-write) so appending starts on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    log.warning("%s: dropping a truncated last line (%d bytes)", path, len(data) - keep)
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+
+
+def rank_file(out: Path, rank: int) -> Path:
+    return out / f"predictions.rank{rank}.jsonl"
+
+
+def all_records(out: Path) -> list[dict]:
+    """The merged file first, then every rank file; the first record of a (mode, id) pair wins."""
+    seen, records = set(), []
+    for path in [out / PRED_FILE, *sorted(out.glob("predictions.rank*.jsonl"))]:
+        for rec in read_jsonl(path):
+            key = (rec.get("mode"), rec.get("id"))
+            if key not in seen:
+                seen.add(key)
+                records.append(rec)
+    return records
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_sample(task: str, prediction: str, sample: Sample) -> dict[str, float]:
+    """Per-sample scores in [0, 1] (corpus CIDEr-D is computed in the summary)."""
+    a = sample.answers
+    if task == "chartqa":
+        return {"relaxed_accuracy": metrics.relaxed_accuracy(prediction, a),
+                "exact_match": metrics.exact_match(prediction, a)}
+    if task == "docvqa":
+        return {"anls": metrics.anls(prediction, a, "standard"), "anls_lmms": metrics.anls(prediction, a, "lmms-eval"),
+                "exact_match": metrics.exact_match(prediction, a)}
+    if task == "textvqa":
+        return {"vqa_accuracy": metrics.vqa_accuracy(prediction, a), "exact_match": metrics.exact_match(prediction, a)}
+    if task == "entitygrid":
+        s = metrics.entitygrid_score(prediction, a, sample.qtype or "")
+        return {"accuracy": s["correct"], "f1": s["f1"]}
+    raise ConfigError(f"unknown task {task!r}")
+
+
+# ----------------------------------------------------------------------------- selection (evidence, overlays)
+
+
+@torch.no_grad()
+def selection_for(model, image, question: str, spec: ModeSpec):
+    """The TokenSet a high-resolution mode keeps for one (image, question), and the prepared image."""
+    from shirg.model.inference import question_context
+    from shirg.tokens.registry import select_tokens
+    from shirg.tokens.types import hi_subset
+    from shirg.vision.encode import encode_dual_scale
+
+    opts = spec.options
+    tokens, prepared = encode_dual_scale(model.model.vision_tower, [image], opts.resolution, opts.resize)
+    if spec.mode == "full":
+        idx = torch.arange(tokens.num_hi, device=tokens.hi.device)[None]
+        return hi_subset(tokens, idx, "full"), prepared[0]
+    text = question_context(model, [question]) if spec.mode in ("shirg", "text-topk") else None
+    sel = select_tokens(spec.mode, tokens, opts.budget(), text, scaffold=opts.scaffold,
+                        **opts.strategy_options(spec.mode))
+    return sel, prepared[0]
+
+
+def sample_evidence(model, image, sample: Sample, spec: ModeSpec) -> dict[str, float | None]:
+    """Evidence recall (lenient and strict) of one EntityGrid sample; None where undefined."""
+    if not spec.hires or not sample.boxes:
+        return {"evidence_recall": None, "evidence_recall_strict": None}
+    sel, prep = selection_for(model, image, sample.question, spec)
+    entity = entity_patches(sample.boxes, image.size, prep.content_box, sel.grid)
+    return {"evidence_recall": evidence_recall(entity, kept_patches(sel)),
+            "evidence_recall_strict": evidence_recall(entity, kept_patches(sel, strict=True))}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class EvalSettings:
+    task: str
+    gen: dict  # answer() generation kwargs: gen_length, steps, block_length, temperature, schedule, seed, kv_cache
+    batch_size: int = 1
+    warmup: int = 1  # discarded answers per mode before timing (compilation, allocator, caches)
+    evidence: bool = True  # EntityGrid evidence recall (one extra vision pass per hi-res answer)
+    prompt_suffix: str | None = None  # None: the task's lmms-eval post-prompt
+    extra: dict = field(default_factory=dict)
+
+    def suffix(self) -> str:
+        return task_spec(self.task).prompt_suffix if self.prompt_suffix is None else self.prompt_suffix
+
+    def describe(self) -> dict:
+        return {"task": self.task, "gen": dict(self.gen), "prompt_suffix": self.suffix(), "batch_size": self.batch_size}
+
+
+def machine_info(device: torch.device | str) -> dict:
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"device": str(device), "device_name": name, "torch": torch.__version__, "python": platform.python_version(),
+            "host_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def check_run_file(out: Path, settings: EvalSettings, modes: Sequence[ModeSpec], write: bool,
+                   extra: dict | None = None) -> dict:
+    """Refuse to mix settings in one folder; record (and extend) the modes run there."""
+    path = out / RUN_FILE
+    current = settings.describe()
+    modes_now = {m.name: m.describe() for m in modes}
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old is not None:
+        for key in ("task", "gen", "prompt_suffix"):
+            if old["settings"].get(key) != current[key]:
+                raise ConfigError(f"{out} holds a run with {key} = {old['settings'].get(key)!r}, this one has "
+                                  f"{current[key]!r}; use another --out or the same options to resume")
+        for name, desc in modes_now.items():
+            prev = old["modes"].get(name)
+            if prev is not None and json.loads(json.dumps(prev)) != json.loads(json.dumps(desc)):
+                raise ConfigError(f"{out}: mode {name!r} ran with other options before ({prev['options']}); "
+                                  "use another --out, or resume with the same visual options")
+    run = old or {"settings": current, "modes": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    run["modes"] = {**run["modes"], **modes_now}
+    run["mode_order"] = list(dict.fromkeys([*run.get("mode_order", []), *modes_now]))
+    if extra:
+        run.setdefault("invocations", []).append(extra)
+    if write:
+        write_json(path, run)
+    return run
+
+
+def run_shard(
+    model,
+    samples: Sequence[Sample],
+    modes: Sequence[ModeSpec],
+    out: str | Path,
+    settings: EvalSettings,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+    on_record: Callable[[dict], None] | None = None,
+) -> int:
+    """Answer this rank's share of (mode, sample) pairs not yet done; returns how many it answered."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    mine = list(samples)[rank::world]
+    done = {(r.get("mode"), r.get("id")) for r in all_records(out)}
+    todo = {m.name: [s for s in mine if (m.name, s.id) not in done] for m in modes}
+    total = sum(len(v) for v in todo.values())
+    if total == 0:
+        return 0
+    path = rank_file(out, rank)
+    repair_jsonl(path)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"eval {settings.task}" + (f" rank {rank}" if world > 1 else ""), unit="ans",
+               disable=not progress, position=rank if world > 1 else None)
+    suffix = settings.suffix()
+    answered = 0
+    with open(path, "a", encoding="utf-8") as f:
+        for spec in modes:
+            items = todo[spec.name]
+            if not items:
+                continue
+            gen = dict(settings.gen, options=spec.options, mode=spec.mode)
+            bar.set_postfix_str(spec.name)
+            for s in items[: settings.warmup]:
+                model.answer([s.image()], [s.question + suffix], **gen)
+            for start in range(0, len(items), settings.batch_size):
+                batch = items[start : start + settings.batch_size]
+                images = [s.image() for s in batch]
+                answers = model.answer(images, [s.question + suffix for s in batch], **gen)
+                for s, img, ans in zip(batch, images, answers, strict=True):
+                    rec = make_record(model, settings, spec, s, img, ans, rank)
+                    f.write(json.dumps(rec) + "\n")
+                    f.flush()
+                    answered += 1
+                    bar.update(1)
+                    if on_record is not None:
+                        on_record(rec)
+    bar.close()
+    return answered
+
+
+def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, image, ans, rank: int) -> dict:
+    meta = ans.meta
+    memory = meta.get("peak_gpu_mb", meta.get("peak_rss_mb"))
+    rec = {
+        "id": sample.id,
+        "mode": spec.name,
+        "task": settings.task,
+        "type": sample.qtype,
+        "question": sample.question,
+        "answers": sample.answers,
+        "prediction": ans.text,
+        "scores": score_sample(settings.task, ans.text, sample),
+        "visual_tokens": meta["visual_tokens"],
+        "prompt_length": meta["prompt_length"],
+        "latency_s": meta["time_s"]["total"] / meta.get("batch_size", 1),
+        "time_s": meta["time_s"],
+        "batch_size": meta.get("batch_size", 1),
+        "memory_mb": memory,
+        "memory_kind": "peak_gpu" if "peak_gpu_mb" in meta else "peak_rss",
+        "kv_cache_bytes": meta.get("kv_cache_bytes"),
+        "fallback": bool(meta.get("fallback")),
+        "rank": rank,
+    }
+    if meta.get("fallback"):
+        rec["fallback_reason"] = meta.get("fallback_reason")
+    if settings.task == "entitygrid" and settings.evidence:
+        if meta.get("fallback"):
+            rec |= {"evidence_recall": None, "evidence_recall_strict": None}
+        elif spec.mode == "full":
+            rec |= {"evidence_recall": 1.0, "evidence_recall_strict": 1.0} if sample.boxes else {}
+        else:
+            rec |= sample_evidence(model, image, sample, spec)
+    return rec
+
+
+def merge_shards(out: str | Path, samples: Sequence[Sample], modes: Sequence[str]) -> list[dict]:
+    """Write ``predictions.jsonl`` from every rank file (sample order, then mode order); remove the
+    rank files once the merged file is safely in place. Returns the merged records."""
+    out = Path(out)
+    records = all_records(out)
+    order = {s.id: i for i, s in enumerate(samples)}
+    mode_order = {m: i for i, m in enumerate(modes)}
+    big = len(order) + len(mode_order) + 1
+    records.sort(key=lambda r: (order.get(r["id"], big), mode_order.get(r["mode"], big), str(r["id"]), r["mode"]))
+    write_text(out / PRED_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    for p in out.glob("predictions.rank*.jsonl"):
+        p.unlink()
+    return records
+
+
+def evaluate(
+    model,
+    samples: Sequence[Sample],
+    modes: Sequence[ModeSpec],
+    out: str | Path,
+    settings: EvalSettings,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] | None = None,
+    overlays: int = 3,
+    progress: bool = True,
+    invocation: dict | None = None,
+    on_record: Callable[[dict], None] | None = None,
+) -> dict | None:
+    """Run (or resume) this rank's share, then on rank 0 merge, summarize, plot. Returns the summary
+    on rank 0, None elsewhere."""
+    from shirg.evaluate.summary import plot_overlays, summarize, write_summary
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = check_run_file(out, settings, modes, write=False)  # every rank refuses a mismatch
+    if rank == 0:
+        check_run_file(out, settings, modes, write=True, extra=invocation)
+    run_shard(model, samples, modes, out, settings, rank, world, progress, on_record)
+    if barrier is not None:
+        barrier()
+    if rank != 0:
+        return None
+    names = [m for m in run["mode_order"] if m in {s.name for s in modes}]
+    records = merge_shards(out, samples, run["mode_order"])
+    ids = {s.id for s in samples}
+    summary = summarize([r for r in records if r["id"] in ids], settings.task, names)
+    summary["run"] = {"settings": run["settings"], "invocation": invocation}
+    write_summary(summary, out, title=f"{settings.task}: {len(ids)} samples")
+    if overlays:
+        plot_overlays(model, samples, modes, out, records, overlays)
+    return summary

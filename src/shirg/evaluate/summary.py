@@ -1,0 +1,239 @@
+"""Per-mode summary of a run: scores, tokens, latency, memory, fallbacks, deltas; tables and plots.
+
+Everything here is computed from the prediction records alone, over the samples that EVERY mode
+answered (an interrupted run compares like with like; the table says how many samples that is).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from shirg.evaluate import metrics
+from shirg.evaluate.data import task_spec
+from shirg.io import atomic_write, write_json, write_text
+
+REFERENCES = ("lowres", "full")
+# score keys per task, in table order; all are means of per-sample values x 100 unless noted
+SCORE_KEYS = {
+    "chartqa": ("relaxed_accuracy", "exact_match"),
+    "docvqa": ("anls", "anls_lmms", "exact_match"),
+    "textvqa": ("vqa_accuracy", "exact_match"),
+    "entitygrid": ("f1", "accuracy"),
+}
+SCORE_NOTES = {
+    "relaxed_accuracy": "ChartQA relaxed accuracy (5 % relative tolerance for numbers, lmms-eval parsing)",
+    "exact_match": "exact match after strip, lower case, collapsed spaces",
+    "anls": "ANLS, standard definition (divisor: lengths of the normalized strings), threshold 0.5",
+    "anls_lmms": "ANLS as lmms-eval computes it (divisor: lengths of the raw strings), threshold 0.5",
+    "vqa_accuracy": "VQA accuracy, standard answer normalization, leave-one-out over the 10 answers",
+    "f1": "EntityGrid F1 (set F1 for multi-entity position answers, correctness otherwise)",
+    "accuracy": "EntityGrid accuracy (exact answer)",
+    "cider": "CIDEr-D x 100 over the corpus (pycocoevalcap definition)",
+    "evidence_recall": "share of the queried entity's hi-res patches the selection keeps (mean, x 100)",
+}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
+    """Rows per mode (in ``modes`` order) over the samples every listed mode answered."""
+    by_mode: dict[str, dict[str, dict]] = {m: {} for m in modes}
+    for r in records:
+        if r.get("mode") in by_mode:
+            by_mode[r["mode"]][r["id"]] = r
+    present = [m for m in modes if by_mode[m]]
+    common = set.intersection(*(set(by_mode[m]) for m in present)) if present else set()
+    order = [r["id"] for r in records if r.get("mode") == (present[0] if present else None) and r["id"] in common]
+    keys = SCORE_KEYS[task]
+    primary = task_spec(task).primary
+    rows = []
+    for m in present:
+        recs = [by_mode[m][i] for i in order]
+        lat = [r["latency_s"] for r in recs]
+        mem = [r["memory_mb"] for r in recs if r.get("memory_mb") is not None]
+        row = {"mode": m, "n": len(recs), "answered": len(by_mode[m])}
+        for k in keys:
+            row[k] = 100.0 * _mean([r["scores"][k] for r in recs]) if recs else None
+        if task == "chartqa" and recs:
+            cider = metrics.cider_d([r["prediction"] for r in recs], [r["answers"] for r in recs])
+            row["cider"] = 100.0 * cider["cider"]
+        if task == "entitygrid":
+            for t in metrics.ENTITYGRID_TYPES:
+                vals = [r["scores"]["accuracy"] for r in recs if r.get("type") == t]
+                row[f"acc_{t}"] = 100.0 * _mean(vals) if vals else None
+            ev = _mean([r.get("evidence_recall") for r in recs])
+            row["evidence_recall"] = 100.0 * ev if ev is not None else None
+        row |= {
+            "visual_tokens": _mean([r["visual_tokens"] for r in recs]),
+            "latency_mean_s": _mean(lat),
+            "latency_median_s": statistics.median(lat) if lat else None,
+            "peak_memory_mb": max(mem) if mem else None,
+            "memory_kind": recs[0].get("memory_kind") if recs else None,
+            "fallbacks": sum(1 for r in recs if r.get("fallback")),
+        }
+        rows.append(row)
+    by_name = {r["mode"]: r for r in rows}
+    for row in rows:
+        for ref in REFERENCES:
+            base = by_name.get(ref)
+            if base is None:
+                continue
+            if row[primary] is not None and base[primary] is not None:
+                row[f"delta_vs_{ref}"] = row[primary] - base[primary]
+            if base["latency_median_s"]:
+                row[f"latency_x_{ref}"] = row["latency_median_s"] / base["latency_median_s"]
+            if base["peak_memory_mb"]:
+                row[f"memory_x_{ref}"] = row["peak_memory_mb"] / base["peak_memory_mb"]
+    missing = {m: len(common) for m in modes if not by_mode[m]}
+    incomplete = {m: len(by_mode[m]) for m in present if len(by_mode[m]) != len(common)}
+    notes = {k: SCORE_NOTES[k] for k in (*keys, "cider", "evidence_recall") if k in SCORE_NOTES and rows
+             and k in rows[0]}
+    return {"task": task, "primary": primary, "samples": len(common), "rows": rows, "score_keys": list(keys),
+            "modes_without_answers": sorted(missing), "answered_beyond_common": incomplete, "definitions": notes}
+
+
+# ----------------------------------------------------------------------------- tables
+
+_FORMATS = {"n": "{:d}", "answered": "{:d}", "fallbacks": "{:d}", "visual_tokens": "{:.0f}",
+            "latency_mean_s": "{:.3f}", "latency_median_s": "{:.3f}", "peak_memory_mb": "{:.0f}"}
+
+
+def columns(summary: dict) -> list[str]:
+    if not summary["rows"]:
+        return []
+    keys = list(summary["rows"][0])
+    extra = [k for r in summary["rows"] for k in r if k not in keys]
+    return keys + list(dict.fromkeys(extra))
+
+
+def _fmt(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if key in _FORMATS:
+        return _FORMATS[key].format(int(value) if _FORMATS[key] == "{:d}" else value)
+    if key.startswith(("latency_x", "memory_x")):
+        return f"{value:.2f}x"
+    if key.startswith("delta"):
+        return f"{value:+.1f}"
+    return f"{value:.1f}"
+
+
+def markdown(summary: dict, title: str = "") -> str:
+    cols = [c for c in columns(summary) if c not in ("memory_kind", "answered")]
+    lines = [f"## {title or summary['task']}", "",
+             f"{summary['samples']} samples answered by every mode; primary score `{summary['primary']}`; "
+             f"deltas in points of `{summary['primary']}`, latency and memory as ratios.", ""]
+    if summary["rows"]:
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_fmt(c, r.get(c)) for c in cols) + " |" for r in summary["rows"]]
+        kind = summary["rows"][0].get("memory_kind")
+        memory = "peak CUDA allocation per answer" if kind == "peak_gpu" else "peak process RSS (CPU)"
+        lines += ["", f"Memory: {memory}."]
+    for name, text in summary["definitions"].items():
+        lines.append(f"- `{name}`: {text}")
+    if summary["modes_without_answers"]:
+        lines.append(f"- no answers yet for: {', '.join(summary['modes_without_answers'])}")
+    if summary["answered_beyond_common"]:
+        extra = summary["answered_beyond_common"]
+        lines.append(f"- modes with answers outside the common set (run incomplete): {extra}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(summary: dict) -> str:
+    cols = columns(summary)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in summary["rows"]:
+        w.writerow({c: r.get(c) for c in cols})
+    return buf.getvalue()
+
+
+def write_summary(summary: dict, out: str | Path, title: str = "") -> list[Path]:
+    out = Path(out)
+    paths = [write_json(out / "summary.json", summary), write_text(out / "summary.md", markdown(summary, title)),
+             write_text(out / "summary.csv", to_csv(summary))]
+    if summary["rows"]:
+        paths += plot_tradeoffs(summary, out)
+    return paths
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_tradeoffs(summary: dict, out: Path) -> list[Path]:
+    """score_vs_latency.png and score_vs_tokens.png: one labelled point per mode."""
+    plt = _plt()
+    primary = summary["primary"]
+    rows = [r for r in summary["rows"] if r.get(primary) is not None]
+    paths = []
+    for x_key, x_label, name in (("latency_median_s", "median latency per answer (s)", "score_vs_latency.png"),
+                                 ("visual_tokens", "visual tokens", "score_vs_tokens.png")):
+        fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+        pts = [(r[x_key], r[primary], r["mode"]) for r in rows if r.get(x_key) is not None]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="#007aff")
+        for x, y, label in pts:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(f"{primary} (x 100)")
+        ax.set_title(f"{summary['task']}: {primary} vs {x_label.split(' (')[0]} ({summary['samples']} samples)",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, format="png")))
+        plt.close(fig)
+    return paths
+
+
+def plot_overlays(model, samples, modes, out: Path, records: Sequence[dict], n: int = 3) -> Path | None:
+    """A grid of selection overlays: rows = the first ``n`` samples, columns = the high-resolution modes."""
+    from matplotlib.patches import Rectangle
+
+    from shirg.evaluate.runner import selection_for
+    from shirg.viz import draw_overlay
+
+    hires = [m for m in modes if m.hires]
+    if not hires or n < 1:
+        return None
+    plt = _plt()
+    rows = list(samples)[:n]
+    preds = {(r["mode"], r["id"]): r.get("prediction", "") for r in records}
+    fig, axes = plt.subplots(len(rows), len(hires), figsize=(3.2 * len(hires), 3.4 * len(rows)), dpi=100,
+                             squeeze=False)
+    for i, s in enumerate(rows):
+        img = s.image()
+        for j, spec in enumerate(hires):
+            ax = axes[i][j]
+            sel, prep = selection_for(model, img, s.question, spec)
+            pred = preds.get((spec.name, s.id), "")
+            title = f"{spec.name} [{s.id}]\n{sel.num_tokens} tokens; answer: {pred[:24]!r}"
+            draw_overlay(img, sel, 0, None, spec.options.resolution, prep.content_box, title=title, ax=ax)
+            x0, y0, x1, y1 = prep.content_box
+            w, h = img.size
+            for bx0, by0, bx1, by1 in s.boxes:  # the queried entities (EntityGrid)
+                u0, v0 = x0 + bx0 / w * (x1 - x0), y0 + by0 / h * (y1 - y0)
+                u1, v1 = x0 + bx1 / w * (x1 - x0), y0 + by1 / h * (y1 - y0)
+                ax.add_patch(Rectangle((u0, v0), u1 - u0, v1 - v0, fill=False, edgecolor="#ffcc00", lw=1.2))
+            ax.title.set_fontsize(7)
+    fig.tight_layout()
+    path = atomic_write(out / "overlays.png", lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path

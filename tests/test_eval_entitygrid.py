@@ -1,0 +1,129 @@
+"""EntityGrid generator (determinism, answers consistent with the scene, boxes) and evidence recall."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shirg.cli import main
+from shirg.errors import ConfigError
+from shirg.evaluate.entitygrid import COLOURS, EntityGridConfig, generate, generate_sample, parse_grid
+from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches
+from shirg.evaluate.metrics import entitygrid_score
+from shirg.tokens.types import KIND_HI, KIND_MERGED, KIND_SCAFFOLD, TokenSet
+
+SMALL = EntityGridConfig(size=336, rows=4, cols=4, label_px=10)
+
+
+def test_generation_is_deterministic_and_prefix_stable(tmp_path):
+    a = generate(tmp_path / "a", 5, seed=3, cfg=SMALL)
+    generate(tmp_path / "b", 5, seed=3, cfg=SMALL)
+    generate(tmp_path / "c", 2, seed=3, cfg=SMALL)
+    generate(tmp_path / "d", 2, seed=4, cfg=SMALL)
+    qa = (tmp_path / "a" / "questions.jsonl").read_text()
+    assert qa == (tmp_path / "b" / "questions.jsonl").read_text()
+    for name in ("eg3-000000.png", "eg3-000004.png"):
+        assert (tmp_path / "a" / "images" / name).read_bytes() == (tmp_path / "b" / "images" / name).read_bytes()
+    assert qa.splitlines()[:2] == (tmp_path / "c" / "questions.jsonl").read_text().splitlines()
+    assert (tmp_path / "d" / "questions.jsonl").read_text().splitlines()[0] != qa.splitlines()[0]
+    assert a["counts"] == {"recognition": 2, "position": 1, "counting": 1, "reading": 1}
+
+
+def _matching(scene, question):
+    words = question.lower().replace("?", " ").split()
+    colours = [c for c in COLOURS if c in words]
+    shapes = [s for s in ("circle", "square", "triangle", "diamond", "star", "hexagon")
+              if s in words or s + "s" in words]
+    return [e for e in scene if (not colours or e["colour"] in colours) and (not shapes or e["shape"] in shapes)]
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_answers_agree_with_the_scene_and_boxes_hold_the_entity(index):
+    img, rec = generate_sample(SMALL, seed=0, index=index)
+    scene = rec["scene"]
+    answer = rec["answers"][0]
+    if rec["type"] == "counting":
+        assert int(answer) == len(_matching(scene, rec["question"])) == len(rec["boxes"])
+    elif rec["type"] == "position":
+        targets = _matching(scene, rec["question"])
+        assert entitygrid_score(answer, rec["answers"], "position")["correct"] == 1.0
+        assert {(e["row"], e["col"]) for e in targets} == {(t["row"], t["col"]) for t in rec["targets"]}
+    elif rec["type"] == "recognition":
+        (t,) = rec["targets"]
+        e = next(e for e in scene if (e["row"], e["col"]) == (t["row"], t["col"]))
+        assert answer == f"{e['colour']} {e['shape']}"
+    else:
+        (t,) = rec["targets"]
+        e = next(e for e in scene if (e["row"], e["col"]) == (t["row"], t["col"]))
+        assert answer == str(e["label"])
+    arr = np.asarray(img)
+    for target, (x0, y0, x1, y1) in zip(rec["targets"], rec["boxes"], strict=True):
+        e = next(e for e in scene if (e["row"], e["col"]) == (target["row"], target["col"]))
+        patch = arr[y0:y1, x0:x1].reshape(-1, 3)
+        assert (np.abs(patch.astype(int) - COLOURS[e["colour"]]).sum(1) < 10).mean() > 0.2  # the shape is inside
+        assert (patch.sum(1) < 60).any()  # and so is its black number
+        cw = SMALL.size / SMALL.cols
+        assert (e["col"] - 1) * cw <= (x0 + x1) / 2 <= e["col"] * cw  # in its own column
+
+
+def test_cli_writes_images_questions_and_llava_records(tmp_path):
+    out = tmp_path / "eg"
+    rc = main(["entitygrid", "--out", str(out), "--n", "4", "--seed", "1", "--size", "280", "--grid", "4x5",
+               "--train-records", str(tmp_path / "train" / "llava.json")])
+    assert rc == 0
+    recs = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in recs] == ["recognition", "position", "counting", "reading"]
+    assert Image.open(out / recs[0]["image"]).size == (280, 280)
+    assert recs[0]["grid"] == [4, 5]
+    llava = json.loads((tmp_path / "train" / "llava.json").read_text())
+    assert llava[0]["conversations"][0]["value"] == "<image>\n" + recs[0]["question"]
+    assert llava[0]["conversations"][1] == {"from": "gpt", "value": recs[0]["answers"][0]}
+    assert (tmp_path / "train" / llava[0]["image"]).resolve() == (out / recs[0]["image"]).resolve()
+    assert main(["entitygrid", "--out", str(out), "--grid", "eight"]) == 2
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="ROWSxCOLS"):
+        parse_grid("8by8")
+    with pytest.raises(ConfigError, match="occupancy"):
+        generate("/nonexistent-never-written", 1, cfg=EntityGridConfig(occupancy=0))
+
+
+# ----------------------------------------------------------------------------- evidence recall
+
+
+def _tokenset(grid: int, idx: list[int], merged_boxes: list[tuple] = ()) -> TokenSet:
+    kind = [KIND_SCAFFOLD] + [KIND_HI] * len(idx) + [KIND_MERGED] * len(merged_boxes)
+    boxes = [(0.5, 0.5, 1.0, 1.0)]  # a scaffold token covering everything: must not count
+    boxes += [((i % grid + 0.5) / grid, (i // grid + 0.5) / grid, 1 / grid, 1 / grid) for i in idx]
+    boxes += list(merged_boxes)
+    index = [0] + idx + [0] * len(merged_boxes)
+    n = len(kind)
+    return TokenSet(features=torch.zeros(1, n, 2), boxes=torch.tensor([boxes]), kind=torch.tensor([kind]),
+                    index=torch.tensor([index]), grid=grid, scaffold_grid=1, strategy="test")
+
+
+def test_entity_patches_map_pixels_through_the_content_box():
+    # 400 x 200 image padded onto a square canvas: content box y in [0.25, 0.75]; grid 4 (cells 0.25 wide)
+    ent = entity_patches([[0, 0, 200, 100]], (400, 200), (0.0, 0.25, 1.0, 0.75), 4)
+    # box covers canvas x in [0, 0.5], y in [0.25, 0.5]: cell centres x 0.125, 0.375 and y 0.375
+    assert ent.nonzero().flatten().tolist() == [4, 5]
+    tiny = entity_patches([[390, 190, 392, 192]], (400, 200), (0.0, 0.25, 1.0, 0.75), 4)
+    assert tiny.nonzero().flatten().tolist() == [11]  # no centre inside: the cell under the box centre
+
+
+def test_evidence_recall_counts_hi_and_merged_tokens():
+    ent = torch.zeros(16, dtype=torch.bool)
+    ent[[0, 1, 4, 5]] = True
+    sel = _tokenset(4, [0, 9])
+    assert evidence_recall(ent, kept_patches(sel)) == 0.25
+    merged = _tokenset(4, [0], merged_boxes=[(0.375, 0.375, 0.2, 0.2)])  # holds the centre of cell 5 only
+    kept = kept_patches(merged)
+    assert kept[0] and not kept[9]
+    assert evidence_recall(ent, kept) == pytest.approx(0.5)  # cells 0 (hi) and 5 (merged box holds centre)
+    assert evidence_recall(ent, kept_patches(merged, strict=True)) == 0.25
+    assert evidence_recall(torch.zeros(16, dtype=torch.bool), kept) is None

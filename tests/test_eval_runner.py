@@ -1,0 +1,190 @@
+"""The side-by-side runner on the tiny checkpoint: outputs, resume after a crash, data-parallel shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import shirg
+from shirg.cli import main
+from shirg.errors import ConfigError
+from shirg.evaluate.data import load_samples
+from shirg.evaluate.entitygrid import EntityGridConfig, generate
+from shirg.evaluate.modes import ABLATIONS, build_modes
+from shirg.evaluate.runner import PRED_FILE, EvalSettings, evaluate, rank_file, read_jsonl, run_shard
+from shirg.model.inference import VisualOptions
+from shirg.testing import write_tiny_lavida_checkpoint
+
+GEN = dict(gen_length=8, steps=4, block_length=8, temperature=0.0, schedule="uniform", seed=0, kv_cache="native")
+OPTS = VisualOptions(resolution=336)  # G = 24: small and quick
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    ckpt = write_tiny_lavida_checkpoint(root / "tiny")
+    generate(root / "eg", 6, seed=0, cfg=EntityGridConfig(size=336, rows=4, cols=4, label_px=10))
+    return {"root": root, "ckpt": ckpt, "data": root / "eg", "model": shirg.load(ckpt)}
+
+
+def _settings() -> EvalSettings:
+    return EvalSettings(task="entitygrid", gen=dict(GEN), warmup=0)
+
+
+def _modes():
+    return build_modes(["lowres", "shirg"], OPTS)
+
+
+def _table(out: Path) -> list[dict]:
+    """The summary without timings and memory (those differ between runs)."""
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    drop = ("latency", "memory", "peak")
+    return [{k: v for k, v in r.items() if not k.startswith(drop) and "_x_" not in k} for r in rows]
+
+
+def _preds(out: Path) -> list[tuple]:
+    return [(r["id"], r["mode"], r["prediction"], r["scores"], r.get("evidence_recall"))
+            for r in read_jsonl(out / PRED_FILE)]
+
+
+@pytest.fixture(scope="module")
+def complete(world):
+    out = world["root"] / "complete"
+    samples = load_samples("entitygrid", world["data"])
+    summary = evaluate(world["model"], samples, _modes(), out, _settings(), overlays=1, progress=False)
+    return out, summary
+
+
+def test_two_mode_run_writes_every_output(complete):
+    out, summary = complete
+    for name in ("predictions.jsonl", "run.json", "summary.md", "summary.csv", "summary.json",
+                 "score_vs_latency.png", "score_vs_tokens.png", "overlays.png"):
+        assert (out / name).is_file(), name
+    for png in ("score_vs_latency.png", "overlays.png"):
+        assert Image.open(out / png).size[0] > 100
+    recs = read_jsonl(out / PRED_FILE)
+    assert [(r["id"], r["mode"]) for r in recs[:3]] == [("eg0-000000", "lowres"), ("eg0-000000", "shirg"),
+                                                         ("eg0-000001", "lowres")]
+    assert len(recs) == 12 and not list(out.glob("predictions.rank*"))
+    rows = {r["mode"]: r for r in summary["rows"]}
+    assert rows["lowres"]["visual_tokens"] == 197 and rows["shirg"]["visual_tokens"] == 36 + 192
+    assert rows["lowres"]["n"] == rows["shirg"]["n"] == 6
+    assert rows["lowres"]["evidence_recall"] is None and 0 <= rows["shirg"]["evidence_recall"] <= 100
+    assert rows["shirg"]["delta_vs_lowres"] == pytest.approx(rows["shirg"]["f1"] - rows["lowres"]["f1"])
+    assert rows["lowres"]["fallbacks"] == 0 and rows["shirg"]["latency_median_s"] > 0
+    assert {"acc_recognition", "acc_position", "acc_counting", "acc_reading"} <= set(rows["shirg"])
+    md = (out / "summary.md").read_text()
+    assert "| lowres |" in md and "evidence_recall" in md
+    csv_head = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert csv_head[:3] == ["mode", "n", "answered"] and "latency_median_s" in csv_head
+
+
+def test_interrupted_run_resumes_to_the_same_table(world, complete):
+    out = world["root"] / "interrupted"
+    samples = load_samples("entitygrid", world["data"])
+    seen = []
+
+    def crash(rec):
+        seen.append(rec)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(world["model"], samples, _modes(), out, _settings(), overlays=0, progress=False, on_record=crash)
+    shard = rank_file(out, 0)
+    assert len(read_jsonl(shard)) == 5  # every finished answer was on disk at the crash
+    with open(shard, "a") as f:
+        f.write('{"id": "eg0-000005", "mode": "shi')  # a line cut by the crash
+    again = []
+    evaluate(world["model"], samples, _modes(), out, _settings(), overlays=0, progress=False, on_record=again.append)
+    assert len(again) == 7  # only the missing pairs were answered
+    assert _table(out) == _table(complete[0])
+    assert _preds(out) == _preds(complete[0])
+    before = []
+    evaluate(world["model"], samples, _modes(), out, _settings(), overlays=0, progress=False, on_record=before.append)
+    assert before == []  # a finished run answers nothing more
+
+
+def test_two_ranks_split_the_samples_and_merge(world, complete):
+    out = world["root"] / "ranks"
+    samples = load_samples("entitygrid", world["data"], limit=4)
+    settings = _settings()
+    for rank in (1, 0):  # the order ranks finish in does not matter
+        run_shard(world["model"], samples, _modes(), out, settings, rank=rank, world=2, progress=False)
+    ids = {r: {x["id"] for x in read_jsonl(rank_file(out, r))} for r in (0, 1)}
+    assert ids[0] == {"eg0-000000", "eg0-000002"}
+    assert ids[1] == {"eg0-000001", "eg0-000003"}
+    calls = []
+    summary = evaluate(world["model"], samples, _modes(), out, settings, rank=0, world=2,
+                       barrier=lambda: calls.append(1), overlays=0, progress=False)
+    assert calls == [1] and not list(out.glob("predictions.rank*"))
+    first4 = {s.id for s in samples}
+    assert _preds(out) == [p for p in _preds(complete[0]) if p[0] in first4]
+    assert [r["n"] for r in summary["rows"]] == [4, 4]
+
+
+def test_resume_refuses_other_settings(world, complete):
+    samples = load_samples("entitygrid", world["data"])
+    other = EvalSettings(task="entitygrid", gen=dict(GEN, steps=8), warmup=0)
+    with pytest.raises(ConfigError, match="gen"):
+        evaluate(world["model"], samples, _modes(), complete[0], other, overlays=0, progress=False)
+    changed = build_modes(["shirg"], VisualOptions(resolution=336, merge=False))
+    with pytest.raises(ConfigError, match="other options"):
+        evaluate(world["model"], samples, changed, complete[0], _settings(), overlays=0, progress=False)
+
+
+def test_ablation_modes_change_one_switch_each():
+    base = VisualOptions()
+    specs = {s.name: s for s in build_modes(["shirg", *ABLATIONS], base)}
+    assert all(s.mode == "shirg" for s in specs.values())
+    assert specs["shirg-no-merge"].options.merge is False and specs["shirg-no-merge"].options.coverage is True
+    assert specs["shirg-no-coverage"].options.coverage is False
+    assert specs["shirg-no-coords"].options.coords is False
+    assert specs["shirg-no-sim"].options.weights == (0.0, -0.2, -0.1)
+    assert specs["shirg-no-nbr"].options.weights == (0.7, 0.0, -0.1)
+    assert specs["shirg-no-ctr"].options.weights == (0.7, -0.2, 0.0)
+    assert specs["shirg-nbr-flip"].options.weights == (0.7, 0.2, -0.1)
+    assert specs["shirg"].options == base
+    with pytest.raises(ConfigError, match="unknown mode 'shirgg'.*shirg-no-merge"):
+        build_modes(["shirgg"], base)
+
+
+def test_cli_ablation_preset_and_errors(world, tmp_path, capsys):
+    out = tmp_path / "abl"
+    rc = main(["eval", "--model", str(world["ckpt"]), "--task", "entitygrid", "--data", str(world["data"]),
+               "--modes", "lowres", "--ablation", "--limit", "1", "--out", str(out), "--gen-length", "8",
+               "--steps", "4", "--warmup", "0", "--overlays", "0", "--resolution", "336", "--no-progress"])
+    assert rc == 0
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["lowres", "shirg", *ABLATIONS]
+    assert all(r["n"] == 1 for r in rows)
+    assert "shirg-nbr-flip" in capsys.readouterr().out
+    base = ["eval", "--model", str(world["ckpt"]), "--out", str(tmp_path / "x")]
+    assert main([*base, "--task", "mmmu", "--data", str(world["data"])]) == 2
+    assert main([*base, "--task", "entitygrid", "--data", str(world["data"]), "--modes", "lowres,nope"]) == 2
+    assert main([*base, "--task", "docvqa", "--data", str(world["data"])]) == 2
+    err = capsys.readouterr().err
+    assert "valid tasks" in err and "unknown mode 'nope'" in err and "val/val_v1.0.json" in err
+
+
+@pytest.mark.skipif(not os.environ.get("SHIRG_TEST_ACCELERATE") or shutil.which("accelerate") is None,
+                    reason="set SHIRG_TEST_ACCELERATE=1 to run a real 2-process accelerate launch (~1 min)")
+def test_accelerate_launch_two_processes(world, complete, tmp_path):
+    out = tmp_path / "acc"
+    # --multi_gpu selects torch's launcher; with no GPU the ranks form a gloo group on the CPU
+    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "shirg.cli", "eval",
+           "--model", str(world["ckpt"]), "--task", "entitygrid", "--data", str(world["data"]),
+           "--modes", "lowres,shirg", "--out", str(out), "--gen-length", "8", "--steps", "4", "--block-length", "8",
+           "--warmup", "0", "--overlays", "0", "--resolution", "336", "--no-progress"]
+    subprocess.run(cmd, check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
+                   stdout=sys.stderr)
+    assert _preds(out) == _preds(complete[0])
+    assert {r["rank"] for r in read_jsonl(out / PRED_FILE)} == {0, 1}
