@@ -2,20 +2,28 @@
 
 Per mode: visual tokens, prompt length, prefix KV bytes, and the median (min, max) over repeats,
 after a warm-up, of each stage (preprocess, vision, select, project, prefill, denoise, total);
-memory (CUDA: max_memory_allocated after a reset; CPU: process RSS). Ratios against ``lowres``
-(the checklist's baseline) and ``full`` (the upper bound). ``--analytic`` prints the roofline
-model of the real 8B config instead (see shirg.bench_analytic).
+memory (CUDA: max_memory_allocated after a reset; CPU: process RSS sampled during the mode's runs),
+and activation + KV memory (peak above the weights / above the RSS before the runs); selection time
+as a percentage of the vision tower's. Ratios against ``lowres`` (the checklist's baseline) and
+``full`` (the upper bound), and the checklist's targets checked on this run's numbers.
+``--analytic`` prints the roofline model of the real 8B config instead (see shirg.bench_analytic).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import statistics
+import threading
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from shirg.bench_analytic import DEFAULT_MODES as ANALYTIC_MODES
+from shirg.bench_analytic import GPUS
 from shirg.commands._common import add_visual_options, visual_options
 from shirg.errors import ConfigError
 from shirg.io import atomic_write, write_json, write_text
@@ -30,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="LaViDa checkpoint folder")
     src.add_argument("--preset", default=None, choices=["tiny", "cpu-small", "lavida-8b"],
                      help="random-weight model of a preset's shapes (default tiny)")
-    p.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated modes (default {DEFAULT_MODES})")
+    p.add_argument("--modes", default=None,
+                   help=f"comma-separated modes (default {DEFAULT_MODES}; --analytic: {ANALYTIC_MODES})")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--gen-length", type=int, default=32)
     p.add_argument("--block-length", type=int, default=None)
@@ -41,9 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--memory-snapshot", default=None, help="CUDA: write a PyTorch memory snapshot pickle here")
-    p.add_argument("--analytic", action="store_true", help="print the roofline model of LaViDa-8B instead")
-    p.add_argument("--gpu", default="h100", help="GPU for --analytic (h100, h200, a100)")
-    p.add_argument("--out", default=None, help="folder for bench.json, bench.md and bench.png")
+    p.add_argument("--analytic", action="store_true",
+                   help="print the roofline model of the real LaViDa-8B config instead (no model is built)")
+    p.add_argument("--gpu", default="h100", choices=sorted(GPUS), help="GPU for --analytic (default h100)")
+    p.add_argument("--text-tokens", type=int, default=64,
+                   help="--analytic: text tokens in the prompt besides the image (default 64: template + system "
+                        "prompt + a short question)")
+    p.add_argument("--out", default=None,
+                   help="folder for bench.json, bench.md, bench.png (--analytic: analytic.json, analytic.md)")
     add_visual_options(p)
 
 
@@ -80,6 +94,82 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc), so RSS starts clean."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: RSS may keep pages freed by earlier modes, so growth reads lower
+
+
+class PeakRss:
+    """Peak resident set size of this process while the block runs (Linux; CPU runs).
+
+    A background thread reads /proc/self/statm every ``interval`` seconds; spikes shorter than
+    that can be missed. ``before`` is read after a garbage collection and malloc_trim, so
+    ``peak - before`` approximates what the mode's activations and KV cache add on top of the
+    weights already resident (allocator caching can make it read high or low by a few MiB).
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        from shirg.model.inference import rss_bytes
+
+        self._rss = rss_bytes
+        self.interval = interval
+        self.before = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> PeakRss:
+        _release_freed_memory()
+        self.before = self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def _measure_mode(model, image, question: str, mode: str, gen: dict, repeats: int, device: torch.device,
+                  weights_mb: float) -> dict:
+    """Warm-up, then ``repeats`` timed answers; per-stage stats, memory, token counts."""
+    from shirg.model.inference import LAVIDA_MODES
+
+    model.answer([image], [question], mode=mode, **gen)  # warm-up
+    sampler = PeakRss() if device.type == "cpu" else contextlib.nullcontext()
+    with sampler:
+        runs = [model.answer([image], [question], mode=mode, **gen)[0].meta for _ in range(repeats)]
+    last = runs[-1]
+    times = {s: _stats([r["time_s"].get(s, 0.0) for r in runs]) for s in STAGES}
+    row = {
+        "mode": mode,
+        "visual_tokens": last["visual_tokens"],
+        "prompt_length": last["prompt_length"],
+        "kv_cache_bytes": last["kv_cache_bytes"],
+        "fallbacks": sum(1 for r in runs if r.get("fallback")),
+        "time_s": times,
+    }
+    row |= {k: v for k, v in last.items() if k.endswith("_mb")}
+    if device.type == "cuda":
+        row["peak_mb"] = max(r["peak_gpu_mb"] for r in runs)
+        row["act_kv_mb"] = row["peak_mb"] - weights_mb
+    else:
+        row["rss_before_mb"] = sampler.before / 2**20
+        row["peak_mb"] = sampler.peak / 2**20
+        row["act_kv_mb"] = (sampler.peak - sampler.before) / 2**20
+    vision = times["vision"]["median"]
+    if mode not in LAVIDA_MODES and vision > 0:
+        row["select_pct_of_vision"] = 100 * times["select"]["median"] / vision
+    return row
+
+
 def run(args: argparse.Namespace) -> int:
     if args.analytic:
         from shirg.bench_analytic import run_analytic
@@ -87,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         return run_analytic(args)
     from shirg.model.inference import MODES
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = [m.strip() for m in (args.modes or DEFAULT_MODES).split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ConfigError(f"unknown mode(s) {', '.join(bad)}; valid modes: {', '.join(MODES)}")
@@ -97,39 +187,32 @@ def run(args: argparse.Namespace) -> int:
     for m in modes:
         opts.validate(m)
     device = torch.device(args.device)
+    if args.memory_snapshot and device.type != "cuda":
+        raise ConfigError(f"--memory-snapshot needs a CUDA device (this run is on {device.type}): PyTorch records "
+                          "allocator history only for CUDA memory. Drop the flag or pass --device cuda.")
     model, source = _load_model(args)
+    weights_mb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
     image = Image.open(args.image).convert("RGB") if args.image else synthetic_chart()
     gen = dict(gen_length=args.gen_length, steps=args.steps, block_length=args.block_length or min(32, args.gen_length),
                kv_cache=args.kv_cache, options=opts)
-    if args.memory_snapshot and device.type == "cuda":
+    if args.memory_snapshot:
         torch.cuda.memory._record_memory_history(max_entries=200_000)
     from tqdm import tqdm
 
-    rows = []
-    for mode in tqdm(modes, desc="modes", unit="mode"):
-        model.answer([image], [args.question], mode=mode, **gen)  # warm-up
-        runs = [model.answer([image], [args.question], mode=mode, **gen)[0].meta for _ in range(args.repeats)]
-        last = runs[-1]
-        row = {
-            "mode": mode,
-            "visual_tokens": last["visual_tokens"],
-            "prompt_length": last["prompt_length"],
-            "kv_cache_bytes": last["kv_cache_bytes"],
-            "fallbacks": sum(1 for r in runs if r.get("fallback")),
-            "time_s": {s: _stats([r["time_s"].get(s, 0.0) for r in runs]) for s in STAGES},
-        }
-        row |= {k: v for k, v in last.items() if k.endswith("_mb")}
-        rows.append(row)
-    if args.memory_snapshot and device.type == "cuda":
+    rows = [_measure_mode(model, image, args.question, mode, gen, args.repeats, device, weights_mb)
+            for mode in tqdm(modes, desc="modes", unit="mode")]
+    if args.memory_snapshot:
         torch.cuda.memory._dump_snapshot(args.memory_snapshot)
         torch.cuda.memory._record_memory_history(enabled=None)
     by_mode = {r["mode"]: r for r in rows}
     for r in rows:
         for ref in ("lowres", "full"):
             if ref in by_mode:
-                base = by_mode[ref]["time_s"]["total"]["median"]
-                r[f"total_vs_{ref}"] = r["time_s"]["total"]["median"] / base
-                r[f"kv_vs_{ref}"] = r["kv_cache_bytes"] / by_mode[ref]["kv_cache_bytes"]
+                base = by_mode[ref]
+                r[f"total_vs_{ref}"] = r["time_s"]["total"]["median"] / base["time_s"]["total"]["median"]
+                r[f"kv_vs_{ref}"] = r["kv_cache_bytes"] / base["kv_cache_bytes"]
+                if base["act_kv_mb"] > 0:
+                    r[f"act_kv_vs_{ref}"] = r["act_kv_mb"] / base["act_kv_mb"]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {
         "model": source,
@@ -142,10 +225,15 @@ def run(args: argparse.Namespace) -> int:
         "repeats": args.repeats,
         "resolution": opts.resolution,
         "image_size": list(image.size),
+        "weights_mb": weights_mb,
+        "memory_note": MEMORY_NOTE[device.type == "cuda"],
         "rows": rows,
     }
+    result["targets"] = check_targets(result)
     table = markdown_table(result)
     print(table)
+    if args.memory_snapshot:
+        print(f"wrote memory snapshot {args.memory_snapshot} (open it at https://pytorch.org/memory_viz)")
     if args.out:
         out = Path(args.out)
         write_json(out / "bench.json", result)
@@ -155,17 +243,61 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+MEMORY_NOTE = {
+    False: "CPU: peak_mb = process RSS peak during the mode's timed runs (sampled every 5 ms from /proc/self/statm); "
+           "act_kv_mb = that peak minus the RSS just before them (after gc + malloc_trim): activations + KV cache "
+           "+ allocator growth; rss_mb / peak_rss_mb = current RSS and the process-lifetime peak after the last run",
+    True: "CUDA: peak_mb = max over runs of torch.cuda.max_memory_allocated after a reset at the start of each "
+          "answer; act_kv_mb = peak_mb - weights_mb",
+}
+
+
+def check_targets(result: dict) -> list[dict]:
+    """The checklist's targets (issue 7) on this run's numbers: each value, limit and whether it is met."""
+    by_mode = {r["mode"]: r for r in result["rows"]}
+    gpu = result["device"] != "cpu"
+    targets = []
+    for r in result["rows"]:
+        if "select_pct_of_vision" not in r or r["mode"] == "full":
+            continue
+        if gpu:
+            value, limit, name = r["time_s"]["select"]["median"] * 1e3, 2.0, "select ms per image < 2 (GPU)"
+        else:
+            value, limit, name = r["select_pct_of_vision"], 2.0, "select < 2 % of vision (CPU)"
+        targets.append({"target": f"{r['mode']}: {name}", "value": value, "limit": limit, "met": value < limit})
+    shirg = by_mode.get("shirg")
+    checks = (("total_vs_lowres", "latency shirg <= 1.35x lowres", 1.35),
+              ("total_vs_full", "latency shirg <= 0.66x full", 0.66),
+              ("act_kv_vs_lowres", "act+KV memory shirg <= 1.17x lowres", 1.17),
+              ("act_kv_vs_full", "act+KV memory shirg <= 0.45x full", 0.45))
+    for key, name, limit in checks:
+        if shirg is not None and key in shirg:
+            targets.append({"target": name, "value": shirg[key], "limit": limit, "met": shirg[key] <= limit})
+    return targets
+
+
 def markdown_table(result: dict) -> str:
     head = (f"{result['model']} on {result['device']} ({result['dtype']}, {result['torch_threads']} threads), "
             f"{result['steps']} steps, {result['gen_length']} answer tokens, KV {result['kv_cache']}, "
-            f"median of {result['repeats']}")
-    cols = ["mode", "visual", "prompt", "KV MiB", *(f"{s} ms" for s in STAGES), "x lowres", "x full"]
+            f"median of {result['repeats']}; weights {result['weights_mb']:.0f} MiB")
+    cols = ["mode", "visual", "prompt", "KV MiB", "peak MiB", "act+KV MiB", *(f"{s} ms" for s in STAGES),
+            "total min-max ms", "select % vision", "x lowres", "x full", "act+KV x lowres", "act+KV x full"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["rows"]:
-        cells = [r["mode"], str(r["visual_tokens"]), str(r["prompt_length"]), f"{r['kv_cache_bytes'] / 2**20:.1f}"]
+        cells = [r["mode"], str(r["visual_tokens"]), str(r["prompt_length"]), f"{r['kv_cache_bytes'] / 2**20:.1f}",
+                 f"{r['peak_mb']:.0f}", f"{r['act_kv_mb']:.1f}"]
         cells += [f"{r['time_s'][s]['median'] * 1e3:.1f}" for s in STAGES]
-        cells += [f"{r[k]:.2f}" if k in r else "-" for k in ("total_vs_lowres", "total_vs_full")]
+        total = r["time_s"]["total"]
+        cells.append(f"{total['min'] * 1e3:.1f}-{total['max'] * 1e3:.1f}")
+        cells.append(f"{r['select_pct_of_vision']:.2f}" if "select_pct_of_vision" in r else "-")
+        cells += [f"{r[k]:.2f}" if k in r else "-"
+                  for k in ("total_vs_lowres", "total_vs_full", "act_kv_vs_lowres", "act_kv_vs_full")]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Memory: {result['memory_note']}."]
+    if result["targets"]:
+        lines += ["", "| target (checklist) | value | limit | met |", "|---|---|---|---|"]
+        for t in result["targets"]:
+            lines.append(f"| {t['target']} | {t['value']:.2f} | {t['limit']:.2f} | {'yes' if t['met'] else 'no'} |")
     return "\n".join(lines)
 
 
