@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--mode", default="lavida", help="visual mode (default lavida); several: comma-separated")
     p.add_argument("--shirg-weights", default=None, help="SHIRG weights (coordinate embedding) safetensors file")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="trained adapter folder from `shirg train` (LoRA + SHIRG weights)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--json", default=None, help="write answers and metadata as JSON")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from shirg.vision.preprocess import load_image
 
     image = load_image(args.image)  # fail on a bad image before the (slow) model load
-    model = shirg.load(args.model, device=args.device, dtype=args.dtype, shirg_weights=args.shirg_weights)
+    model = shirg.load(args.model, device=args.device, dtype=args.dtype, shirg_weights=args.shirg_weights,
+                       adapter=args.adapter)
     records = []
     for m in modes:
         ans = model.answer([image], [args.question], mode=m, options=opts, **gen)[0]

@@ -1,0 +1,194 @@
+"""Training configuration: one dataclass tree, read from YAML, every number in one place.
+
+Sections: ``model`` (checkpoint, dtype), ``lora`` (PEFT LoRA), ``trainable`` (components trained in
+full), ``optim`` (AdamW, learning-rate groups, schedule), ``data`` (mixture, resolutions, answer
+length), ``run`` (steps, batch, checkpoints, precision, logging). Unknown keys are errors, so a typo
+never silently trains the wrong thing. ``--set section.key=value`` overrides any value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shirg.errors import ConfigError
+
+COMPONENTS = ("coord", "vision", "projector", "llm")
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class ModelSection:
+    path: str = ""  # LaViDa checkpoint folder
+    dtype: str = "auto"  # weights of the frozen parts: auto = bf16 on CUDA, fp32 on CPU
+    shirg_weights: str | None = None  # start from a trained coordinate embedding
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = True
+    rank: int = 64
+    alpha: float = 128.0
+    dropout: float = 0.05
+    projector: list[int] = field(default_factory=lambda: [0, 2])  # mm_projector Linear indices
+    vision_layers: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    vision_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
+    llm_layers: list[int] | str = field(default_factory=list)  # [] = no LoRA on the LLM; "all"
+    llm_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "attn_out"])
+
+
+@dataclass
+class TrainableSection:
+    """Components trained in full (not through LoRA)."""
+
+    components: list[str] = field(default_factory=lambda: ["coord"])
+
+
+@dataclass
+class OptimSection:
+    lr_lora: float = 7e-5
+    lr_other: float = 2e-5  # fully trained weights (coordinate embedding, projector, LLM)
+    lr_vision: float | None = None  # fully trained vision tower; None = lr_other
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int | None = 500
+    warmup_ratio: float | None = None  # used when warmup_steps is None
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of the peak (LaViDa: 0.1)
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class DataSection:
+    mixture: str | None = None  # mixture YAML (sources with sampling)
+    sources: list[dict[str, Any]] = field(default_factory=list)  # the same, inline
+    mode: str = "shirg"  # visual mode used in training (shirg, full, lavida, lowres, baselines)
+    resolutions: list[int] = field(default_factory=lambda: [384, 512, 672])
+    snap: int = 56  # resolutions are rounded to multiples of this (384 -> 392, 512 -> 504)
+    visual: dict[str, Any] = field(default_factory=dict)  # extra VisualOptions (k, merge, coverage, ...)
+    answer_length: int = 32  # answer slots: answer + <|eot_id|> + EOS padding, all supervised
+    end_with_eot: bool = True
+    num_workers: int = 0
+    mask_eps: float = 1e-3  # p = (1 - eps) t + eps
+
+
+@dataclass
+class RunSection:
+    output_dir: str = "runs/shirg"
+    seed: int = 0
+    batch_size: int = 16  # per process
+    grad_accum: int = 1
+    epochs: float = 2.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    gradient_checkpointing: bool = True
+    mixed_precision: str = "auto"  # auto = bf16 on CUDA, none on CPU
+    tensorboard: bool = False
+    progress: bool = True
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    trainable: TrainableSection = field(default_factory=TrainableSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    data: DataSection = field(default_factory=DataSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def validate(self) -> TrainConfig:
+        bad = [c for c in self.trainable.components if c not in COMPONENTS]
+        if bad:
+            raise ConfigError(f"trainable.components: unknown {bad}; choose from {', '.join(COMPONENTS)}")
+        if self.optim.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule {self.optim.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.run.mixed_precision not in PRECISIONS:
+            raise ConfigError(f"run.mixed_precision {self.run.mixed_precision!r}: choose {', '.join(PRECISIONS)}")
+        if self.lora.enabled and self.lora.rank < 1:
+            raise ConfigError(f"lora.rank must be >= 1, got {self.lora.rank}")
+        if isinstance(self.lora.llm_layers, str) and self.lora.llm_layers != "all":
+            raise ConfigError(f"lora.llm_layers must be a list of layer indices or 'all', got {self.lora.llm_layers!r}")
+        if self.run.batch_size < 1 or self.run.grad_accum < 1:
+            raise ConfigError("run.batch_size and run.grad_accum must be >= 1")
+        if self.data.answer_length < 2:
+            raise ConfigError(f"data.answer_length must be >= 2, got {self.data.answer_length}")
+        if not self.data.resolutions:
+            raise ConfigError("data.resolutions is empty; give at least one, e.g. [672]")
+        if not self.lora.enabled and not self.trainable.components:
+            raise ConfigError("nothing to train: LoRA is disabled and trainable.components is empty")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; valid: {', '.join(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value or {}, f"{where}.{name}".strip("."))
+        elif isinstance(default, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = _coerce(value, str(known[name].type), f"{where}.{name}".strip("."))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    """YAML reads "2e-5" (no dot) as a string: numbers are converted by the field's declared type."""
+    if isinstance(value, str) and annotation.split(" |")[0] in ("float", "int"):
+        try:
+            return float(value) if annotation.startswith("float") else int(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool) and annotation.startswith("float"):
+        return float(value)
+    return value
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return _build(TrainConfig, data, "").validate()
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``section.key=value`` (value parsed as YAML) into a config dict."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. lora.rank=32")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML training config and apply ``section.key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"training config {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    return config_from_dict(apply_overrides(data, overrides or []))

@@ -1,0 +1,132 @@
+"""LaViDa's complementary-masking diffusion loss (LAVIDA_FACTS.md section 7).
+
+Per sample t ~ U(0, 1), p = (1 - eps) t + eps; answer slots are masked with probability p in copy 1
+and exactly the complement in copy 2, so every answer slot is masked in exactly one copy. Masked
+slots take the mask token's embedding; the loss is the plain mean cross-entropy over all masked
+slots of both copies (no 1/t weight; EOS padding supervised). Vision features and the prompt are
+computed once and shared by both copies. Attention is fully bidirectional over prompt + answer,
+as the released models were trained (the prefix cache is an inference-time approximation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from shirg.model.inference import LAVIDA_MODES, Stopwatch, VisualOptions, hires_visual, lavida_visual, splice
+from shirg.model.lavida import LavidaModel
+from shirg.model.llada import _attention_mask
+from shirg.train.data import Batch
+
+
+def complementary_masks(seeds: Sequence[int], length: int, eps: float = 1e-3) -> Tensor:
+    """Copy-1 masks [B, length] bool, one seeded draw per sample (copy 2 is the complement)."""
+    rows = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(int(s))
+        t = torch.rand((), generator=g)
+        p = (1 - eps) * t + eps
+        rows.append(torch.rand(length, generator=g) < p)
+    return torch.stack(rows) if rows else torch.zeros(0, length, dtype=torch.bool)
+
+
+def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: dict) -> list[Tensor]:
+    """Visual token blocks [M_i, d] per sample; high-resolution samples run grouped by resolution."""
+    watch = Stopwatch(model.device)
+    if mode in LAVIDA_MODES:
+        return lavida_visual(model, batch.images, mode, watch)
+    out: list[Tensor | None] = [None] * len(batch)
+    for res in sorted(set(batch.resolutions)):
+        idx = [i for i, r in enumerate(batch.resolutions) if r == res]
+        opts = VisualOptions(resolution=res, **visual)
+        blocks = hires_visual(model, [batch.images[i] for i in idx], [batch.questions[i] for i in idx], mode, opts,
+                              watch)
+        for i, b in zip(idx, blocks, strict=True):
+            out[i] = b
+    return out  # type: ignore[return-value]
+
+
+def answer_logits(model: LavidaModel, embeds: Tensor, key_mask: Tensor, position_ids: Tensor, tail: int) -> Tensor:
+    """LLaDA's bidirectional pass, with the LM head applied only to the last ``tail`` slots.
+
+    Same computation as ``LLaDAModel.forward`` (which runs the 126k-wide head on every prompt
+    token); only the head is restricted.
+    """
+    core = model.model
+    cos, sin = core._rope(position_ids, embeds.dtype)
+    attn_mask = _attention_mask(key_mask)
+    x = embeds
+    for block in core.transformer["blocks"]:
+        if core.gradient_checkpointing and core.training:
+            x = checkpoint(block, x, cos, sin, attn_mask, use_reentrant=False)[0]
+        else:
+            x = block(x, cos, sin, attn_mask)[0]
+    return core._head(x[:, -tail:])
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor  # mean CE over all masked slots of both copies
+    ce_copy1: Tensor  # mean CE over copy 1's masked slots (detached)
+    ce_copy2: Tensor
+    samples: int
+
+
+def diffusion_loss(model: LavidaModel, batch: Batch, mode: str, visual: dict, eps: float = 1e-3) -> LossOutput:
+    """Complementary-masking loss of one micro-batch (B >= 1)."""
+    vocab = model.config.llm.vocab_size
+    blocks = visual_blocks(model, batch, mode, visual)
+    prefix, prefix_mask = splice(model, batch.prompt_ids, blocks)  # [B, Lp, d], right-padded
+    B, Lp, _ = prefix.shape
+    device = prefix.device
+    answer = batch.answer_ids.to(device)
+    La = answer.shape[1]
+    mask1 = complementary_masks(batch.noise_seeds, La, eps).to(device)
+    masks = torch.cat([mask1, ~mask1])  # [2B, La]
+    targets = answer.repeat(2, 1)
+    noisy = targets.masked_fill(masks, model.config.llm.mask_token_id)
+    embeds = torch.cat([prefix.repeat(2, 1, 1), model.model.embed(noisy).to(prefix.dtype)], dim=1)
+    key_mask = torch.cat([prefix_mask.repeat(2, 1), torch.ones_like(masks)], dim=1)
+    # Answers continue each prompt's own positions (right padding is masked out of attention).
+    lengths = prefix_mask.sum(1).repeat(2)
+    steps = torch.arange(La, device=device)
+    position_ids = torch.cat([torch.arange(Lp, device=device).expand(2 * B, Lp), lengths[:, None] + steps], dim=1)
+    logits = answer_logits(model, embeds, key_mask, position_ids, La)[..., :vocab]
+    ce = F.cross_entropy(logits.float().reshape(-1, vocab), targets.reshape(-1), reduction="none").view(2 * B, La)
+    ce = ce * masks
+    loss = ce.sum() / masks.sum()  # = B * La: each slot is masked in exactly one copy
+    with torch.no_grad():
+        ce1 = ce[:B].sum() / mask1.sum().clamp(min=1)
+        ce2 = ce[B:].sum() / (~mask1).sum().clamp(min=1)
+    return LossOutput(loss=loss, ce_copy1=ce1, ce_copy2=ce2, samples=B)
+
+
+class LossModule(nn.Module):
+    """What accelerate wraps (DDP needs the loss computed inside the wrapped module's forward)."""
+
+    def __init__(self, net: nn.Module, mode: str, visual: dict, eps: float) -> None:
+        super().__init__()
+        self.net = net  # a PeftModel or the LavidaModel itself
+        self.mode, self.visual, self.eps = mode, dict(visual), eps
+
+    @property
+    def lavida(self) -> LavidaModel:
+        net = self.net
+        return net.base_model.model if hasattr(net, "peft_config") else net
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        """Returns a dict (loss, ce_copy1, ce_copy2, samples): DDP and accelerate walk dicts of tensors."""
+        if len(batch) == 0:
+            # every image of this micro-batch was unreadable: a zero loss that still touches every
+            # trainable weight, so DDP's gradient reduction sees the same parameters on all processes
+            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            nan = torch.full((), float("nan"), device=zero.device)
+            return {"loss": zero, "ce_copy1": nan, "ce_copy2": nan, "samples": torch.zeros((), device=zero.device)}
+        out = diffusion_loss(self.lavida, batch, self.mode, self.visual, self.eps)
+        return {"loss": out.loss, "ce_copy1": out.ce_copy1, "ce_copy2": out.ce_copy2,
+                "samples": torch.tensor(float(out.samples), device=out.loss.device)}
