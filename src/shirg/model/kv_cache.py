@@ -49,7 +49,11 @@ def quantize(x: Tensor, dim: int, qmax: float, dtype: torch.dtype) -> tuple[Tens
     x [B, H, L, hd]; dim=2 gives per-channel scales [B, H, 1, hd], dim=3 per-token [B, H, L, 1].
     """
     amax = x.float().abs().amax(dim=dim, keepdim=True)
-    scale = (amax / qmax).clamp(min=1e-8).to(torch.float16)
+    # Clamp in fp32 to fp16's normal range BEFORE the cast: a smaller floor (e.g. 1e-8) underflows
+    # to a zero scale, and an all-zero slice (right padding) then quantizes 0 / 0 = NaN, which
+    # fp8 keeps and which poisons attention even where the key is masked out.
+    fp16 = torch.finfo(torch.float16)
+    scale = (amax / qmax).clamp(min=fp16.tiny, max=fp16.max).to(torch.float16)
     q = x.float() / scale.float()
     q = q.round().clamp(-qmax, qmax).to(dtype) if dtype == torch.int8 else q.clamp(-qmax, qmax).to(dtype)
     return q, scale
@@ -73,6 +77,11 @@ class QuantCache(PrefixCache):
         k = (qk.float() * sk.float()).to(self.compute_dtype)
         v = (qv.float() * sv.float()).to(self.compute_dtype)
         return k, v
+
+    def scales(self, i: int) -> tuple[Tensor, Tensor]:
+        """Stored scales of layer i: K per channel [B, Hkv, 1, hd], V per token [B, Hkv, Lp, 1] (fp16)."""
+        _, sk, _, sv = self._layers[i]
+        return sk, sv
 
 
 def fp8_available() -> bool:

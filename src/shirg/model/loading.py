@@ -19,6 +19,7 @@ from shirg.tokens.coords import CoordinateEmbedding
 log = logging.getLogger(__name__)
 PREFIX = "model."
 SHIRG_WEIGHTS = "shirg_weights.safetensors"
+COORD_INIT_SEED = 0
 VISION_LAYER_PREFIX = "model.vision_tower.vision_tower.vision_model.encoder.layers."
 
 
@@ -56,6 +57,15 @@ def _rebuild_buffers(model: LavidaModel) -> None:
     emb.position_ids = torch.arange(emb.num_positions, device=emb.position_embedding.weight.device).expand((1, -1))
 
 
+def _initial_coord_embed(dim: int) -> CoordinateEmbedding:
+    """A fresh coordinate embedding, the same on every load: its first layer is random (the output layer
+    is zero), and drawing it from the global RNG made two loads of one folder differ and moved the
+    caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(COORD_INIT_SEED)
+        return CoordinateEmbedding(dim)
+
+
 def load(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -87,7 +97,7 @@ def load(
 
     state = load_tensors(index, list(index), rename=lambda n: n[len(PREFIX):], device=device, dtype=dtype)
     model.model.load_state_dict(state, strict=True, assign=True)
-    model.shirg["coord_embed"] = CoordinateEmbedding(config.vision.hidden_size).to(device=device, dtype=dtype)
+    model.shirg["coord_embed"] = _initial_coord_embed(config.vision.hidden_size).to(device=device, dtype=dtype)
     _rebuild_buffers(model)
     weights = Path(shirg_weights) if shirg_weights else folder / SHIRG_WEIGHTS
     if shirg_weights or weights.is_file():
