@@ -260,3 +260,17 @@ def test_config_from_dict():
         LLaDAConfig(**{**TINY, "n_kv_heads": 3})
     with pytest.raises(ConfigError, match="embedding_size"):
         LLaDAConfig(**{**TINY, "embedding_size": 200})
+
+
+def test_logits_tail_equals_the_tail_of_full_logits():
+    torch.manual_seed(0)
+    cfg = LLaDAConfig(d_model=32, n_layers=2, n_heads=4, mlp_hidden_size=48, vocab_size=50, mask_token_id=49,
+                      eos_token_id=48)
+    model = LLaDAModel(cfg)
+    model.init_weights()
+    x = torch.randn(2, 9, 32)
+    mask = torch.tensor([[True] * 9, [True] * 6 + [False] * 3])
+    full = model(x, mask)
+    tail = model(x, mask, logits_tail=4)
+    assert tail.shape == (2, 4, 50)
+    torch.testing.assert_close(tail, full[:, -4:])

@@ -260,12 +260,15 @@ class LLaDAModel(nn.Module):
         inputs_embeds: Tensor,
         key_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
+        logits_tail: int | None = None,
     ) -> Tensor:
         """Full bidirectional pass.
 
         inputs_embeds [B, L, d]; key_mask bool [B, L], False marks padding that no query attends to
         (padding rows still get finite logits); position_ids long [B, L], default 0..L-1.
-        Returns logits [B, L, embedding_size].
+        logits_tail: apply the LM head only to the last ``logits_tail`` positions (training needs
+        logits on the answer slots only; at 8B the head over a whole prompt costs gigabytes).
+        Returns logits [B, L, embedding_size] (or [B, logits_tail, embedding_size]).
         """
         B, L, _ = inputs_embeds.shape
         if key_mask is None:
@@ -280,7 +283,7 @@ class LLaDAModel(nn.Module):
                 x = checkpoint(block, x, cos, sin, attn_mask, use_reentrant=False)[0]
             else:
                 x = block(x, cos, sin, attn_mask)[0]
-        return self._head(x)
+        return self._head(x if logits_tail is None else x[:, -logits_tail:])
 
     def prefill(
         self,

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from shirg.model.inference import LAVIDA_MODES, Stopwatch, VisualOptions, hires_visual, lavida_visual, splice
 from shirg.model.lavida import LavidaModel
-from shirg.model.llada import _attention_mask
 from shirg.train.data import Batch
 
 
@@ -52,21 +50,8 @@ def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: dict) -> 
 
 
 def answer_logits(model: LavidaModel, embeds: Tensor, key_mask: Tensor, position_ids: Tensor, tail: int) -> Tensor:
-    """LLaDA's bidirectional pass, with the LM head applied only to the last ``tail`` slots.
-
-    Same computation as ``LLaDAModel.forward`` (which runs the 126k-wide head on every prompt
-    token); only the head is restricted.
-    """
-    core = model.model
-    cos, sin = core._rope(position_ids, embeds.dtype)
-    attn_mask = _attention_mask(key_mask)
-    x = embeds
-    for block in core.transformer["blocks"]:
-        if core.gradient_checkpointing and core.training:
-            x = checkpoint(block, x, cos, sin, attn_mask, use_reentrant=False)[0]
-        else:
-            x = block(x, cos, sin, attn_mask)[0]
-    return core._head(x[:, -tail:])
+    """LLaDA's bidirectional pass with the LM head applied only to the last ``tail`` (answer) slots."""
+    return model.model(embeds, key_mask, position_ids, logits_tail=tail)
 
 
 @dataclass
