@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 LAVIDA_MODES = ("lavida", "lowres")
 HIRES_MODES = ("full", "shirg", "uniform", "pool", "random", "text-topk", "saint", "tome", "visionzip", "divprune")
 MODES = LAVIDA_MODES + HIRES_MODES
-VIEW = 384
 
 
 @dataclass
@@ -163,12 +162,13 @@ def question_context(model: LavidaModel, questions: Sequence[str]) -> TextContex
 def lavida_visual(model: LavidaModel, images: Sequence[Image.Image], mode: str, watch: Stopwatch) -> list[Tensor]:
     """LaViDa's own layouts: ``lavida`` (anyres views + unpad + newlines) or ``lowres`` (one padded view)."""
     core, cfg = model.model, model.config
+    view = cfg.vision.image_size  # 384 for SigLIP so400m; smaller towers keep their own view size
     with watch.stage("preprocess"):
         if mode == "lowres" or cfg.image_aspect_ratio != "anyres":
-            views = [[expand2square(img).resize((VIEW, VIEW), Image.Resampling.BICUBIC)] for img in images]
+            views = [[expand2square(img).resize((view, view), Image.Resampling.BICUBIC)] for img in images]
             grids = [None] * len(images)
         else:
-            pairs = [anyres_views(img, cfg.pinpoints, VIEW) for img in images]
+            pairs = [anyres_views(img, cfg.pinpoints, view) for img in images]
             views, grids = [p[0] for p in pairs], [p[1] for p in pairs]
         pixels = torch.stack([to_tensor(v) for vs in views for v in vs]).to(model.device, model.dtype)
     with watch.stage("vision"):
