@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import shlex
 import statistics
 import threading
 from pathlib import Path
@@ -215,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
                     r[f"act_kv_vs_{ref}"] = r["act_kv_mb"] / base["act_kv_mb"]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {
+        "command": "shirg " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", [])),
         "model": source,
         "device": device_name,
         "torch_threads": torch.get_num_threads(),

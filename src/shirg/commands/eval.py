@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"preset {args.preset} (random weights)"
     settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
                             warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix)
-    invocation = {"command": "shirg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
+    invocation = {"command": "shirg " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:])),
                   "model": source, "adapter": str(weights) if weights else None, "data": str(args.data),
                   "samples": len(samples), "world_size": world, "machine": machine_info(device),
                   "time": time.strftime("%Y-%m-%d %H:%M:%S")}

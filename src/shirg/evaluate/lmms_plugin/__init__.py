@@ -148,3 +148,10 @@ if LMMS_AVAILABLE:
         register_model("shirg")(ShirgLMMs)
     except (ImportError, ValueError, AssertionError) as e:  # older lmms-eval, or registered twice
         log.debug("lmms-eval registry: %s", e)
+
+
+def lmms_eval_manifest():
+    """Entry point of group ``lmms_eval.models``: what lmms-eval's registry resolves ``--model shirg`` to."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id="shirg", simple_class_path="shirg.evaluate.lmms_plugin.ShirgLMMs")
