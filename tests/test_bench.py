@@ -21,7 +21,7 @@ from shirg.bench_analytic import (
     vision_params,
 )
 from shirg.cli import main
-from shirg.commands.bench import PeakRss
+from shirg.memory import PeakRss
 from shirg.model.inference import MODES
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.presets import preset_config

@@ -38,3 +38,24 @@ def test_select_bad_input_exits_2(tmp_path, vision_folder, chart_image, capsys):
     assert main(base + ["--image", str(chart_image), "--question", "  "]) == 2
     assert "--question is empty" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists(), "nothing written on failure"
+
+
+def test_unusable_output_path_and_device_are_one_line_errors(tmp_path, vision_folder, chart_image, capsys):
+    base = ["select", "--vision", str(vision_folder), "--image", str(chart_image)]
+    assert main(base + ["--out", str(tmp_path)]) == 2  # a folder, not a file
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "check the path" in err
+    assert main(base + ["--out", str(tmp_path / "o.png"), "--device", "cuda:7"]) == 2
+    assert "CUDA is not available here; use --device cpu" in capsys.readouterr().err
+
+
+def test_bad_generation_options_exit_2(tmp_path, chart_image, capsys):
+    from shirg.testing import write_tiny_lavida_checkpoint
+
+    ckpt = write_tiny_lavida_checkpoint(tmp_path / "tiny")
+    base = ["answer", "--model", str(ckpt), "--image", str(chart_image), "--question", "what?",
+            "--gen-length", "8", "--steps", "4"]
+    assert main(base + ["--temperature", "-1"]) == 2
+    assert "temperature must be >= 0" in capsys.readouterr().err
+    assert main(base + ["--mode", "shirg", "--merge-eps", "-0.1"]) == 2
+    assert "merge eps must be >= 0" in capsys.readouterr().err

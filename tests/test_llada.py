@@ -274,3 +274,20 @@ def test_logits_tail_equals_the_tail_of_full_logits():
     tail = model(x, mask, logits_tail=4)
     assert tail.shape == (2, 4, 50)
     torch.testing.assert_close(tail, full[:, -4:])
+
+
+def test_rope_rotates_in_fp32_for_bf16_inputs():
+    from shirg.model.llada import apply_rope, rope_cos_sin
+
+    torch.manual_seed(0)
+    pos = torch.arange(4000, 4008)[None]
+    cos, sin = rope_cos_sin(pos, 64, 500000.0, torch.float32)
+    x = torch.randn(1, 2, 8, 64)
+    ref = apply_rope(x, cos, sin)
+    got = apply_rope(x.bfloat16(), cos, sin)
+    assert got.dtype == torch.bfloat16
+    # one bf16 rounding of the inputs and one of the result, no bf16 rounding of the angles
+    bound = 2 * 2**-8 * x.abs().max() * 2
+    assert (got.float() - ref).abs().max() <= bound
+    sloppy = apply_rope(x.bfloat16(), cos.bfloat16(), sin.bfloat16())
+    assert (got.float() - ref).abs().max() < (sloppy.float() - ref).abs().max()

@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 import shirg
 import shirg.model.inference as inference
 from shirg.errors import CheckpointError, ConfigError
-from shirg.model.inference import HIRES_MODES, MODES, VisualOptions, rss_bytes
+from shirg.memory import rss_bytes
+from shirg.model.inference import HIRES_MODES, MODES, VisualOptions
 from shirg.model.loading import SHIRG_WEIGHTS, load_shirg_weights, save_shirg_weights
 from shirg.model.prompt import IMAGE_TOKEN_ID, build_prompt, question_token_ids, tokenize_prompt
 from shirg.testing import write_tiny_lavida_checkpoint

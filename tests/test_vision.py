@@ -24,6 +24,9 @@ def test_interpolation_at_native_size_equals_plain_model():
     assert ours.shape == (2, 729, 32)
     torch.testing.assert_close(ours, plain, rtol=0, atol=0)
     assert not torch.allclose(ours, m(x).last_hidden_state), "features must be taken before post-LN"
+    emb = m.embeddings
+    torch.testing.assert_close(emb(x, interpolate_pos_encoding=True), emb(x, interpolate_pos_encoding=False),
+                               rtol=0, atol=0)
 
 
 def test_672_gives_2304_tokens_with_bicubic_table():

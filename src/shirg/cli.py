@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except ShirgError as e:
         print(f"shirg {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an output path that is a folder, a read-only disk, a full disk ...
+        print(f"shirg {args.command}: error: {e.strerror or e} ({e.filename or 'file'}); "
+              "check the path and permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

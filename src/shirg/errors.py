@@ -22,3 +22,21 @@ class CheckpointError(ShirgError):
 
 class ImageError(ShirgError):
     """An image could not be read or decoded."""
+
+
+def resolve_device(device) -> torch.device:  # noqa: F821 - torch imported lazily
+    """A torch.device for ``device``, or a ConfigError when it is malformed or not available here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "meta", "mps"):
+        raise ConfigError(f"device type {dev.type!r} is not supported; use cpu or cuda")
+    return dev

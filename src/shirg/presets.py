@@ -11,11 +11,10 @@ values, so LaViDa-8B's exact shapes can be timed without downloading anything.
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 import torch
 
-from shirg.errors import ConfigError
+from shirg.errors import ConfigError, resolve_device
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.testing import build_tiny_tokenizer, tiny_lavida_config
 
@@ -53,10 +52,11 @@ def build_preset(name: str, device: str | torch.device = "cpu", dtype: torch.dty
     """A LavidaModel of the preset's shapes with N(0, 0.02) weights, made on ``device`` in ``dtype``."""
     cfg = preset_config(name)
     config = LavidaConfig.from_dict(cfg)
-    device = torch.device(device)
+    device = resolve_device(device)
     with torch.device("meta"):
         model = LavidaModel(config)
-    model = model.to_empty(device=device).to(dtype)
+    # dtype first, still on meta: the 8B preset is allocated once, directly in bf16 on the device
+    model = model.to(dtype).to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     for pname, p in model.named_parameters():
         if "norm" in pname and pname.endswith("weight"):
@@ -67,9 +67,9 @@ def build_preset(name: str, device: str | torch.device = "cpu", dtype: torch.dty
             p.normal_(0.0, 0.02, generator=gen)
     emb = model.model.vision_tower.vision_model.embeddings
     emb.position_ids = torch.arange(emb.num_positions, device=device).expand((1, -1))
-    tok_dir = Path(tempfile.mkdtemp(prefix="shirg-tok-"))
     from shirg.model.loading import load_tokenizer
 
-    build_tiny_tokenizer(tok_dir)
-    model.tokenizer = load_tokenizer(tok_dir)
+    with tempfile.TemporaryDirectory(prefix="shirg-tok-") as tok_dir:
+        build_tiny_tokenizer(tok_dir)
+        model.tokenizer = load_tokenizer(tok_dir)  # a fast tokenizer keeps everything in memory
     return model.eval()

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import shlex
 import statistics
-import threading
 from pathlib import Path
 
 import torch
@@ -28,6 +25,7 @@ from shirg.bench_analytic import GPUS
 from shirg.commands._common import add_visual_options, visual_options
 from shirg.errors import ConfigError
 from shirg.io import atomic_write, write_json, write_text
+from shirg.memory import PeakRss
 
 HELP = "measure latency, memory and KV bytes of every mode side by side (or --analytic roofline)"
 STAGES = ("preprocess", "vision", "select", "project", "prefill", "denoise", "total")
@@ -93,49 +91,6 @@ def _load_model(args):
 
 def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def _release_freed_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc), so RSS starts clean."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: RSS may keep pages freed by earlier modes, so growth reads lower
-
-
-class PeakRss:
-    """Peak resident set size of this process while the block runs (Linux; CPU runs).
-
-    A background thread reads /proc/self/statm every ``interval`` seconds; spikes shorter than
-    that can be missed. ``before`` is read after a garbage collection and malloc_trim, so
-    ``peak - before`` approximates what the mode's activations and KV cache add on top of the
-    weights already resident (allocator caching can make it read high or low by a few MiB).
-    """
-
-    def __init__(self, interval: float = 0.005) -> None:
-        from shirg.model.inference import rss_bytes
-
-        self._rss = rss_bytes
-        self.interval = interval
-        self.before = self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self) -> PeakRss:
-        _release_freed_memory()
-        self.before = self.peak = self._rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
 
 
 def _measure_mode(model, image, question: str, mode: str, gen: dict, repeats: int, device: torch.device,

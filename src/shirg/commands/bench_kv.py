@@ -130,14 +130,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(result: dict) -> str:
-    cols = ["format", "prefix MiB", "x native", "K max err", "V max err", "K mean err", "V mean err",
+    cols = ["format", "prefix MiB", "with answer MiB", "x native", "K max err", "V max err", "K mean err", "V mean err",
             "logit drift (rel)", "agreement", "step ms", "step x native"]
     lines = [f"{result['model']} on {result['device']} ({result['dtype']}), mode {result['mode']}, "
              f"{result['prompts']} prompts, {result['gen_length']} answer tokens", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["rows"]:
         lines.append("| " + " | ".join([
-            r["format"], f"{r['prefix_bytes'] / 2**20:.2f}", f"{r['bytes_vs_native']:.3f}",
+            r["format"], f"{r['prefix_bytes'] / 2**20:.2f}", f"{r['total_bytes'] / 2**20:.2f}",
+            f"{r['bytes_vs_native']:.3f}",
             f"{r['k_max_abs_err']:.2e}", f"{r['v_max_abs_err']:.2e}", f"{r['k_mean_abs_err']:.2e}",
             f"{r['v_mean_abs_err']:.2e}", f"{r['logit_rel_drift']:.2e}", f"{r['answer_agreement']:.2f}",
             f"{r['step_ms']:.2f}", f"{r['step_overhead_vs_native']:.2f}"]) + " |")

@@ -7,9 +7,9 @@ denoising steps only run the answer slots against the cache.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from shirg.errors import ConfigError, ShirgError
+from shirg.memory import PeakRss, memory_report
 from shirg.model.anyres import anyres_views, expand2square, pool_view_tokens, unpad_merge
 from shirg.model.lavida import LavidaModel
 from shirg.model.prompt import IMAGE_TOKEN_ID, build_prompt, question_token_ids, tokenize_prompt
@@ -67,6 +68,8 @@ class VisualOptions:
         if mode in LAVIDA_MODES:
             return
         check_resolution(self.resolution)
+        if self.merge_eps < 0:
+            raise ConfigError(f"merge eps must be >= 0 (0 turns merging off), got {self.merge_eps}")
         grid = self.resolution // 14
         check_weights(self.weights)
         if self.score not in SCORE_SOURCES:
@@ -124,23 +127,6 @@ class Stopwatch:
                 watch.times[name] = watch.times.get(name, 0.0) + time.perf_counter() - self.t0
 
         return _Stage()
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * resource.getpagesize()
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def memory_report(device: torch.device) -> dict[str, float]:
-    if device.type == "cuda":
-        return {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20,
-                "gpu_allocated_mb": torch.cuda.memory_allocated(device) / 2**20}
-    return {"rss_mb": rss_bytes() / 2**20,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 # ----------------------------------------------------------------------------- visual tokens
@@ -290,6 +276,8 @@ def answer(
         raise ConfigError(f"{len(images)} images but {len(questions)} questions; give one question per image")
     if gen_length < 1 or block_length < 1 or gen_length % block_length:
         raise ConfigError(f"gen_length {gen_length} must be a positive multiple of block_length {block_length}")
+    if temperature < 0 or steps < 1:
+        raise ConfigError(f"temperature must be >= 0 (0 = greedy) and steps >= 1, got {temperature} and {steps}")
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
     if model.tokenizer is None:
@@ -299,45 +287,49 @@ def answer(
     watch = Stopwatch(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_start = time.perf_counter()
-    with watch.stage("preprocess"):
-        pil = [load_image(img) for img in images]
-        prompt_ids = [tokenize_prompt(build_prompt(q, model.tokenizer), model.tokenizer) for q in questions]
+    sampler = PeakRss(release=False) if device.type == "cpu" else contextlib.nullcontext()
+    with sampler:
+        t_start = time.perf_counter()
+        with watch.stage("preprocess"):
+            pil = [load_image(img) for img in images]
+            prompt_ids = [tokenize_prompt(build_prompt(q, model.tokenizer), model.tokenizer) for q in questions]
 
-    fallback: list[str | None] = [None] * len(pil)
-    if mode in LAVIDA_MODES:
-        visual = lavida_visual(model, pil, mode, watch)
-    else:
-        visual = _hires_with_fallback(model, pil, questions, mode, opts, watch, fallback)
+        fallback: list[str | None] = [None] * len(pil)
+        if mode in LAVIDA_MODES:
+            visual = lavida_visual(model, pil, mode, watch)
+        else:
+            visual = _hires_with_fallback(model, pil, questions, mode, opts, watch, fallback)
 
-    for i, (ids, vis) in enumerate(zip(prompt_ids, visual, strict=True)):
-        total = len(ids) - 1 + vis.shape[0] + gen_length
-        if total > model.config.max_length:
-            raise ConfigError(
-                f"sample {i}: prompt ({len(ids) - 1} text + {vis.shape[0]} visual tokens) plus gen_length "
-                f"{gen_length} = {total} exceeds the model's context of {model.config.max_length}; "
-                "shorten the question or lower gen_length"
-            )
-    with watch.stage("prefill"):
-        embeds, key_mask = splice(model, prompt_ids, visual)
-        cache = model.model.prefill(embeds, key_mask, cache_factory=factory)
-    vocab = model.config.llm.vocab_size
-    generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
+        for i, (ids, vis) in enumerate(zip(prompt_ids, visual, strict=True)):
+            total = len(ids) - 1 + vis.shape[0] + gen_length
+            if total > model.config.max_length:
+                raise ConfigError(
+                    f"sample {i}: prompt ({len(ids) - 1} text + {vis.shape[0]} visual tokens) plus gen_length "
+                    f"{gen_length} = {total} exceeds the model's context of {model.config.max_length}; "
+                    "shorten the question or lower gen_length"
+                )
+        with watch.stage("prefill"):
+            embeds, key_mask = splice(model, prompt_ids, visual)
+            cache = model.model.prefill(embeds, key_mask, cache_factory=factory)
+        vocab = model.config.llm.vocab_size
+        generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
 
-    def logits_fn(answer_ids: Tensor) -> Tensor:
-        return model.model.forward_cached(model.model.embed(answer_ids), cache)[..., :vocab]
+        def logits_fn(answer_ids: Tensor) -> Tensor:
+            return model.model.forward_cached(model.model.embed(answer_ids), cache)[..., :vocab]
 
-    with watch.stage("denoise"):
-        out = generate(logits_fn, len(pil), gen_length, steps, block_length, model.config.llm.mask_token_id,
-                       temperature=temperature, schedule=schedule, generator=generator, device=device)
-    stops = {model.config.llm.eos_token_id}
-    if model.config.eot_token_id is not None:
-        stops.add(model.config.eot_token_id)
-    eot = model.tokenizer.convert_tokens_to_ids("<|eot_id|>")
-    if isinstance(eot, int) and eot >= 0:
-        stops.add(eot)
-    watch.times["total"] = time.perf_counter() - t_start
+        with watch.stage("denoise"):
+            out = generate(logits_fn, len(pil), gen_length, steps, block_length, model.config.llm.mask_token_id,
+                           temperature=temperature, schedule=schedule, generator=generator, device=device)
+        stops = {model.config.llm.eos_token_id}
+        if model.config.eot_token_id is not None:
+            stops.add(model.config.eot_token_id)
+        eot = model.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+        if isinstance(eot, int) and eot >= 0:
+            stops.add(eot)
+        watch.times["total"] = time.perf_counter() - t_start
     mem = memory_report(device)
+    if isinstance(sampler, PeakRss):
+        mem["request_peak_rss_mb"] = sampler.peak / 2**20  # RSS peak during this request (sampled)
     answers = []
     for b in range(len(pil)):
         ids = truncate_at_stop(out[b].tolist(), stops)

@@ -126,9 +126,13 @@ def rope_cos_sin(
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x [B, H, L, hd] in the half-split layout: pairs are (i, i + hd/2)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    """Rotate x [B, H, L, hd] in the half-split layout: pairs are (i, i + hd/2).
+
+    The rotation runs in fp32 (as LLaDA's rope_full_precision) and is cast back to x's dtype.
+    """
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * cos.float() + torch.cat([-x2, x1], dim=-1) * sin.float()).to(x.dtype)
 
 
 class LLaDABlock(nn.Module):
@@ -250,7 +254,8 @@ class LLaDAModel(nn.Module):
         return self.transformer["wte"](input_ids)
 
     def _rope(self, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        return rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, dtype)
+        # kept in fp32 whatever the compute dtype: apply_rope rotates in fp32
+        return rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, torch.float32)
 
     def _head(self, x: Tensor) -> Tensor:
         return self.transformer["ff_out"](self.transformer["ln_f"](x))

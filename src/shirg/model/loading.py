@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from shirg.checkpoint import check_state_dict, key_index, load_tensors, read_config, tensor_shapes
-from shirg.errors import CheckpointError
+from shirg.errors import CheckpointError, resolve_device
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.tokens.coords import CoordinateEmbedding
 
@@ -84,7 +84,7 @@ def load(
         CheckpointError naming every missing, unexpected or mis-shaped tensor.
     """
     folder = Path(path)
-    device = torch.device(device)
+    device = resolve_device(device)
     dtype = _dtype(dtype, device)
     cfg = read_config(folder)
     index = key_index(folder)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from shirg.checkpoint import check_state_dict, key_index, load_tensors, read_config, tensor_shapes
-from shirg.errors import CheckpointError, ConfigError
+from shirg.errors import CheckpointError, ConfigError, resolve_device
 from shirg.vision.preprocess import PATCH
 
 LAVIDA_VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
@@ -104,6 +104,7 @@ def load_vision_tower(
     text tower, the pooling head and ``logit_*``. Missing, unexpected or mis-shaped vision tensors
     raise CheckpointError naming them.
     """
+    device = resolve_device(device)
     folder = Path(path)
     cfg = read_config(folder)
     index = key_index(folder)
