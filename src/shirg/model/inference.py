@@ -104,29 +104,30 @@ class Answer:
 
 
 class Stopwatch:
-    """Per-stage wall time; synchronizes CUDA so GPU work is charged to the right stage."""
+    """Per-stage time. CUDA: events recorded around the stage, read after a synchronize, so GPU
+    work is charged to the stage that launched it; CPU: perf_counter."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.times: dict[str, float] = {}
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
+    @contextlib.contextmanager
     def stage(self, name: str):
-        watch = self
-
-        class _Stage:
-            def __enter__(self):
-                watch.sync()
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                watch.sync()
-                watch.times[name] = watch.times.get(name, 0.0) + time.perf_counter() - self.t0
-
-        return _Stage()
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end.record()
+                end.synchronize()
+                self.times[name] = self.times.get(name, 0.0) + start.elapsed_time(end) / 1e3
+            return
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- visual tokens
