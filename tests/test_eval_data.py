@@ -102,3 +102,37 @@ def test_unknown_task_and_bad_parquet(tmp_path):
     write_parquet(tmp_path / "test.parquet", [{"foo": 1}])
     with pytest.raises(ConfigError, match="question"):
         load_samples("chartqa", tmp_path)
+
+
+def test_corrupt_json_names_the_file_and_layout(tmp_path):
+    base = tmp_path / "val"
+    (base / "documents").mkdir(parents=True)
+    (base / "val_v1.0.json").write_text('{"data": [{"questionId": 1, "question": "Da')  # cut mid-write
+    with pytest.raises(ConfigError, match=r"val_v1\.0\.json is not valid JSON.*\"data\": \[\{\"questionId\""):
+        load_samples("docvqa", tmp_path)
+    chart = tmp_path / "chart" / "test"
+    (chart / "png").mkdir(parents=True)
+    (chart / "test_human.json").write_bytes(b"\xff\xfe not json")
+    with pytest.raises(ConfigError, match=r"test_human\.json is not valid JSON.*imgname.*ChartQA release"):
+        load_samples("chartqa", tmp_path / "chart")
+
+
+def test_mis_keyed_json_names_the_missing_key(tmp_path):
+    base = tmp_path / "val"
+    (base / "documents").mkdir(parents=True)
+    (base / "val_v1.0.json").write_text(json.dumps({"questions": []}))  # no "data"
+    with pytest.raises(ConfigError, match=r"val_v1\.0\.json has no top-level 'data' key.*DocVQA release"):
+        load_samples("docvqa", tmp_path)
+    (base / "val_v1.0.json").write_text(json.dumps({"data": [{"questionId": 1, "question": "q"}]}))
+    with pytest.raises(ConfigError, match=r"record 0 lacks 'image'"):
+        load_samples("docvqa", tmp_path)
+    tv = tmp_path / "tv"
+    (tv / "train_images").mkdir(parents=True)
+    (tv / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": [{"question_id": 3, "question": "q"}]}))
+    with pytest.raises(ConfigError, match=r"TextVQA_0\.5\.1_val\.json: record 0 lacks 'image_id'.*TextVQA release"):
+        load_samples("textvqa", tv)
+    chart = tmp_path / "chart" / "test"
+    (chart / "png").mkdir(parents=True)
+    (chart / "test_human.json").write_text(json.dumps({"imgname": "a.png"}))  # an object, not a list
+    with pytest.raises(ConfigError, match=r"expected a list of question records, found dict"):
+        load_samples("chartqa", tmp_path / "chart")

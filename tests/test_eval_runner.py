@@ -79,9 +79,12 @@ def test_two_mode_run_writes_every_output(complete):
     assert rows["lowres"]["evidence_recall"] is None and 0 <= rows["shirg"]["evidence_recall"] <= 100
     assert rows["shirg"]["delta_vs_lowres"] == pytest.approx(rows["shirg"]["f1"] - rows["lowres"]["f1"])
     assert rows["lowres"]["fallbacks"] == 0 and rows["shirg"]["latency_median_s"] > 0
+    # CPU: the RSS sampled during each request, not the process-lifetime peak (which depends on mode order)
+    assert {r["memory_kind"] for r in recs} == {"request_peak_rss"} and summary["memory"]["kind"] == "request_peak_rss"
+    assert rows["shirg"]["memory_x_lowres"] > 0
     assert {"acc_recognition", "acc_position", "acc_counting", "acc_reading"} <= set(rows["shirg"])
     md = (out / "summary.md").read_text()
-    assert "| lowres |" in md and "evidence_recall" in md
+    assert "| lowres |" in md and "evidence_recall" in md and "peak RSS MiB per request (CPU)" in md
     csv_head = (out / "summary.csv").read_text().splitlines()[0].split(",")
     assert csv_head[:3] == ["mode", "n", "answered"] and "latency_median_s" in csv_head
 

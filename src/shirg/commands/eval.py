@@ -30,8 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="LaViDa checkpoint folder")
     src.add_argument("--preset", choices=["tiny", "cpu-small"], help="random-weight model (plumbing checks only)")
-    p.add_argument("--adapter", default=None,
-                   help="SHIRG weights: a shirg_weights.safetensors file or a folder holding one")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="trained adapter folder from `shirg train` (PEFT LoRA and/or shirg_weights.safetensors), "
+                        "as `shirg answer --adapter`; a plain SHIRG weights .safetensors file is also accepted")
+    p.add_argument("--shirg-weights", default=None,
+                   help="SHIRG weights (coordinate embedding) safetensors file; wins over the adapter's own")
     p.add_argument("--task", required=True, help="chartqa | docvqa | textvqa | entitygrid")
     p.add_argument("--data", required=True, help="benchmark folder (original release or Hugging Face parquet layout)")
     p.add_argument("--split", default=None, help="parquet split (default: test for chartqa, validation otherwise)")
@@ -53,17 +56,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(gen_length=None, steps=None)
 
 
-def _adapter_weights(adapter: str | None) -> Path | None:
+def resolve_adapter(adapter: str | None, shirg_weights: str | None = None) -> tuple[Path | None, Path | None]:
+    """(adapter folder, SHIRG weights file) for :func:`shirg.load`.
+
+    A folder is an adapter written by ``shirg train`` (LoRA layers and/or SHIRG weights, applied as
+    ``shirg answer --adapter`` does); a file is taken as plain SHIRG weights (the older form)."""
+    weights = Path(shirg_weights) if shirg_weights else None
+    if weights is not None and not weights.is_file():
+        raise ConfigError(f"--shirg-weights {weights} is not a file")
     if adapter is None:
-        return None
+        return None, weights
+    from shirg.model.loading import SHIRG_WEIGHTS
+    from shirg.train.adapter import ADAPTER_CONFIG
+
     path = Path(adapter)
     if path.is_dir():
-        if (path / "shirg_weights.safetensors").is_file():
-            return path / "shirg_weights.safetensors"
-        raise ConfigError(f"--adapter {path} holds no shirg_weights.safetensors")
-    if not path.is_file():
-        raise ConfigError(f"--adapter {path} does not exist")
-    return path
+        if not ((path / ADAPTER_CONFIG).is_file() or (path / SHIRG_WEIGHTS).is_file()):
+            raise ConfigError(f"--adapter {path} holds neither {ADAPTER_CONFIG} (a PEFT LoRA adapter) nor "
+                              f"{SHIRG_WEIGHTS}; pass the adapter folder written by `shirg train`")
+        return path, weights
+    if path.is_file():
+        if weights is not None:
+            raise ConfigError(f"--adapter {path} is a SHIRG weights file and --shirg-weights is given too; "
+                              "pass one of them")
+        return None, path
+    raise ConfigError(f"--adapter {path} does not exist")
+
+
+def describe_adapter(folder: Path | None, weights: Path | None) -> dict | None:
+    """What run.json records about the adapter: folder, LoRA config (if any), SHIRG weights file."""
+    if folder is None and weights is None:
+        return None
+    info: dict = {"path": str(folder) if folder else None, "lora": None, "shirg_weights": None}
+    if folder is not None:
+        import json
+
+        from shirg.model.loading import SHIRG_WEIGHTS
+        from shirg.train.adapter import ADAPTER_CONFIG
+
+        cfg = folder / ADAPTER_CONFIG
+        if cfg.is_file():
+            raw = json.loads(cfg.read_text())
+            info["lora"] = {k: raw.get(k) for k in ("r", "lora_alpha", "target_modules", "peft_type")}
+        if (folder / SHIRG_WEIGHTS).is_file():
+            info["shirg_weights"] = str(folder / SHIRG_WEIGHTS)
+    if weights is not None:
+        info["shirg_weights"] = str(weights)
+    return info
 
 
 class _Dist:
@@ -109,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.warmup < 0:
         raise ConfigError("--batch-size must be >= 1 and --warmup >= 0")
     samples = load_samples(args.task, args.data, args.split, args.limit)
-    weights = _adapter_weights(args.adapter)
+    adapter, weights = resolve_adapter(args.adapter, args.shirg_weights)
+    if args.preset and (adapter or weights):
+        raise ConfigError("--adapter / --shirg-weights need --model (a preset has random weights)")
     rank, world, state = distributed()
     if args.device:
         device = torch.device(args.device)
@@ -120,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         import shirg
 
-        model = shirg.load(args.model, device=device, dtype=args.dtype, shirg_weights=weights)
+        model = shirg.load(args.model, device=device, dtype=args.dtype, shirg_weights=weights, adapter=adapter)
         source = f"checkpoint {args.model}"
     else:
         from shirg.model.loading import _dtype
@@ -131,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
                             warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix)
     invocation = {"command": "shirg " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:])),
-                  "model": source, "adapter": str(weights) if weights else None, "data": str(args.data),
+                  "model": source, "adapter": describe_adapter(adapter, weights), "data": str(args.data),
                   "samples": len(samples), "world_size": world, "machine": machine_info(device),
                   "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     summary = evaluate(model, samples, modes, args.out, settings, rank=rank, world=world,

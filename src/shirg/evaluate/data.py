@@ -196,6 +196,41 @@ def load_parquet(task: str, files: list[Path], split: str) -> list[Sample]:
 # ----------------------------------------------------------------------------- original layouts
 
 
+def _read_json(path: Path, task: str, layout: str):
+    """A release JSON file, or a ConfigError naming the file and the layout expected of it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); a {task} file here should be {layout}") from None
+
+
+def _records(path: Path, task: str, layout: str, data, key: str | None, fields: tuple[str, ...]):
+    """The list of question records (``data[key]``, or ``data`` itself), each checked for ``fields``;
+    a ConfigError names the file, the record and the expected layout otherwise."""
+    if key is not None:
+        if not isinstance(data, dict) or key not in data:
+            raise ConfigError(f"{path} has no top-level {key!r} key; a {task} file here should be {layout}")
+        data = data[key]
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: expected a list of question records, found {type(data).__name__}; "
+                          f"a {task} file here should be {layout}")
+    for i, rec in enumerate(data):
+        missing = [f for f in fields if not isinstance(rec, dict) or f not in rec]
+        if missing:
+            raise ConfigError(f"{path}: record {i} lacks {', '.join(repr(m) for m in missing)}; "
+                              f"a {task} file here should be {layout}")
+    return data
+
+
+CHARTQA_JSON = 'a JSON list of {"imgname", "query", "label"} records (ChartQA release)'
+DOCVQA_JSON = ('a JSON object {"data": [{"questionId", "question", "image", "answers"}, ...]} '
+               "(DocVQA release, val_v1.0.json)")
+TEXTVQA_JSON = ('a JSON object {"data": [{"question_id", "question", "image_id", "answers"}, ...]} '
+                "(TextVQA release, TextVQA_0.5.1_val.json)")
+ENTITYGRID_JSONL = ('JSON lines {"id", "question", "answers", "image", "type", ...} written by '
+                    "`shirg entitygrid --out DIR`")
+
+
 def _find(root: Path, candidates: list[str]) -> Path | None:
     return next((root / c for c in candidates if (root / c).is_file()), None)
 
@@ -210,7 +245,9 @@ def load_chartqa_original(root: Path, split: str) -> list[Sample] | None:
                 if not f.is_file():
                     continue
                 kind = f.stem.split("_")[-1]
-                for i, rec in enumerate(json.loads(f.read_text())):
+                recs = _records(f, "chartqa", CHARTQA_JSON, _read_json(f, "chartqa", CHARTQA_JSON), None,
+                                ("imgname", "query", "label"))
+                for i, rec in enumerate(recs):
                     samples.append(Sample(id=f"{kind}-{i}", question=rec["query"], answers=_as_answers(rec["label"]),
                                           image_ref=base / "png" / rec["imgname"], qtype=kind))
             return samples
@@ -222,7 +259,8 @@ def load_docvqa_original(root: Path, split: str) -> list[Sample] | None:
     for base in (root / split, root):
         f = _find(base, [f"{split}_v1.0_withQT.json", f"{split}_v1.0.json"])
         if f is not None:
-            data = json.loads(f.read_text())["data"]
+            data = _records(f, "docvqa", DOCVQA_JSON, _read_json(f, "docvqa", DOCVQA_JSON), "data",
+                            ("questionId", "question", "image"))
             return [Sample(id=str(r["questionId"]), question=r["question"], answers=_as_answers(r.get("answers")),
                            image_ref=base / r["image"], qtype=(r.get("question_types") or [None])[0])
                     for r in data]
@@ -239,8 +277,10 @@ def load_textvqa_original(root: Path, split: str) -> list[Sample] | None:
     if image_dir is None:
         raise ConfigError(f"found {f.name} but no image folder: expected {root / 'train_images'} "
                           f"or {root / 'train_val_images' / 'train_images'}")
+    data = _records(f, "textvqa", TEXTVQA_JSON, _read_json(f, "textvqa", TEXTVQA_JSON), "data",
+                    ("question_id", "question", "image_id"))
     return [Sample(id=str(r["question_id"]), question=r["question"], answers=_as_answers(r.get("answers")),
-                   image_ref=image_dir / f"{r['image_id']}.jpg") for r in json.loads(f.read_text())["data"]]
+                   image_ref=image_dir / f"{r['image_id']}.jpg") for r in data]
 
 
 def load_entitygrid(root: Path, split: str = "") -> list[Sample] | None:
@@ -251,9 +291,11 @@ def load_entitygrid(root: Path, split: str = "") -> list[Sample] | None:
         return None
     from shirg.evaluate.runner import read_jsonl
 
+    recs = _records(f, "entitygrid", ENTITYGRID_JSONL, read_jsonl(f), None, ("id", "question", "answers", "image",
+                                                                             "type"))
     return [Sample(id=r["id"], question=r["question"], answers=_as_answers(r["answers"]), image_ref=root / r["image"],
                    qtype=r["type"], boxes=r.get("boxes", []), meta={"grid": r.get("grid")})
-            for r in read_jsonl(f)]
+            for r in recs]
 
 
 ORIGINAL_LOADERS: dict[str, Callable[[Path, str], list[Sample] | None]] = {

@@ -169,11 +169,24 @@ def _score_columns(ev: EvalRun) -> list[str]:
 
 def _memory_label(ev: EvalRun) -> str:
     kinds = {r.get("memory_kind") for r in ev.summary["rows"]} - {None}
-    if kinds == {"peak_gpu"}:
-        return "peak CUDA MiB"
-    if kinds == {"peak_rss"}:
-        return "peak RSS MiB"
-    return "peak MiB"
+    labels = {"peak_gpu": "peak CUDA MiB", "request_peak_rss": "per-request peak RSS MiB",
+              "lifetime_peak_rss": "lifetime peak RSS MiB", "peak_rss": "lifetime peak RSS MiB"}
+    names = {labels.get(k, "peak MiB") for k in kinds}
+    return names.pop() if len(names) == 1 else "peak MiB (mixed kinds)"
+
+
+def _adapter_text(adapter) -> str:
+    """run.json's adapter entry: a path (older runs) or {path, lora, shirg_weights}."""
+    if not adapter:
+        return "none"
+    if isinstance(adapter, str):
+        return adapter
+    parts = [adapter.get("path") or "-"]
+    if adapter.get("lora"):
+        parts.append(f"LoRA r={adapter['lora'].get('r')}")
+    if adapter.get("shirg_weights"):
+        parts.append(f"SHIRG weights {adapter['shirg_weights']}")
+    return "; ".join(parts)
 
 
 def eval_section(ev: EvalRun, files_dir: str) -> list[str]:
@@ -202,6 +215,10 @@ def eval_section(ev: EvalRun, files_dir: str) -> list[str]:
     defs = s.get("definitions") or {}
     if defs:
         out += ["Metrics:", "", *(f"- `{k}`: {v}" for k, v in defs.items()), ""]
+    if s.get("cider_backend"):
+        out += [f"CIDEr backend: `{s['cider_backend']}`.", ""]
+    if s.get("memory"):
+        out += [f"Memory column ({s['memory']['label']}): {s['memory']['note']}.", ""]
     if s.get("modes_without_answers"):
         out += [f"Modes without answers yet: {', '.join(s['modes_without_answers'])}.", ""]
     if s.get("answered_beyond_common"):
@@ -285,7 +302,7 @@ def runs_section(evals: list[EvalRun], benches: list[tuple[Path, dict]],
             out += ["```bash", inv.get("command") or "(command not recorded)", "```", "",
                     *table(["started", "model", "adapter", "data", "samples", "processes", "device", "device name",
                             "torch", "python", "host CPUs", "torch threads"],
-                           [[inv.get("time", "-"), inv.get("model", "-"), inv.get("adapter") or "none",
+                           [[inv.get("time", "-"), inv.get("model", "-"), _adapter_text(inv.get("adapter")),
                              inv.get("data", "-"), str(inv.get("samples", "-")), str(inv.get("world_size", "-")),
                              m.get("device", "-"), m.get("device_name", "-"), m.get("torch", "-"),
                              m.get("python", "-"), str(m.get("host_cpus", "-")), str(m.get("torch_threads", "-"))]]),
@@ -390,6 +407,10 @@ def limits_section(evals: list[EvalRun], benches: list[tuple[Path, dict]],
             threads = sorted({str((i.get("machine") or {}).get("torch_threads", "?")) for i in invs})
             notes.append(f"{ev.label}: timed on CPU ({', '.join(threads)} torch threads): latencies are noisy and "
                          "do not predict GPU latencies; memory is process RSS, not CUDA allocation.")
+        kinds = {r.get("memory_kind") for r in ev.summary["rows"]}
+        if kinds & {"lifetime_peak_rss", "peak_rss"}:
+            notes.append(f"{ev.label}: memory is the process-lifetime peak RSS, which depends on the order the modes "
+                         "ran in; it is not a per-mode figure.")
         if len(invs) > 1:
             notes.append(f"{ev.label}: the folder was filled by more than one invocation (a resumed or extended run); "
                          "their latencies may come from different machine states.")

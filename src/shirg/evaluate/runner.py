@@ -181,6 +181,13 @@ def check_run_file(out: Path, settings: EvalSettings, modes: Sequence[ModeSpec],
             if prev is not None and json.loads(json.dumps(prev)) != json.loads(json.dumps(desc)):
                 raise ConfigError(f"{out}: mode {name!r} ran with other options before ({prev['options']}); "
                                   "use another --out, or resume with the same visual options")
+        before = [i for i in old.get("invocations") or [] if i]
+        if extra and before:
+            for key in ("model", "adapter"):
+                if key in extra and key in before[-1] and before[-1][key] != extra[key]:
+                    raise ConfigError(f"{out} holds answers of {key} {before[-1][key]!r}, this run has "
+                                      f"{extra[key]!r}; use another --out (answers of different weights "
+                                      "would be mixed in one table)")
     run = old or {"settings": current, "modes": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     run["modes"] = {**run["modes"], **modes_now}
     run["mode_order"] = list(dict.fromkeys([*run.get("mode_order", []), *modes_now]))
@@ -244,9 +251,22 @@ def run_shard(
     return answered
 
 
+def record_memory(meta: dict) -> tuple[float | None, str | None]:
+    """(MiB, kind) of one answer's memory: ``peak_gpu`` (CUDA peak, reset per request),
+    ``request_peak_rss`` (CPU: RSS sampled during the request) or, for answer() metadata without a
+    per-request figure, ``lifetime_peak_rss`` (the process's peak RSS so far: it depends on what ran before)."""
+    if meta.get("peak_gpu_mb") is not None:
+        return meta["peak_gpu_mb"], "peak_gpu"
+    if meta.get("request_peak_rss_mb") is not None:
+        return meta["request_peak_rss_mb"], "request_peak_rss"
+    if meta.get("peak_rss_mb") is not None:
+        return meta["peak_rss_mb"], "lifetime_peak_rss"
+    return None, None
+
+
 def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, image, ans, rank: int) -> dict:
     meta = ans.meta
-    memory = meta.get("peak_gpu_mb", meta.get("peak_rss_mb"))
+    memory, memory_kind = record_memory(meta)
     rec = {
         "id": sample.id,
         "mode": spec.name,
@@ -262,7 +282,7 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
         "time_s": meta["time_s"],
         "batch_size": meta.get("batch_size", 1),
         "memory_mb": memory,
-        "memory_kind": "peak_gpu" if "peak_gpu_mb" in meta else "peak_rss",
+        "memory_kind": memory_kind,
         "kv_cache_bytes": meta.get("kv_cache_bytes"),
         "fallback": bool(meta.get("fallback")),
         "rank": rank,

@@ -17,6 +17,9 @@ from shirg.evaluate.data import task_spec
 from shirg.io import atomic_write, write_json, write_text
 
 REFERENCES = ("lowres", "full")
+CIDER_BACKENDS = {"pycocoevalcap": "pycocoevalcap's CiderScorer (backend `pycocoevalcap`)",
+                  "own": "shirg's own implementation of pycocoevalcap's CIDEr-D (backend `own`)",
+                  "none": "nothing (no samples; backend `none`)"}
 # score keys per task, in table order; all are means of per-sample values x 100 unless noted
 SCORE_KEYS = {
     "chartqa": ("relaxed_accuracy", "exact_match"),
@@ -35,6 +38,39 @@ SCORE_NOTES = {
     "cider": "CIDEr-D x 100 over the corpus (pycocoevalcap definition)",
     "evidence_recall": "share of the queried entity's hi-res patches the selection keeps (mean, x 100)",
 }
+# what peak_memory_mb holds, per record memory_kind (runner.record_memory); "peak_rss" is the name older
+# runs gave the lifetime peak
+MEMORY_NOTES = {
+    "peak_gpu": "peak CUDA allocation during each answer (max_memory_allocated, reset per request); "
+                "the column is the largest over the mode's answers",
+    "request_peak_rss": "peak process RSS sampled while each answer ran (CPU, weights included); "
+                        "the column is the largest over the mode's answers",
+    "lifetime_peak_rss": "process-lifetime peak RSS (ru_maxrss, CPU) when each answer finished: it never falls, "
+                         "so it carries whatever ran earlier in the process and depends on mode order; "
+                         "no memory ratios are computed from it",
+}
+MEMORY_LABELS = {"peak_gpu": "peak CUDA MiB per request", "request_peak_rss": "peak RSS MiB per request (CPU)",
+                 "lifetime_peak_rss": "lifetime peak RSS MiB (CPU)"}
+ORDER_FREE_MEMORY = ("peak_gpu", "request_peak_rss")
+
+
+def _memory_kind(recs: Sequence[dict]) -> str | None:
+    kinds = {"lifetime_peak_rss" if r.get("memory_kind") == "peak_rss" else r.get("memory_kind")
+             for r in recs if r.get("memory_mb") is not None}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)
+
+
+def memory_description(rows: Sequence[dict]) -> dict:
+    """What the peak_memory_mb column is: {"kind", "label", "note"} (kind "mixed" when rows differ)."""
+    kinds = {r.get("memory_kind") for r in rows} - {None}
+    if not kinds:
+        return {"kind": None, "label": "peak memory MiB", "note": "no memory figures recorded"}
+    if len(kinds) == 1 and (kind := next(iter(kinds))) in MEMORY_NOTES:
+        return {"kind": kind, "label": MEMORY_LABELS[kind], "note": MEMORY_NOTES[kind]}
+    per = ", ".join(f"{r['mode']}: {r.get('memory_kind')}" for r in rows)
+    return {"kind": "mixed", "label": "peak memory MiB (mixed kinds)",
+            "note": f"the modes' memory figures are of different kinds ({per}); they are not comparable "
+                    "and no memory ratios are computed"}
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -54,6 +90,7 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
     keys = SCORE_KEYS[task]
     primary = task_spec(task).primary
     rows = []
+    cider_backends: set[str] = set()
     for m in present:
         recs = [by_mode[m][i] for i in order]
         lat = [r["latency_s"] for r in recs]
@@ -64,6 +101,7 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
         if task == "chartqa" and recs:
             cider = metrics.cider_d([r["prediction"] for r in recs], [r["answers"] for r in recs])
             row["cider"] = 100.0 * cider["cider"]
+            cider_backends.add(cider["backend"])
         if task == "entitygrid":
             for t in metrics.ENTITYGRID_TYPES:
                 vals = [r["scores"]["accuracy"] for r in recs if r.get("type") == t]
@@ -75,7 +113,7 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
             "latency_mean_s": _mean(lat),
             "latency_median_s": statistics.median(lat) if lat else None,
             "peak_memory_mb": max(mem) if mem else None,
-            "memory_kind": recs[0].get("memory_kind") if recs else None,
+            "memory_kind": _memory_kind(recs),
             "fallbacks": sum(1 for r in recs if r.get("fallback")),
         }
         rows.append(row)
@@ -89,14 +127,22 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
                 row[f"delta_vs_{ref}"] = row[primary] - base[primary]
             if base["latency_median_s"]:
                 row[f"latency_x_{ref}"] = row["latency_median_s"] / base["latency_median_s"]
-            if base["peak_memory_mb"]:
+            comparable = row["memory_kind"] == base["memory_kind"] and base["memory_kind"] in ORDER_FREE_MEMORY
+            if base["peak_memory_mb"] and row["peak_memory_mb"] is not None and comparable:
                 row[f"memory_x_{ref}"] = row["peak_memory_mb"] / base["peak_memory_mb"]
     missing = {m: len(common) for m in modes if not by_mode[m]}
     incomplete = {m: len(by_mode[m]) for m in present if len(by_mode[m]) != len(common)}
     notes = {k: SCORE_NOTES[k] for k in (*keys, "cider", "evidence_recall") if k in SCORE_NOTES and rows
              and k in rows[0]}
-    return {"task": task, "primary": primary, "samples": len(common), "rows": rows, "score_keys": list(keys),
-            "modes_without_answers": sorted(missing), "answered_beyond_common": incomplete, "definitions": notes}
+    out = {"task": task, "primary": primary, "samples": len(common), "rows": rows, "score_keys": list(keys),
+           "modes_without_answers": sorted(missing), "answered_beyond_common": incomplete, "definitions": notes,
+           "memory": memory_description(rows)}
+    if cider_backends:
+        backend = cider_backends.pop() if len(cider_backends) == 1 else "mixed"
+        out["cider_backend"] = backend
+        if "cider" in notes:
+            notes["cider"] = f"{notes['cider']}; computed by {CIDER_BACKENDS.get(backend, backend)}"
+    return out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -135,9 +181,10 @@ def markdown(summary: dict, title: str = "") -> str:
     if summary["rows"]:
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(_fmt(c, r.get(c)) for c in cols) + " |" for r in summary["rows"]]
-        kind = summary["rows"][0].get("memory_kind")
-        memory = "peak CUDA allocation per answer" if kind == "peak_gpu" else "peak process RSS (CPU)"
-        lines += ["", f"Memory: {memory}."]
+        mem = summary.get("memory") or memory_description(summary["rows"])
+        lines += ["", f"Memory (`peak_memory_mb`, {mem['label']}): {mem['note']}."]
+        if summary.get("cider_backend"):
+            lines.append(f"CIDEr backend: `{summary['cider_backend']}`.")
     for name, text in summary["definitions"].items():
         lines.append(f"- `{name}`: {text}")
     if summary["modes_without_answers"]:

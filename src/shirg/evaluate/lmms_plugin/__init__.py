@@ -4,7 +4,7 @@ Run real benchmarks with lmms-eval's own task definitions, no fork of lmms-eval:
 
     pip install 'shirg[lmms]'
     LMMS_EVAL_PLUGINS=shirg.evaluate.lmms_plugin python -m lmms_eval --model shirg \\
-        --model_args pretrained=/ckpt/lavida-llada-v1.0-instruct,mode=shirg,resolution=672 \\
+        --model_args pretrained=/ckpt/lavida-llada-v1.0-instruct,adapter=runs/train/final,mode=shirg,resolution=672 \\
         --tasks chartqa,docvqa_val,textvqa_val --batch_size 1 --output_path results/
 
 ``LMMS_EVAL_PLUGINS`` makes lmms-eval import ``<plugin>.models`` and read its ``AVAILABLE_MODELS``
@@ -57,6 +57,20 @@ def parse_model_args(**kwargs) -> dict:
     return {"options": VisualOptions(**visual), **rest}
 
 
+def _none(value):
+    return None if value in (None, "", "None", "none") else value
+
+
+def load_model(pretrained: str, device: str = "cuda", dtype: str | None = None, shirg_weights: str | None = None,
+               adapter: str | None = None):
+    """The model ``ShirgLMMs`` answers with: :func:`shirg.load` with the adapter folder applied
+    exactly as ``shirg answer --adapter`` / ``shirg eval --adapter`` apply it."""
+    import shirg
+
+    return shirg.load(pretrained, device=device, dtype=_none(dtype), shirg_weights=_none(shirg_weights),
+                      adapter=_none(adapter))
+
+
 def _until(text: str, stops: Sequence[str]) -> str:
     for s in stops:
         if s and s in text:
@@ -102,15 +116,16 @@ except ImportError:
 
 class ShirgLMMs(_LmmsBase):  # type: ignore[misc, valid-type]
     """lmms-eval model args: ``pretrained=DIR,mode=shirg,device=cuda,dtype=bfloat16,steps=...,``
-    ``shirg_weights=FILE`` and any VisualOptions field (``resolution=672,k=768,merge=false,...``)."""
+    ``adapter=DIR`` (a ``shirg train`` adapter folder: LoRA and/or SHIRG weights, as ``shirg answer
+    --adapter``), ``shirg_weights=FILE`` and any VisualOptions field (``resolution=672,k=768,merge=false,...``)."""
 
     def __init__(self, pretrained: str, mode: str = "shirg", device: str = "cuda", dtype: str | None = None,
                  batch_size: int | str = 1, steps: int | str | None = None, block_length: int | str = 32,
-                 kv_cache: str = "native", shirg_weights: str | None = None, **kwargs) -> None:
+                 kv_cache: str = "native", shirg_weights: str | None = None, adapter: str | None = None,
+                 **kwargs) -> None:
         if not LMMS_AVAILABLE:
             raise ImportError("lmms-eval is not installed; pip install 'shirg[lmms]'")
         super().__init__()
-        import shirg
 
         parsed = parse_model_args(**kwargs)
         self.options = parsed.pop("options")
@@ -122,7 +137,7 @@ class ShirgLMMs(_LmmsBase):  # type: ignore[misc, valid-type]
         self.block_length = int(block_length)
         self.kv_cache = kv_cache
         self.batch_size_per_gpu = int(batch_size)
-        self.model = shirg.load(pretrained, device=device, dtype=dtype, shirg_weights=shirg_weights)
+        self.model = load_model(pretrained, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter)
 
     def generate_until(self, requests) -> list[str]:
         out = []
