@@ -35,7 +35,18 @@ from shirg.train.data import (
 )
 from shirg.train.lora import analytic_lora_count, make_trainable, matched_modules, target_regex
 from shirg.train.loss import complementary_masks, visual_blocks
-from shirg.train.trainer import Trainer, checkpoint_dirs
+from shirg.train.trainer import (
+    Trainer,
+    checkpoint_dirs,
+    configure_deepspeed,
+    gathered,
+    grad_norm_value,
+    is_deepspeed,
+    loss_divisor,
+    replace_dir,
+    write_dir,
+    zero_stage,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -245,7 +256,7 @@ def _batch_logits(trainer_or_model, dataset, keys):
         return answer_logits(model, embeds, full, pos, answer.shape[1])
 
 
-def test_overfit_frozen_weights_adapter_round_trip_and_export(tiny_ckpt, tmp_path):
+def test_overfit_frozen_weights_adapter_round_trip_and_export(tiny_ckpt, tmp_path, monkeypatch):
     mix = write_toy_data(tmp_path / "data")
     out = tmp_path / "run"
     cfg = tiny_config(tiny_ckpt, mix, out, "run.max_steps=25", "run.checkpoint_every=100", "lora.dropout=0.0")
@@ -285,6 +296,24 @@ def test_overfit_frozen_weights_adapter_round_trip_and_export(tiny_ckpt, tmp_pat
     untrained = _batch_logits(base, trainer.dataset, keys)
     assert (untrained - reference).abs().max() > 1e-2
 
+    # writing the final adapter again swaps a complete folder in; a failed write keeps the old one
+    before = {f.name: f.read_bytes() for f in adapter.iterdir()}
+    import shirg.train.adapter as adapter_module
+
+    def broken_save(peft_model, lavida, out_dir, save_shirg=True):
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "partial").write_text("x")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(adapter_module, "save_adapter", broken_save)
+        with pytest.raises(OSError, match="disk full"):
+            trainer.finish()
+    assert {f.name: f.read_bytes() for f in adapter.iterdir()} == before
+    trainer.finish()
+    assert {f.name: f.read_bytes() for f in adapter.iterdir()} == before
+    assert not [f.name for f in out.iterdir() if f.name.startswith(".")], "temporary files left behind"
+
     from shirg.cli import main
 
     exported = tmp_path / "merged"
@@ -316,6 +345,11 @@ def test_resume_gives_the_uninterrupted_losses(tiny_ckpt, tmp_path):
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
     assert not list((broken / "checkpoints").glob(".tmp-*"))
+    # config.yaml and the trimmed metrics.jsonl were rewritten atomically: no temporaries left
+    assert not [f.name for f in broken.iterdir() if f.name.startswith(".")]
+    assert (broken / "config.yaml").is_file() and (broken / "adapter").is_dir()
+    state = json.loads((checkpoint_dirs(broken)[-1] / "state.json").read_text())
+    assert state["deepspeed"] is False
 
 
 def test_two_process_ddp_matches_single_process(tiny_ckpt, tmp_path):
@@ -359,3 +393,130 @@ def test_dataset_answer_is_padded_with_supervised_eos(tiny_ckpt, tmp_path):
     n = ids.index(model.config.eot_token_id)
     assert ids[n + 1 :] == [model.config.llm.eos_token_id] * (7 - n)
     assert ds.resolutions == [392, 504, 672]
+
+
+# ----------------------------------------------------------------------------- DeepSpeed decisions
+# deepspeed is not installed here: these test the trainer's DeepSpeed-specific decisions as pure
+# functions. The DeepSpeed path as a whole (engine step, ZeRO checkpoints, gathering) is untested.
+
+
+def test_deepspeed_is_recognised_from_accelerates_distributed_type():
+    from accelerate.utils import DistributedType
+
+    assert is_deepspeed(DistributedType.DEEPSPEED) and is_deepspeed("DEEPSPEED")
+    assert not any(is_deepspeed(t) for t in (DistributedType.NO, DistributedType.MULTI_GPU,
+                                             DistributedType.MULTI_CPU, DistributedType.FSDP))
+    from types import SimpleNamespace
+
+    plugin = SimpleNamespace(zero_stage=3)
+    assert zero_stage(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED,
+                                      state=SimpleNamespace(deepspeed_plugin=plugin))) == 3
+    assert zero_stage(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)) == 0
+
+
+def test_loss_is_scaled_by_one_over_accum_exactly_once():
+    assert loss_divisor(deepspeed=False, accum=4) == 4
+    assert loss_divisor(deepspeed=False, accum=4, accelerator_accum=4) == 1  # accelerate divides itself
+    assert loss_divisor(deepspeed=True, accum=4, accelerator_accum=4) == 1  # the engine divides
+    assert loss_divisor(deepspeed=True, accum=1) == 1
+    with pytest.raises(ValueError):
+        loss_divisor(False, 0)
+
+    # the accumulated gradient equals the gradient of the mean loss over all micro-batches, whichever
+    # component divides: accelerate's backward (by its own steps) or DeepSpeed's engine (by accum)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3), torch.randn(8)
+    w = torch.randn(3, requires_grad=True)
+    ((x @ w - y) ** 2).mean().backward()
+    want = w.grad.clone()
+    accum = 4
+    for deepspeed, acc_accum in ((False, 1), (False, 2), (False, 4), (True, 4)):
+        w.grad = None
+        backend_divides = accum if deepspeed else acc_accum  # what accelerate or the engine divides by
+        for xb, yb in zip(x.chunk(accum), y.chunk(accum), strict=True):
+            loss = ((xb @ w - yb) ** 2).mean() / loss_divisor(deepspeed, accum, acc_accum)
+            (loss / backend_divides).backward()
+        torch.testing.assert_close(w.grad, want, rtol=1e-6, atol=1e-6)
+
+
+def test_grad_norm_tolerates_none_and_non_finite():
+    assert grad_norm_value(None) is None  # accelerate under DeepSpeed may return None
+    assert grad_norm_value(torch.tensor(2.5)) == 2.5
+    assert grad_norm_value(1.25) == 1.25
+    assert grad_norm_value(float("nan")) is None and grad_norm_value(torch.tensor(float("inf"))) is None
+    json.dumps({"grad_norm": grad_norm_value(None)})  # stays valid JSON in metrics.jsonl
+
+
+def test_deepspeed_config_follows_the_training_config():
+    cfg = load_config(TINY, ["run.batch_size=4", "run.grad_accum=3", "optim.max_grad_norm=0.5"])
+    ds = {"gradient_accumulation_steps": "auto", "train_micro_batch_size_per_gpu": "auto",
+          "zero_optimization": {"stage": 2}}
+    assert configure_deepspeed(ds, cfg, num_processes=8) == []
+    assert ds["gradient_accumulation_steps"] == 3 and ds["train_micro_batch_size_per_gpu"] == 4
+    assert ds["train_batch_size"] == 4 * 3 * 8 and ds["gradient_clipping"] == 0.5
+    assert ds["zero_optimization"] == {"stage": 2}
+    # a launch config that disagrees (the shipped zero3 config says 4) is overridden, with a warning
+    ds = {"gradient_accumulation_steps": 4, "gradient_clipping": 1.0}
+    warnings = configure_deepspeed(ds, cfg, num_processes=2)
+    assert len(warnings) == 2 and "gradient_accumulation_steps=4" in warnings[0]
+    assert ds["gradient_accumulation_steps"] == 3 and ds["gradient_clipping"] == 0.5
+    cfg = load_config(TINY, ["optim.max_grad_norm=null"])
+    ds = {}
+    configure_deepspeed(ds, cfg, 1)
+    assert ds["gradient_clipping"] == 0.0  # DeepSpeed: 0 = no clipping
+
+
+def test_deepspeed_is_never_imported_unless_used():
+    with gathered([torch.nn.Parameter(torch.ones(2))], stage=2):
+        pass
+    code = "import sys, shirg.train.trainer, shirg.train; assert 'deepspeed' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_accelerate_accumulate_marks_the_last_micro_batch(tmp_path):
+    """The DeepSpeed loop relies on accelerate's accumulate() setting sync_gradients on exactly the
+    last of grad_accum micro-batches (which is where the engine steps), and on backward() dividing by
+    gradient_accumulation_steps outside DeepSpeed. Checked with the installed accelerate, on CPU, in a
+    separate process so accelerate's singletons do not leak into the other tests."""
+    code = """
+import torch
+from accelerate import Accelerator
+acc = Accelerator(cpu=True)
+acc.gradient_accumulation_steps = 3
+model = acc.prepare(torch.nn.Linear(2, 1))
+flags = []
+for _ in range(6):
+    with acc.accumulate(model):
+        flags.append(acc.sync_gradients)
+assert flags == [False, False, True] * 2, flags
+w = model.weight
+w.grad = None
+acc.backward(w.sum() * 3)
+assert torch.allclose(w.grad, torch.ones_like(w)), w.grad
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_replace_dir_never_leaves_the_folder_missing(tmp_path):
+    final = tmp_path / "adapter"
+    write_dir(final, lambda d: (d.mkdir(), (d / "a").write_text("1")))
+    assert (final / "a").read_text() == "1"
+
+    def fails(d):
+        d.mkdir()
+        (d / "a").write_text("half")
+        raise OSError("interrupted")
+
+    with pytest.raises(OSError):
+        write_dir(final, fails)
+    assert (final / "a").read_text() == "1"
+    write_dir(final, lambda d: (d.mkdir(), (d / "b").write_text("2")))
+    assert [f.name for f in final.iterdir()] == ["b"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["adapter"]
+    new = tmp_path / "new"
+    new.mkdir()
+    replace_dir(new, tmp_path / "fresh")
+    assert (tmp_path / "fresh").is_dir() and not new.exists()

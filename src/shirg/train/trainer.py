@@ -4,6 +4,14 @@ One optimizer step = ``grad_accum`` micro-batches per process (no gradient sync 
 A checkpoint holds the trainable weights, optimizer, scheduler, every process's RNG states and the
 data position, written to a temporary folder and renamed, so ``--resume`` continues exactly where
 the last checkpoint left off (a killed run loses at most ``checkpoint_every`` steps).
+
+DeepSpeed (``accelerate launch`` with a ``distributed_type: DEEPSPEED`` config) takes a separate path:
+the engine owns gradient accumulation (its ``gradient_accumulation_steps`` is set from
+``run.grad_accum``), loss scaling, clipping and the optimizer step; checkpoints hold the engine's
+partitioned model and optimizer state (``accelerate.save_state``); ZeRO-3's partitioned parameters
+are gathered before the adapter or a full model is written. That path is written against
+accelerate's documented DeepSpeed behaviour and its small decisions are unit-tested, but it has
+NOT been run end to end (deepspeed is not a shirg dependency and is not installed in CI).
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ import math
 import os
 import random
 import shutil
+import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +36,14 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from shirg.errors import ConfigError
+from shirg.io import write_text
 from shirg.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
+ENGINE_STATE = "accelerate"  # DeepSpeed checkpoints: accelerate.save_state's folder (partitioned engine state)
+TRAINABLE_NAMES = "trainable.json"  # DeepSpeed checkpoints: the trainable parameter names (weights are in the engine)
 
 
 @dataclass
@@ -97,6 +110,105 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
 
 
+# ---------------------------------------------------------------------- DeepSpeed decisions (pure, unit-tested)
+
+
+def is_deepspeed(distributed_type: Any) -> bool:
+    """Whether accelerate runs this process under DeepSpeed (``acc.distributed_type``)."""
+    return str(getattr(distributed_type, "value", distributed_type)).upper() == "DEEPSPEED"
+
+
+def zero_stage(acc: Any) -> int:
+    """The DeepSpeed ZeRO stage of ``acc``, 0 when DeepSpeed is not in use."""
+    if not is_deepspeed(acc.distributed_type):
+        return 0
+    return int(acc.state.deepspeed_plugin.zero_stage or 0)
+
+
+def loss_divisor(deepspeed: bool, accum: int, accelerator_accum: int = 1) -> float:
+    """What a micro-batch loss is divided by before ``acc.backward`` so that one optimizer step's
+    gradient is the mean over its ``accum`` micro-batches, scaled exactly once.
+
+    Outside DeepSpeed, ``acc.backward`` itself divides by ``acc.gradient_accumulation_steps`` (1 unless
+    ``accelerate launch --gradient_accumulation_steps`` set it), so the trainer divides by the rest.
+    Under DeepSpeed the engine's ``backward`` divides by its own ``gradient_accumulation_steps``, which
+    the trainer sets to ``accum``: dividing again would scale the gradients by 1/accum twice.
+    """
+    if accum < 1 or accelerator_accum < 1:
+        raise ValueError("gradient accumulation steps must be >= 1")
+    return 1.0 if deepspeed else accum / accelerator_accum
+
+
+def grad_norm_value(norm: Any) -> float | None:
+    """The logged gradient norm: a float, or None when none is known. ``acc.clip_grad_norm_`` returns
+    None under DeepSpeed before the engine is set up (and some DeepSpeed versions report None or a
+    non-finite norm), which must not crash the loop."""
+    if norm is None:
+        return None
+    value = float(norm.item() if hasattr(norm, "item") else norm)
+    return value if math.isfinite(value) else None
+
+
+def configure_deepspeed(ds_config: dict[str, Any], cfg: TrainConfig, num_processes: int) -> list[str]:
+    """Make the DeepSpeed config (``acc.state.deepspeed_plugin.deepspeed_config``) agree with the
+    training config before ``acc.prepare``: the engine accumulates ``run.grad_accum`` micro-batches of
+    ``run.batch_size`` per process and clips to ``optim.max_grad_norm`` (0 = off). The trainer feeds
+    its own batches (no prepared DataLoader), so the micro-batch size must be explicit here.
+    Returns a warning for each value a launch config set differently (the training config wins)."""
+    run = cfg.run
+    wanted = {
+        "gradient_accumulation_steps": run.grad_accum,
+        "train_micro_batch_size_per_gpu": run.batch_size,
+        "train_batch_size": run.batch_size * run.grad_accum * num_processes,
+        "gradient_clipping": float(cfg.optim.max_grad_norm or 0.0),
+    }
+    warnings = []
+    for key, value in wanted.items():
+        old = ds_config.get(key, "auto")
+        if old not in ("auto", None) and old != value:
+            warnings.append(f"DeepSpeed config sets {key}={old}; using {value} from the training config")
+        ds_config[key] = value
+    return warnings
+
+
+def gathered(params: Iterable[torch.nn.Parameter], stage: int, modifier_rank: int | None = None
+             ) -> AbstractContextManager:
+    """Full values of ZeRO-3 partitioned ``params`` inside the context (entered on every process);
+    a no-op for any other stage. deepspeed is imported only here, when it is in use."""
+    if stage != 3:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=modifier_rank)
+
+
+def replace_dir(new: Path, final: Path) -> Path:
+    """Put the complete folder ``new`` at ``final``. An existing ``final`` is first renamed aside and
+    deleted only once ``new`` is in place, so an interruption never destroys the only copy: at
+    worst (killed between the two renames) the previous folder survives as ``.<name>.old-*``."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def write_dir(final: Path, write: Callable[[Path], Any]) -> Path:
+    """``write(path)`` a folder at a fresh path next to ``final`` (the path does not exist yet), then
+    swap it in with :func:`replace_dir`. If ``write`` fails, ``final`` is left as it was."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    try:
+        write(holder / final.name)
+        replace_dir(holder / final.name, final)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+    return final
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> None:
         self.cfg, self.resume, self.stop_after = cfg, resume, stop_after
@@ -127,6 +239,16 @@ class Trainer:
             mixed_precision=_mixed_precision(cfg),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.run.find_unused_parameters)],
         )
+        self.deepspeed = is_deepspeed(acc.distributed_type)
+        self.zero_stage = zero_stage(acc)
+        if self.deepspeed:
+            # DeepSpeed owns accumulation, clipping and the step; make its config match ours before prepare
+            for msg in configure_deepspeed(acc.state.deepspeed_plugin.deepspeed_config, cfg, acc.num_processes):
+                log.warning("%s", msg)
+            acc.state.deepspeed_plugin.gradient_accumulation_steps = cfg.run.grad_accum
+            acc.gradient_accumulation_steps = cfg.run.grad_accum
+            log.warning("DeepSpeed ZeRO-%d: this path of the trainer has not been tested end to end",
+                        self.zero_stage)
         set_seed(cfg.run.seed)
         mode = cfg.data.mode
         resolutions = sorted({r for r in cfg.data.resolutions})
@@ -181,7 +303,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / METRICS).unlink(missing_ok=True)
         if acc.is_main_process:
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------ checkpoints
@@ -195,22 +317,28 @@ class Trainer:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt")
-        if acc.is_main_process:
-            from shirg.train.adapter import save_adapter
+        if self.deepspeed:
+            # every process writes its partition of the model and optimizer state (ZeRO); the engine's
+            # copy is the one resumed from, since the module's own weights may be 16-bit or partitioned
+            acc.save_state(str(tmp / ENGINE_STATE))
+        from shirg.train.adapter import save_adapter
 
-            weights = {n: p.detach().float().cpu().contiguous() for n, p in self.tm.named_trainable()}
-            save_file(weights, str(tmp / "trainable.safetensors"), metadata={"format": "pt"})
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            meta = asdict(self.state) | {"num_processes": acc.num_processes}
-            (tmp / "state.json").write_text(json.dumps(meta, indent=2))
-            save_adapter(self.tm.peft, self.tm.lavida, tmp / "adapter",
-                         save_shirg="coord" in self.cfg.trainable.components)
+        with gathered(self._adapter_params(), self.zero_stage):  # collective under ZeRO-3: all processes
+            if acc.is_main_process:
+                if self.deepspeed:
+                    write_text(tmp / TRAINABLE_NAMES, json.dumps(self.trainable_names, indent=0))
+                else:
+                    weights = {n: p.detach().float().cpu().contiguous() for n, p in self.tm.named_trainable()}
+                    save_file(weights, str(tmp / "trainable.safetensors"), metadata={"format": "pt"})
+                    torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                meta = asdict(self.state) | {"num_processes": acc.num_processes, "deepspeed": self.deepspeed}
+                (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+                save_adapter(self.tm.peft, self.tm.lavida, tmp / "adapter",
+                             save_shirg="coord" in self.cfg.trainable.components)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            replace_dir(tmp, final)
             for old in checkpoint_dirs(self.out)[: -self.cfg.run.keep_checkpoints or None]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -227,19 +355,36 @@ class Trainer:
             path = found[-1]
         if not (path / "state.json").is_file():
             raise ConfigError(f"{path} is not a complete training checkpoint (no state.json)")
-        weights = load_file(str(path / "trainable.safetensors"))
-        params = dict(self.tm.named_trainable())
-        if set(weights) != set(params):
-            raise ConfigError(f"checkpoint {path} holds different trainable weights than this config "
-                              f"(missing {sorted(set(params) - set(weights))[:5]}, "
-                              f"extra {sorted(set(weights) - set(params))[:5]}); resume with the same config")
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(weights[n].to(p.dtype))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         meta = json.loads((path / "state.json").read_text())
         saved_world = meta.pop("num_processes", 1)
+        saved_deepspeed = bool(meta.pop("deepspeed", False))
+        if saved_deepspeed != self.deepspeed:
+            raise ConfigError(f"checkpoint {path} was written {'with' if saved_deepspeed else 'without'} DeepSpeed; "
+                              "resume it under the same kind of launch (accelerate config)")
+        params = dict(self.tm.named_trainable())
+        if self.deepspeed:
+            names = set(json.loads((path / TRAINABLE_NAMES).read_text()))
+        else:
+            weights = load_file(str(path / "trainable.safetensors"))
+            names = set(weights)
+        if names != set(params):
+            raise ConfigError(f"checkpoint {path} holds different trainable weights than this config "
+                              f"(missing {sorted(set(params) - names)[:5]}, "
+                              f"extra {sorted(names - set(params))[:5]}); resume with the same config")
+        if self.deepspeed:
+            if saved_world != acc.num_processes:
+                log.warning("DeepSpeed checkpoint written by %d processes, resuming with %d: ZeRO partitions "
+                            "may not load", saved_world, acc.num_processes)
+            acc.load_state(str(path / ENGINE_STATE))  # weights + optimizer, on every process
+        else:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(weights[n].to(p.dtype))
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        if self.deepspeed:  # the engine's optimizer may keep its saved LRs; ours follow the scheduler
+            for group, lr in zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+                group["lr"] = lr
         self.state = TrainState(**meta)
         rank_file = path / f"rng-{acc.process_index}.pt"
         if saved_world != acc.num_processes or not rank_file.is_file():
@@ -252,7 +397,7 @@ class Trainer:
             if metrics.is_file():
                 keep = [ln for ln in metrics.read_text().splitlines()
                         if ln.strip() and json.loads(ln)["step"] <= self.state.step]
-                metrics.write_text("".join(ln + "\n" for ln in keep))
+                write_text(metrics, "".join(ln + "\n" for ln in keep))
             log.info("resumed from %s (step %d, epoch %d, position %d)", path, self.state.step, self.state.epoch,
                      self.state.position)
 
@@ -275,6 +420,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=st.step, disable=not (acc.is_main_process and cfg.run.progress),
                    desc="train", dynamic_ncols=True)
         params = [p for _, p in self.tm.named_trainable()]
+        divisor = loss_divisor(self.deepspeed, accum, acc.gradient_accumulation_steps)
         t_last, n_last = time.perf_counter(), 0
         while st.step < self.total_steps:
             parts = torch.zeros(4, device=acc.device)  # loss, ce1, ce2, samples
@@ -283,17 +429,18 @@ class Trainer:
                 st.skipped_images += int(acc.reduce(torch.tensor(batch.skipped, device=acc.device), "sum"))
                 st.truncated_answers += batch.truncated
                 sync = a == accum - 1
-                with nullcontext() if sync else acc.no_sync(self.module):
+                with self._micro_step_context(sync):
                     out = self.module(batch)
-                    acc.backward(out["loss"] / accum)
+                    acc.backward(out["loss"] / divisor)  # under DeepSpeed, steps the engine when sync
                 parts += torch.stack([out["loss"].detach().float(), out["ce_copy1"].float(),
                                       out["ce_copy2"].float(), out["samples"].float()]) / torch.tensor(
                                           [accum, accum, accum, 1.0], device=acc.device)
                 st.micro_step += 1
             grad_norm = None
-            if cfg.optim.max_grad_norm:
-                grad_norm = float(acc.clip_grad_norm_(params, cfg.optim.max_grad_norm))
-            self.optimizer.step()
+            if cfg.optim.max_grad_norm or self.deepspeed:
+                # under DeepSpeed the engine already clipped in its step; this only reads its norm (or None)
+                grad_norm = grad_norm_value(acc.clip_grad_norm_(params, cfg.optim.max_grad_norm or 0.0))
+            self.optimizer.step()  # no-ops under DeepSpeed (accelerate's wrappers)
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             st.step += 1
@@ -342,24 +489,47 @@ class Trainer:
         if acc.is_main_process and self.state.skipped_images:
             log.warning("%d training sample(s) were skipped because their image could not be read",
                         self.state.skipped_images)
-        if acc.is_main_process:
+        save_coord = "coord" in cfg.trainable.components
+        if self.tm.peft is not None or save_coord:
             adapter = self.out / "adapter"
-            if adapter.exists():
-                shutil.rmtree(adapter)
-            if self.tm.peft is not None or "coord" in cfg.trainable.components:
-                save_adapter(self.tm.peft, self.tm.lavida, adapter, save_shirg="coord" in cfg.trainable.components)
-                out["adapter"] = str(adapter)
-            if set(cfg.trainable.components) - {"coord"}:
-                full = self.out / "model"
-                if full.exists():
-                    shutil.rmtree(full)
-                lavida = self.tm.lavida
-                if self.tm.peft is not None:
-                    merge_lora(lavida)
-                write_lavida_checkpoint(lavida, full, source_dir=cfg.model.path)
-                out["model"] = str(full)
+            with gathered(self._adapter_params(), self.zero_stage):  # collective under ZeRO-3
+                if acc.is_main_process:
+                    # written next to the old adapter and swapped in: an interruption never leaves none
+                    write_dir(adapter, lambda d: save_adapter(self.tm.peft, self.tm.lavida, d, save_shirg=save_coord))
+            out["adapter"] = str(adapter)
+        if set(cfg.trainable.components) - {"coord"}:
+            full = self.out / "model"
+            lavida = self.tm.lavida
+            # ZeRO-3: one full 16-bit copy of the model on every GPU while it is written (untested);
+            # modifier_rank=0 because merge_lora changes weights in place on the main process
+            with gathered(lavida.parameters(), self.zero_stage, modifier_rank=0):
+                if acc.is_main_process:
+                    if self.tm.peft is not None:
+                        merge_lora(lavida)
+                    write_dir(full, lambda d: write_lavida_checkpoint(lavida, d, source_dir=cfg.model.path))
+            out["model"] = str(full)
         acc.wait_for_everyone()
         return out
+
+    def _adapter_params(self) -> list[torch.nn.Parameter]:
+        """The parameters an adapter folder holds (LoRA and SHIRG's own), gathered under ZeRO-3."""
+        return [p for n, p in self.tm.lavida.named_parameters() if "lora_" in n or n.startswith("shirg.")]
+
+    def _micro_step_context(self, sync: bool) -> AbstractContextManager:
+        """DDP: skip the gradient all-reduce except on the last micro-batch. DeepSpeed: accelerate's
+        ``accumulate`` sets ``sync_gradients``, which tells the engine where the accumulation boundary
+        (and so its optimizer step) is; ``no_sync`` is not used since ZeRO-2/3 forbid it."""
+        if not self.deepspeed:
+            return nullcontext() if sync else self.acc.no_sync(self.module)
+        return self._deepspeed_accumulate(sync)
+
+    @contextmanager
+    def _deepspeed_accumulate(self, sync: bool):
+        with self.acc.accumulate(self.module):
+            if self.acc.sync_gradients != sync:
+                raise RuntimeError(f"accelerate's accumulation counter is out of step with the trainer "
+                                   f"(sync_gradients={self.acc.sync_gradients}, expected {sync})")
+            yield
 
     def _tensorboard(self):
         if not (self.cfg.run.tensorboard and self.acc.is_main_process):
