@@ -40,3 +40,21 @@ def resolve_device(device) -> torch.device:  # noqa: F821 - torch imported lazil
     elif dev.type not in ("cpu", "meta", "mps"):
         raise ConfigError(f"device type {dev.type!r} is not supported; use cpu or cuda")
     return dev
+
+
+DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto")
+
+
+def resolve_dtype(dtype, device) -> "torch.dtype":  # noqa: F821 - torch imported lazily
+    """A torch dtype from a name (or dtype); None / "auto" = bf16 on CUDA, fp32 elsewhere."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}")
+    return table[dtype]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from shirg.checkpoint import check_state_dict, key_index, load_tensors, read_config, tensor_shapes
-from shirg.errors import CheckpointError, resolve_device
+from shirg.errors import CheckpointError, resolve_device, resolve_dtype
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.tokens.coords import CoordinateEmbedding
 
@@ -23,16 +23,9 @@ COORD_INIT_SEED = 0
 VISION_LAYER_PREFIX = "model.vision_tower.vision_tower.vision_model.encoder.layers."
 
 
-def _dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-    except KeyError:
-        raise CheckpointError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16") from None
+def _dtype(dtype, device):
+    """Kept for callers of the old private name; see :func:`shirg.errors.resolve_dtype`."""
+    return resolve_dtype(dtype, device)
 
 
 def load_tokenizer(path: str | Path):
