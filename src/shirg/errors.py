@@ -45,7 +45,7 @@ def resolve_device(device) -> torch.device:  # noqa: F821 - torch imported lazil
 DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto")
 
 
-def resolve_dtype(dtype, device) -> "torch.dtype":  # noqa: F821 - torch imported lazily
+def resolve_dtype(dtype, device) -> torch.dtype:  # noqa: F821 - torch imported lazily
     """A torch dtype from a name (or dtype); None / "auto" = bf16 on CUDA, fp32 elsewhere."""
     import torch
 
