@@ -1,11 +1,14 @@
-"""Options shared by several sub-commands."""
+"""Options and helpers shared by several sub-commands.
+
+Nothing here imports torch or transformers at module level: ``shirg --help`` builds every
+sub-command's parser, and start-up should stay fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from shirg.errors import ConfigError
-from shirg.tokens.scoring import DEFAULT_WEIGHTS
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -28,7 +31,7 @@ def add_visual_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-merge", action="store_true", help="SHIRG: no neighbour-aware 2 x 2 merging")
     g.add_argument("--no-coverage", action="store_true", help="SHIRG: no per-cell coverage guarantee")
     g.add_argument("--merge-eps", type=float, default=0.05)
-    g.add_argument("--weights", default=",".join(str(w) for w in DEFAULT_WEIGHTS), help="signed sim,nbr,ctr weights")
+    g.add_argument("--weights", default=None, help="signed sim,nbr,ctr weights (default SHIRG's 0.7,-0.2,-0.1)")
     g.add_argument("--score", default="text", choices=["text", "saliency"], help="SHIRG relevance source")
     g.add_argument("--text-pool", default="max", choices=["max", "mean"])
     g.add_argument("--no-coords", action="store_true", help="SHIRG: no coordinate embedding")
@@ -37,6 +40,7 @@ def add_visual_options(p: argparse.ArgumentParser) -> None:
 
 def visual_options(args: argparse.Namespace):
     from shirg.model.inference import VisualOptions
+    from shirg.tokens.scoring import DEFAULT_WEIGHTS
 
     return VisualOptions(
         resolution=args.resolution,
@@ -45,7 +49,7 @@ def visual_options(args: argparse.Namespace):
         merge=not args.no_merge,
         merge_eps=args.merge_eps,
         coverage=not args.no_coverage,
-        weights=parse_weights(args.weights),
+        weights=parse_weights(args.weights) if args.weights else DEFAULT_WEIGHTS,
         score=args.score,
         text_pool=args.text_pool,
         coords=not args.no_coords,
@@ -54,10 +58,10 @@ def visual_options(args: argparse.Namespace):
     )
 
 
-def add_generation_options(p: argparse.ArgumentParser) -> None:
+def add_generation_options(p: argparse.ArgumentParser, steps: int = 32) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--gen-length", type=int, default=32, help="answer slots L (default 32)")
-    g.add_argument("--steps", type=int, default=32, help="denoising steps (default 32)")
+    g.add_argument("--steps", type=int, default=steps, help=f"denoising steps (default {steps})")
     g.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block (default min(32, L))")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--schedule", default="uniform", choices=["uniform", "shift"])
@@ -74,3 +78,47 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
         seed=args.seed,
         kv_cache=args.kv_cache,
     )
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
+
+
+def device_of(args: argparse.Namespace):
+    """The torch.device the command runs on ("auto": CUDA when available)."""
+    import torch
+
+    from shirg.errors import resolve_device
+
+    if args.device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(args.device)
+
+
+def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
+    """``--model DIR`` (a checkpoint, optionally with an adapter) or ``--preset NAME`` (random weights).
+
+    Returns (model, a one-line description of where the weights came from).
+    """
+    from shirg.errors import resolve_dtype
+
+    device = device_of(args)
+    dtype = resolve_dtype(getattr(args, "dtype", None), device)
+    if getattr(args, "model", None):
+        import shirg
+
+        model = shirg.load(args.model, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter)
+        return model, f"checkpoint {args.model}" + (f" + adapter {adapter}" if adapter else "")
+    from shirg.presets import build_preset
+
+    preset = getattr(args, "preset", None) or "tiny"
+    return build_preset(preset, device, dtype), f"preset {preset} (random weights)"
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The exact invocation, for run metadata (``cli.main`` stores the argv it parsed)."""
+    import shlex
+    import sys
+
+    return "shirg " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:]))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from shirg.commands._common import add_generation_options, add_visual_options, generation_kwargs, visual_options
+from shirg.commands._common import (
+    add_device_options,
+    add_generation_options,
+    add_visual_options,
+    generation_kwargs,
+    load_model,
+    visual_options,
+)
 from shirg.errors import ConfigError
 from shirg.io import write_json
 
@@ -19,32 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shirg-weights", default=None, help="SHIRG weights (coordinate embedding) safetensors file")
     p.add_argument("--adapter", default=None, metavar="DIR",
                    help="trained adapter folder from `shirg train` (LoRA + SHIRG weights)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
+    add_device_options(p)
     p.add_argument("--json", default=None, help="write answers and metadata as JSON")
     add_generation_options(p)
     add_visual_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from shirg.model.inference import MODES
-
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
-    for m in modes:
-        if m not in MODES:
-            raise ConfigError(f"unknown mode {m!r}; valid modes: {', '.join(MODES)}")
     opts = visual_options(args)
     gen = generation_kwargs(args)
     for m in modes:
         opts.validate(m)
     if not args.question.strip():
         raise ConfigError("--question is empty; ask something about the image")
-    import shirg
     from shirg.vision.preprocess import load_image
 
     image = load_image(args.image)  # fail on a bad image before the (slow) model load
-    model = shirg.load(args.model, device=args.device, dtype=args.dtype, shirg_weights=args.shirg_weights,
-                       adapter=args.adapter)
+    model, _ = load_model(args, adapter=args.adapter, shirg_weights=args.shirg_weights)
     records = []
     for m in modes:
         ans = model.answer([image], [args.question], mode=m, options=opts, **gen)[0]

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shlex
 import statistics
 from pathlib import Path
 
-import torch
-from PIL import Image
-
 from shirg.bench_analytic import DEFAULT_MODES as ANALYTIC_MODES
 from shirg.bench_analytic import GPUS
-from shirg.commands._common import add_visual_options, visual_options
+from shirg.commands._common import (
+    add_device_options,
+    add_generation_options,
+    add_visual_options,
+    command_line,
+    device_of,
+    generation_kwargs,
+    load_model,
+    visual_options,
+)
 from shirg.errors import ConfigError
 from shirg.io import atomic_write, write_json, write_text
-from shirg.memory import PeakRss
 
 HELP = "measure latency, memory and KV bytes of every mode side by side (or --analytic roofline)"
 STAGES = ("preprocess", "vision", "select", "project", "prefill", "denoise", "total")
@@ -39,15 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="random-weight model of a preset's shapes (default tiny)")
     p.add_argument("--modes", default=None,
                    help=f"comma-separated modes (default {DEFAULT_MODES}; --analytic: {ANALYTIC_MODES})")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--gen-length", type=int, default=32)
-    p.add_argument("--block-length", type=int, default=None)
-    p.add_argument("--kv-cache", default="native", choices=["native", "fp16", "bf16", "int8", "fp8"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--image", default=None, help="image to use (default: a synthetic 1000 x 800 chart)")
     p.add_argument("--question", default="What is the value of the highest bar?")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None, help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--memory-snapshot", default=None, help="CUDA: write a PyTorch memory snapshot pickle here")
     p.add_argument("--analytic", action="store_true",
                    help="print the roofline model of the real LaViDa-8B config instead (no model is built)")
@@ -57,12 +55,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "prompt + a short question)")
     p.add_argument("--out", default=None,
                    help="folder for bench.json, bench.md, bench.png (--analytic: analytic.json, analytic.md)")
+    add_device_options(p)
+    add_generation_options(p, steps=30)
     add_visual_options(p)
 
 
-def synthetic_chart(width: int = 1000, height: int = 800) -> Image.Image:
-    """A deterministic bar chart with small labels: enough structure for selection to matter."""
-    from PIL import ImageDraw
+def synthetic_chart(width: int = 1000, height: int = 800):
+    """A deterministic bar chart with small labels (PIL image): enough structure for selection to matter."""
+    import torch
+    from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
@@ -76,26 +77,14 @@ def synthetic_chart(width: int = 1000, height: int = 800) -> Image.Image:
     return img
 
 
-def _load_model(args):
-    if args.model:
-        import shirg
-
-        return shirg.load(args.model, device=args.device, dtype=args.dtype), f"checkpoint {args.model}"
-    from shirg.model.loading import _dtype
-    from shirg.presets import build_preset
-
-    preset = args.preset or "tiny"
-    dtype = _dtype(args.dtype, torch.device(args.device))
-    return build_preset(preset, args.device, dtype), f"preset {preset} (random weights)"
-
-
 def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def _measure_mode(model, image, question: str, mode: str, gen: dict, repeats: int, device: torch.device,
-                  weights_mb: float) -> dict:
+def _measure_mode(model, image, question: str, mode: str, gen: dict, repeats: int, device, weights_mb: float) -> dict:
     """Warm-up, then ``repeats`` timed answers; per-stage stats, memory, token counts."""
+
+    from shirg.memory import PeakRss
     from shirg.model.inference import LAVIDA_MODES
 
     model.answer([image], [question], mode=mode, **gen)  # warm-up
@@ -142,15 +131,18 @@ def run(args: argparse.Namespace) -> int:
     opts = visual_options(args)
     for m in modes:
         opts.validate(m)
-    device = torch.device(args.device)
+    device = device_of(args)
     if args.memory_snapshot and device.type != "cuda":
         raise ConfigError(f"--memory-snapshot needs a CUDA device (this run is on {device.type}): PyTorch records "
                           "allocator history only for CUDA memory. Drop the flag or pass --device cuda.")
-    model, source = _load_model(args)
+    import torch
+
+    from shirg.vision.preprocess import load_image
+
+    image = load_image(args.image) if args.image else synthetic_chart()
+    model, source = load_model(args)
     weights_mb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
-    image = Image.open(args.image).convert("RGB") if args.image else synthetic_chart()
-    gen = dict(gen_length=args.gen_length, steps=args.steps, block_length=args.block_length or min(32, args.gen_length),
-               kv_cache=args.kv_cache, options=opts)
+    gen = {**generation_kwargs(args), "options": opts}
     if args.memory_snapshot:
         torch.cuda.memory._record_memory_history(max_entries=200_000)
     from tqdm import tqdm
@@ -171,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                     r[f"act_kv_vs_{ref}"] = r["act_kv_mb"] / base["act_kv_mb"]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {
-        "command": "shirg " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", [])),
+        "command": command_line(args),
         "model": source,
         "device": device_name,
         "torch_threads": torch.get_num_threads(),

@@ -13,9 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
-from shirg.commands._common import add_visual_options, visual_options
+from shirg.commands._common import add_device_options, add_visual_options, load_model, visual_options
 from shirg.errors import ConfigError
 from shirg.io import write_json, write_text
 
@@ -33,8 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gen-length", type=int, default=16)
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--step-repeats", type=int, default=10, help="cached steps timed per format")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None)
+    add_device_options(p)
     p.add_argument("--out", default=None, help="folder for kv.json and kv.md")
     add_visual_options(p)
 
@@ -47,9 +44,16 @@ def _prompts(n: int):
     return [(synthetic_chart(700 + 60 * i, 500 + 40 * (i % 4)), questions[i % len(questions)]) for i in range(n)]
 
 
-@torch.no_grad()
 def run(args: argparse.Namespace) -> int:
-    from shirg.commands.bench import _load_model
+    import torch
+
+    with torch.no_grad():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from shirg.model.inference import Stopwatch, hires_visual, lavida_visual, splice
     from shirg.model.kv_cache import cache_factory
     from shirg.model.prompt import build_prompt, tokenize_prompt
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--formats must include native: every format is compared against it")
     opts = visual_options(args)
     opts.validate(args.mode)
-    model, source = _load_model(args)
+    model, source = load_model(args)
     core, vocab = model.model, model.config.llm.vocab_size
     mask_id = model.config.llm.mask_token_id
     stats: dict[str, dict[str, list[float]]] = {f: {} for f in formats}

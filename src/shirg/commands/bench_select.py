@@ -11,13 +11,8 @@ import platform
 import statistics
 import time
 
-import torch
-
+from shirg.commands._common import add_device_options, device_of
 from shirg.io import write_json
-from shirg.tokens.dual_scale import default_k, dual_scale
-from shirg.tokens.registry import select_tokens
-from shirg.tokens.types import TextContext
-from shirg.vision.siglip import SO400M, VisionTower, vision_config
 
 HELP = "time scoring + merging + selection against the SigLIP forward on the same machine"
 
@@ -35,12 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, default=672)
     p.add_argument("--strategies", default="shirg", help="comma-separated strategies to time")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    add_device_options(p)
     p.add_argument("--json", default=None, help="write the results as JSON")
 
 
-def _timed(fn, device: torch.device, repeats: int) -> list[float]:
+def _timed(fn, device, repeats: int) -> list[float]:
+    import torch
+
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -54,10 +50,24 @@ def _timed(fn, device: torch.device, repeats: int) -> list[float]:
     return times
 
 
-@torch.no_grad()
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    import torch
+
+    with torch.no_grad():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from shirg.errors import resolve_dtype
+    from shirg.tokens.dual_scale import default_k, dual_scale
+    from shirg.tokens.registry import select_tokens
+    from shirg.tokens.types import TextContext
+    from shirg.vision.siglip import SO400M, VisionTower, vision_config
+
+    device = device_of(args)
+    dtype = resolve_dtype(args.dtype, device)
     cfg = vision_config(**TOWERS[args.tower])
     with torch.device(device):
         tower = VisionTower(cfg).to(dtype).eval()

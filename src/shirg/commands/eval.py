@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
-import torch
-
-from shirg.commands._common import add_generation_options, add_visual_options, generation_kwargs, visual_options
+from shirg.commands._common import (
+    add_generation_options,
+    add_visual_options,
+    command_line,
+    generation_kwargs,
+    load_model,
+    visual_options,
+)
 from shirg.errors import ConfigError
 
 HELP = "evaluate modes side by side on ChartQA, DocVQA, TextVQA or EntityGrid (resumable, data-parallel)"
@@ -109,6 +112,7 @@ class _Dist:
     """The process group of a data-parallel launch: rank, world size, device, barrier."""
 
     def __init__(self) -> None:
+        import torch
         import torch.distributed as dist
 
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -152,26 +156,13 @@ def run(args: argparse.Namespace) -> int:
     if args.preset and (adapter or weights):
         raise ConfigError("--adapter / --shirg-weights need --model (a preset has random weights)")
     rank, world, state = distributed()
-    if args.device:
-        device = torch.device(args.device)
-    elif state is not None:
-        device = state.device
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if args.model:
-        import shirg
-
-        model = shirg.load(args.model, device=device, dtype=args.dtype, shirg_weights=weights, adapter=adapter)
-        source = f"checkpoint {args.model}"
-    else:
-        from shirg.model.loading import _dtype
-        from shirg.presets import build_preset
-
-        model = build_preset(args.preset, device, _dtype(args.dtype, device))
-        source = f"preset {args.preset} (random weights)"
+    if not args.device and state is not None:
+        args.device = str(state.device)  # this rank's GPU under a data-parallel launch
+    model, source = load_model(args, adapter=adapter, shirg_weights=weights)
+    device = model.device
     settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
                             warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix)
-    invocation = {"command": "shirg " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:])),
+    invocation = {"command": command_line(args),
                   "model": source, "adapter": describe_adapter(adapter, weights), "data": str(args.data),
                   "samples": len(samples), "world_size": world, "machine": machine_info(device),
                   "time": time.strftime("%Y-%m-%d %H:%M:%S")}

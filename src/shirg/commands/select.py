@@ -5,16 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-import torch
-
-from shirg.commands._common import add_visual_options, visual_options
+from shirg.commands._common import add_device_options, add_visual_options, device_of, visual_options
 from shirg.errors import ConfigError
 from shirg.io import write_json
-from shirg.tokens.registry import select_tokens, strategy_names
-from shirg.tokens.types import KIND_NAMES
-from shirg.vision.encode import encode_dual_scale
-from shirg.vision.preprocess import load_image
-from shirg.vision.siglip import load_vision_tower
 
 HELP = "see which visual tokens a strategy keeps (PNG overlay + JSON)"
 log = logging.getLogger(__name__)
@@ -29,34 +22,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--vision", help="LaViDa checkpoint or local SigLIP folder: tower only, saliency score")
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--json", default=None, help="selection JSON to write")
-    p.add_argument("--device", default="cpu")
+    add_device_options(p)
     add_visual_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from shirg.tokens.registry import select_tokens, strategy_names
+    from shirg.tokens.types import KIND_NAMES
+    from shirg.vision.encode import encode_dual_scale
+    from shirg.vision.preprocess import load_image
+    from shirg.vision.siglip import load_vision_tower
+
     if args.strategy not in strategy_names():
         raise ConfigError(f"unknown strategy {args.strategy!r}; valid strategies: {', '.join(strategy_names())}")
     if args.question is not None and not args.question.strip():
         raise ConfigError("--question is empty; give a question or leave the option out")
     opts = visual_options(args)
     image = load_image(args.image)
-    model = None
-    if args.model:
-        import shirg
-
-        model = shirg.load(args.model, device=args.device)
-        tower = model.model.vision_tower
-    else:
-        tower = load_vision_tower(args.vision, device=args.device)
+    device = device_of(args)
+    uses_text = args.strategy in ("shirg", "text-topk")
     text = None
-    if model is not None and args.question and opts.score == "text":
+    if args.model and args.question and opts.score == "text" and uses_text:
+        # the text term needs the projector and the LLM's input embeddings: load the whole model
+        import shirg
         from shirg.model.inference import question_context
 
+        model = shirg.load(args.model, device=device, dtype=getattr(args, "dtype", None))
+        tower = model.model.vision_tower
         text = question_context(model, [args.question])
+    else:
+        # only the vision tensors are read, even from a 16 GB LaViDa checkpoint
+        tower = load_vision_tower(args.model or args.vision, device=device)
     score_source = "text" if text is not None else "saliency"
-    if args.strategy in ("shirg", "text-topk") and text is None:
-        reason = "no model (--model) is loaded" if model is None else "no question was given"
-        if model is not None and args.question:
+    if uses_text and text is None:
+        if not args.model:
+            reason = "no model (--model) is loaded"
+        elif not args.question:
+            reason = "no question was given"
+        else:
             reason = "--score saliency was asked for"
         print(f"note: {reason}, so the relevance term uses the query-agnostic saliency score")
     opts.score = score_source
