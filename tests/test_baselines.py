@@ -226,6 +226,21 @@ def test_text_topk_is_top_k_by_similarity(seed, k):
     assert run("text-topk", tokens, k, silent).index[0].tolist() == sal_top.tolist()
 
 
+def test_text_topk_text_pool_reaches_the_strategy():
+    from shirg.model.inference import VisualOptions
+
+    assert VisualOptions(text_pool="mean").strategy_options("text-topk") == {"text_pool": "mean"}
+    assert VisualOptions().strategy_options("text-topk") == {"text_pool": "max"}
+    gen = torch.Generator().manual_seed(0)
+    tokens = dual_scale(torch.randn(1, 64, D, generator=gen))
+    text = TextContext(project=lambda x: x, question=torch.randn(1, 6, D, generator=gen))
+    picks = {pool: run("text-topk", tokens, 16, text, **VisualOptions(text_pool=pool).strategy_options("text-topk"))
+             for pool in ("max", "mean")}
+    assert torch.equal(picks["max"].index, run("text-topk", tokens, 16, text, text_pool="max").index)
+    assert torch.equal(picks["mean"].index, run("text-topk", tokens, 16, text, text_pool="mean").index)
+    assert not torch.equal(picks["max"].index, picks["mean"].index)
+
+
 @settings(max_examples=15, deadline=None)
 @given(g=st.integers(4, 12), seed=st.integers(0, 1000), data=st.data())
 def test_tome_conserves_size_and_mean(g, seed, data):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import shirg
@@ -191,3 +192,60 @@ def test_accelerate_launch_two_processes(world, complete, tmp_path):
                    stdout=sys.stderr)
     assert _preds(out) == _preds(complete[0])
     assert {r["rank"] for r in read_jsonl(out / PRED_FILE)} == {0, 1}
+
+
+def _count_tower_calls(model) -> tuple[list, object]:
+    calls = []
+    handle = model.model.vision_tower.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    return calls, handle
+
+
+@pytest.mark.parametrize("mode", ["shirg", "random"])
+def test_evidence_reuses_the_answers_selection(world, tmp_path, mode):
+    """One vision pass per hi-res answer (plus warm-up): evidence recall reads the answer's selection."""
+    samples = load_samples("entitygrid", world["data"], limit=3)
+    settings = EvalSettings(task="entitygrid", gen=dict(GEN), warmup=1)
+    calls, handle = _count_tower_calls(world["model"])
+    try:
+        evaluate(world["model"], samples, build_modes([mode], OPTS), tmp_path, settings, overlays=0, progress=False)
+    finally:
+        handle.remove()
+    assert calls == [1] * (len(samples) + 1)  # three answers and one warm-up, not two passes per answer
+    recs = read_jsonl(tmp_path / PRED_FILE)
+    assert all(r["evidence_recall"] is not None and 0 <= r["evidence_recall"] <= 1 for r in recs)
+    assert all(0 <= r["evidence_recall_strict"] <= r["evidence_recall"] for r in recs)
+
+
+def test_answer_keeps_its_selection_out_of_to_dict(world):
+    from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches
+    from shirg.evaluate.runner import sample_evidence, selection_for
+
+    model = world["model"]
+    samples = load_samples("entitygrid", world["data"], limit=2)
+    spec = build_modes(["shirg"], OPTS)[0]
+    images = [s.image() for s in samples]
+    answers = model.answer(images, [s.question for s in samples], mode="shirg", options=OPTS, **GEN)
+    for s, img, ans in zip(samples, images, answers, strict=True):
+        assert set(ans.to_dict()) == {"text", "token_ids", "meta"}
+        json.dumps(ans.to_dict())
+        assert ans.selection.features.shape[:2] == (1, ans.meta["visual_tokens"])
+        again, prep = selection_for(model, img, s.question, spec)  # same question, no suffix: same selection
+        assert torch.equal(again.index, ans.selection.index) and tuple(prep.content_box) == ans.content_box
+        entity = entity_patches(s.boxes, img.size, prep.content_box, again.grid)
+        assert sample_evidence(model, img, s, spec, ans)["evidence_recall"] == evidence_recall(entity,
+                                                                                                kept_patches(again))
+    lowres = model.answer(images[:1], [samples[0].question], mode="lowres", **GEN)[0]
+    assert lowres.selection is None and lowres.content_box is None
+
+
+def test_overlays_encode_each_sample_once_per_resolution(world, tmp_path):
+    from shirg.evaluate.summary import plot_overlays
+
+    samples = load_samples("entitygrid", world["data"], limit=2)
+    modes = build_modes(["shirg", "uniform", "full"], OPTS)
+    calls, handle = _count_tower_calls(world["model"])
+    try:
+        assert plot_overlays(world["model"], samples, modes, tmp_path, [], n=2).is_file()
+    finally:
+        handle.remove()
+    assert calls == [1, 1]  # one pass per sample shared by the three modes

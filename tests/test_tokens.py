@@ -11,7 +11,7 @@ from shirg.errors import ConfigError
 from shirg.tokens.coords import CoordinateEmbedding, count_parameters
 from shirg.tokens.dual_scale import cell_of_boxes, default_k, dual_scale, scaffold_size
 from shirg.tokens.registry import ShirgOptions, select_shirg, select_tokens
-from shirg.tokens.scoring import neighbour_distance, shirg_scores, text_similarity
+from shirg.tokens.scoring import neighbour_distance, relevance, saliency, shirg_scores, text_similarity
 from shirg.tokens.selection import Candidates, covered_topk, merge_neighbours
 from shirg.tokens.types import KIND_HI, KIND_MERGED, KIND_SCAFFOLD, TextContext
 
@@ -127,6 +127,23 @@ def test_saliency_fallback_for_sample_without_question():
         shirg_scores(t, text, weights=(1.0, 0.0))
     with pytest.raises(ConfigError, match="unknown score source"):
         shirg_scores(t, text, source="attention")
+
+
+def test_relevance_is_the_sim_term_of_shirg_scores():
+    t = make_tokens(2, 8, 4)
+    text = make_text(2, D, 5, 4)
+    text.question_mask = torch.tensor([[True] * 3 + [False] * 2, [False] * 5])
+    for pool in ("max", "mean"):
+        sim, used = relevance(t, text, pool)
+        terms = shirg_scores(t, text, text_pool=pool)
+        torch.testing.assert_close(sim, terms.sim)
+        assert used.tolist() == terms.used_text.tolist() == [True, False]
+    sal, used = relevance(t, None)
+    torch.testing.assert_close(sal, saliency(t.hi.float()))
+    assert used.tolist() == [False, False]
+    torch.testing.assert_close(shirg_scores(t, text, source="saliency").sim, sal)
+    with pytest.raises(ConfigError, match="does not match image batch"):
+        relevance(t.index_batch(0), text)
 
 
 @settings(max_examples=30, deadline=None)

@@ -14,13 +14,14 @@ from PIL import Image  # noqa: E402
 
 from shirg.io import atomic_write  # noqa: E402
 from shirg.tokens.types import KIND_MERGED, KIND_POOLED, KIND_SCAFFOLD, TokenSet  # noqa: E402
+from shirg.vision.preprocess import PAD_COLOUR  # noqa: E402
 
 COLOURS = {"hi": "#ff3b30", "merged": "#00b3a4", "pooled": "#34c759", "grid": "#ffffff"}
 
 
 def _canvas(image: Image.Image, resolution: int, content_box: tuple[float, float, float, float]) -> np.ndarray:
     """The image as it sits on the R x R canvas (padding shown grey)."""
-    canvas = Image.new("RGB", (resolution, resolution), (127, 127, 127))
+    canvas = Image.new("RGB", (resolution, resolution), PAD_COLOUR)
     x0, y0, x1, y1 = (round(v * resolution) for v in content_box)
     canvas.paste(image.convert("RGB").resize((max(1, x1 - x0), max(1, y1 - y0)), Image.BICUBIC), (x0, y0))
     return np.asarray(canvas)

@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from shirg.errors import ConfigError
-from shirg.io import atomic_write, write_json
+from shirg.io import atomic_write, write_json, write_text
 
 VERSION = 1
 COLOURS = {
@@ -208,24 +208,14 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int) -> tuple[Image
     return img, record
 
 
-def llava_record(record: dict) -> dict:
-    """The LLaVA conversation format the training issue reads."""
-    return {
-        "id": record["id"],
-        "image": record["image"],
-        "conversations": [
-            {"from": "human", "value": "<image>\n" + record["question"]},
-            {"from": "gpt", "value": record["answers"][0]},
-        ],
-    }
-
-
 def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | None = None,
              train_records: str | Path | None = None, progress: bool = False) -> dict:
     """Write ``images/*.png``, ``questions.jsonl``, LLaVA training records and ``entitygrid.json``.
 
     Returns the metadata written to ``entitygrid.json`` (config, seed, counts per type, files).
     """
+    from shirg.train.data import llava_record  # the LLaVA conversation format the training issue reads
+
     cfg = cfg or EntityGridConfig()
     cfg.validate()
     if n < 1:
@@ -244,9 +234,9 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
         atomic_write(out / rel, lambda p, img=img: img.save(p, format="PNG"))
         records.append({"image": rel, **record})
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    atomic_write(out / QUESTIONS_FILE, lambda p: p.write_text(lines))
+    write_text(out / QUESTIONS_FILE, lines)
     llava_path = Path(train_records) if train_records else out / LLAVA_FILE
-    llava = [llava_record(r) for r in records]
+    llava = [llava_record(r["image"], r["question"], r["answers"][0], r["id"]) for r in records]
     if train_records:  # image paths relative to the records file's folder
         base = llava_path.resolve().parent
         for rec in llava:

@@ -14,14 +14,27 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from shirg.tokens.dual_scale import grid_boxes
 from shirg.tokens.types import KIND_HI, KIND_SCAFFOLD, TokenSet
 
 
-def _cell_centres(grid: int, device=None) -> Tensor:
+def _cell_centres(grid: int) -> Tensor:
     """[G*G, 2] (x, y) centres in [0, 1], raster order."""
-    c = (torch.arange(grid, dtype=torch.float32, device=device) + 0.5) / grid
-    ys, xs = torch.meshgrid(c, c, indexing="ij")
-    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)
+    return grid_boxes(grid)[:, :2]
+
+
+def canvas_box(
+    box_px: Sequence[float],
+    image_size: tuple[int, int],
+    content_box: tuple[float, float, float, float],
+) -> tuple[float, float, float, float]:
+    """An [x0, y0, x1, y1] box in image pixels mapped onto the canvas, in [0, 1]; image_size:
+    (width, height); content_box: where the image sits on the canvas, in [0, 1]."""
+    x0, y0, x1, y1 = box_px
+    w, h = image_size
+    cx0, cy0, cx1, cy1 = content_box
+    return (cx0 + x0 / w * (cx1 - cx0), cy0 + y0 / h * (cy1 - cy0),
+            cx0 + x1 / w * (cx1 - cx0), cy0 + y1 / h * (cy1 - cy0))
 
 
 def entity_patches(
@@ -32,13 +45,10 @@ def entity_patches(
 ) -> Tensor:
     """Bool [G*G]: the hi-res patches of the entities. boxes_px: [x0, y0, x1, y1] in image pixels;
     image_size: (width, height); content_box: where the image sits on the canvas, in [0, 1]."""
-    w, h = image_size
-    cx0, cy0, cx1, cy1 = content_box
     centres = _cell_centres(grid)
     mask = torch.zeros(grid * grid, dtype=torch.bool)
-    for x0, y0, x1, y1 in boxes_px:
-        u0, u1 = cx0 + x0 / w * (cx1 - cx0), cx0 + x1 / w * (cx1 - cx0)
-        v0, v1 = cy0 + y0 / h * (cy1 - cy0), cy0 + y1 / h * (cy1 - cy0)
+    for box in boxes_px:
+        u0, v0, u1, v1 = canvas_box(box, image_size, content_box)
         inside = (centres[:, 0] >= u0) & (centres[:, 0] <= u1) & (centres[:, 1] >= v0) & (centres[:, 1] <= v1)
         if not inside.any():
             col = min(grid - 1, max(0, int((u0 + u1) / 2 * grid)))

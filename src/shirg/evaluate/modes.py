@@ -41,11 +41,6 @@ ABLATIONS = {
     "shirg-no-ctr": ("centre-distance term off", lambda o: _weights(o, 2, 0.0)),
     "shirg-nbr-flip": ("neighbour term with the opposite sign", lambda o: _weights(o, 1, None)),
 }
-ABLATION_PRESET = ("lowres", "full", "shirg", *ABLATIONS)
-
-
-def mode_names() -> tuple[str, ...]:
-    return MODES + tuple(ABLATIONS)
 
 
 def build_modes(names: list[str], options: VisualOptions) -> list[ModeSpec]:

@@ -393,6 +393,8 @@ def analytic_section(path: Path, a: dict) -> list[str]:
 
 def limits_section(evals: list[EvalRun], benches: list[tuple[Path, dict]],
                    analytics: list[tuple[Path, dict]]) -> list[str]:
+    from shirg.tokens.registry import TEXT_STRATEGIES  # torch-backed: imported only when a report is built
+
     notes = []
     for ev in evals:
         invs = _invocations(ev)
@@ -421,7 +423,7 @@ def limits_section(evals: list[EvalRun], benches: list[tuple[Path, dict]],
             notes.append(f"{ev.label}: answers that fell back to another mode: {', '.join(falls)}.")
         if ev.summary.get("modes_without_answers") or ev.summary.get("answered_beyond_common"):
             notes.append(f"{ev.label}: the run is incomplete; the table covers only the samples every mode answered.")
-        hires = {m for m, d in ((ev.run or {}).get("modes") or {}).items() if d.get("mode") in ("shirg", "text-topk")}
+        hires = {m for m, d in ((ev.run or {}).get("modes") or {}).items() if d.get("mode") in TEXT_STRATEGIES}
         if hires and invs and all(not i.get("adapter") for i in invs):
             notes.append(f"{ev.label}: SHIRG modes ran without adapter weights (no --adapter recorded).")
     tasks_gen = {json.dumps(((ev.run or {}).get("settings") or {}).get("gen"), sort_keys=True) for ev in evals}

@@ -18,7 +18,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -109,30 +109,36 @@ def score_sample(task: str, prediction: str, sample: Sample) -> dict[str, float]
 
 
 @torch.no_grad()
-def selection_for(model, image, question: str, spec: ModeSpec):
-    """The TokenSet a high-resolution mode keeps for one (image, question), and the prepared image."""
-    from shirg.model.inference import question_context
-    from shirg.tokens.registry import select_tokens
-    from shirg.tokens.types import hi_subset
+def encode_for(model, image, opts):
+    """One vision pass at the options' resolution and resize: (DualScaleTokens of a batch of one, PreparedImage)."""
     from shirg.vision.encode import encode_dual_scale
 
-    opts = spec.options
     tokens, prepared = encode_dual_scale(model.model.vision_tower, [image], opts.resolution, opts.resize)
-    if spec.mode == "full":
-        idx = torch.arange(tokens.num_hi, device=tokens.hi.device)[None]
-        return hi_subset(tokens, idx, "full"), prepared[0]
-    text = question_context(model, [question]) if spec.mode in ("shirg", "text-topk") else None
-    sel = select_tokens(spec.mode, tokens, opts.budget(), text, scaffold=opts.scaffold,
-                        **opts.strategy_options(spec.mode))
-    return sel, prepared[0]
+    return tokens, prepared[0]
 
 
-def sample_evidence(model, image, sample: Sample, spec: ModeSpec) -> dict[str, float | None]:
-    """Evidence recall (lenient and strict) of one EntityGrid sample; None where undefined."""
+@torch.no_grad()
+def selection_for(model, image, question: str, spec: ModeSpec, encoded=None):
+    """The TokenSet a high-resolution mode keeps for one (image, question), and the prepared image.
+    ``encoded``: a result of :func:`encode_for` with the same resolution and resize, reused instead of
+    running the vision tower again."""
+    from shirg.model.inference import select_visual
+
+    tokens, prepared = encoded if encoded is not None else encode_for(model, image, spec.options)
+    return select_visual(model, tokens, [question], spec.mode, spec.options), prepared
+
+
+def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None) -> dict[str, float | None]:
+    """Evidence recall (lenient and strict) of one EntityGrid sample; None where undefined. Uses the
+    selection the answer kept (``ans.selection``) when there is one, else selects again."""
     if not spec.hires or not sample.boxes:
         return {"evidence_recall": None, "evidence_recall_strict": None}
-    sel, prep = selection_for(model, image, sample.question, spec)
-    entity = entity_patches(sample.boxes, image.size, prep.content_box, sel.grid)
+    if ans is not None and getattr(ans, "selection", None) is not None:
+        sel, content_box = ans.selection, ans.content_box
+    else:
+        sel, prep = selection_for(model, image, sample.question, spec)
+        content_box = prep.content_box
+    entity = entity_patches(sample.boxes, image.size, content_box, sel.grid)
     return {"evidence_recall": evidence_recall(entity, kept_patches(sel)),
             "evidence_recall_strict": evidence_recall(entity, kept_patches(sel, strict=True))}
 
@@ -146,9 +152,8 @@ class EvalSettings:
     gen: dict  # answer() generation kwargs: gen_length, steps, block_length, temperature, schedule, seed, kv_cache
     batch_size: int = 1
     warmup: int = 1  # discarded answers per mode before timing (compilation, allocator, caches)
-    evidence: bool = True  # EntityGrid evidence recall (one extra vision pass per hi-res answer)
+    evidence: bool = True  # EntityGrid evidence recall (from the selection each hi-res answer kept)
     prompt_suffix: str | None = None  # None: the task's lmms-eval post-prompt
-    extra: dict = field(default_factory=dict)
 
     def suffix(self) -> str:
         return task_spec(self.task).prompt_suffix if self.prompt_suffix is None else self.prompt_suffix
@@ -295,7 +300,7 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
         elif spec.mode == "full":
             rec |= {"evidence_recall": 1.0, "evidence_recall_strict": 1.0} if sample.boxes else {}
         else:
-            rec |= sample_evidence(model, image, sample, spec)
+            rec |= sample_evidence(model, image, sample, spec, ans)
     return rec
 
 

@@ -254,7 +254,8 @@ def plot_overlays(model, samples, modes, out: Path, records: Sequence[dict], n: 
     """A grid of selection overlays: rows = the first ``n`` samples, columns = the high-resolution modes."""
     from matplotlib.patches import Rectangle
 
-    from shirg.evaluate.runner import selection_for
+    from shirg.evaluate.evidence import canvas_box
+    from shirg.evaluate.runner import encode_for, selection_for
     from shirg.viz import draw_overlay
 
     hires = [m for m in modes if m.hires]
@@ -267,17 +268,18 @@ def plot_overlays(model, samples, modes, out: Path, records: Sequence[dict], n: 
                              squeeze=False)
     for i, s in enumerate(rows):
         img = s.image()
+        encoded = {}  # (resolution, resize) -> one vision pass, shared by the modes of this sample
         for j, spec in enumerate(hires):
             ax = axes[i][j]
-            sel, prep = selection_for(model, img, s.question, spec)
+            key = (spec.options.resolution, spec.options.resize)
+            if key not in encoded:
+                encoded[key] = encode_for(model, img, spec.options)
+            sel, prep = selection_for(model, img, s.question, spec, encoded[key])
             pred = preds.get((spec.name, s.id), "")
             title = f"{spec.name} [{s.id}]\n{sel.num_tokens} tokens; answer: {pred[:24]!r}"
             draw_overlay(img, sel, 0, None, spec.options.resolution, prep.content_box, title=title, ax=ax)
-            x0, y0, x1, y1 = prep.content_box
-            w, h = img.size
-            for bx0, by0, bx1, by1 in s.boxes:  # the queried entities (EntityGrid)
-                u0, v0 = x0 + bx0 / w * (x1 - x0), y0 + by0 / h * (y1 - y0)
-                u1, v1 = x0 + bx1 / w * (x1 - x0), y0 + by1 / h * (y1 - y0)
+            for box in s.boxes:  # the queried entities (EntityGrid)
+                u0, v0, u1, v1 = canvas_box(box, img.size, prep.content_box)
                 ax.add_patch(Rectangle((u0, v0), u1 - u0, v1 - v0, fill=False, edgecolor="#ffcc00", lw=1.2))
             ax.title.set_fontsize(7)
     fig.tight_layout()

@@ -8,11 +8,12 @@ denoising steps only run the answer slots against the cache.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ from shirg.model.lavida import LavidaModel
 from shirg.model.prompt import IMAGE_TOKEN_ID, build_prompt, question_token_ids, tokenize_prompt
 from shirg.model.sampler import SCHEDULES, generate, truncate_at_stop
 from shirg.tokens.dual_scale import default_k, dual_scale, scaffold_size
-from shirg.tokens.registry import ShirgOptions, select_tokens, strategy_names
+from shirg.tokens.registry import TEXT_STRATEGIES, ShirgOptions, select_tokens, strategy_names
 from shirg.tokens.scoring import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS, check_weights
 from shirg.tokens.selection import check_budget
-from shirg.tokens.types import KIND_SCAFFOLD, TextContext, hi_subset
+from shirg.tokens.types import KIND_SCAFFOLD, DualScaleTokens, TextContext, TokenSet, hi_subset
 from shirg.vision.preprocess import check_resolution, load_image, prepare_image, to_tensor
 
 log = logging.getLogger(__name__)
@@ -88,19 +89,28 @@ class VisualOptions:
                                             coverage=self.coverage, merge=self.merge, merge_eps=self.merge_eps)}
         if mode == "random":
             return {"seed": self.seed}
+        if mode == "text-topk":
+            return {"text_pool": self.text_pool}
         return {}
 
 
 @dataclass
 class Answer:
-    """One answer and what it cost. ``meta`` holds token counts, per-stage seconds, memory, fallback."""
+    """One answer and what it cost. ``meta`` holds token counts, per-stage seconds, memory, fallback.
+
+    High-resolution answers also keep, in memory only (not in :meth:`to_dict`), the sample's
+    ``selection`` (the kept TokenSet, a batch of one) and ``content_box`` (where the image sits on
+    the canvas), so evidence and overlays need no second vision pass; both are None otherwise.
+    """
 
     text: str
     token_ids: list[int]
     meta: dict[str, Any] = field(default_factory=dict)
+    selection: TokenSet | None = field(default=None, repr=False, compare=False)
+    content_box: tuple[float, float, float, float] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"text": self.text, "token_ids": list(self.token_ids), "meta": copy.deepcopy(self.meta)}
 
 
 class Stopwatch:
@@ -178,6 +188,21 @@ def lavida_visual(model: LavidaModel, images: Sequence[Image.Image], mode: str, 
     return out
 
 
+def select_visual(
+    model: LavidaModel,
+    tokens: DualScaleTokens,
+    questions: Sequence[str],
+    mode: str,
+    opts: VisualOptions,
+) -> TokenSet:
+    """The tokens a high-resolution mode keeps: ``full`` (every hi-detail token) or its strategy."""
+    if mode == "full":
+        all_idx = torch.arange(tokens.num_hi, device=tokens.hi.device).expand(tokens.batch_size, -1)
+        return hi_subset(tokens, all_idx, "full")
+    text = question_context(model, questions) if mode in TEXT_STRATEGIES else None
+    return select_tokens(mode, tokens, opts.budget(), text, scaffold=opts.scaffold, **opts.strategy_options(mode))
+
+
 def hires_visual(
     model: LavidaModel,
     images: Sequence[Image.Image],
@@ -187,6 +212,18 @@ def hires_visual(
     watch: Stopwatch,
 ) -> list[Tensor]:
     """One SigLIP pass at R x R, then ``full`` (all tokens) or a selection strategy, coordinates, projector."""
+    return _hires_visual(model, images, questions, mode, opts, watch)[0]
+
+
+def _hires_visual(
+    model: LavidaModel,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    mode: str,
+    opts: VisualOptions,
+    watch: Stopwatch,
+) -> tuple[list[Tensor], TokenSet, list[tuple[float, float, float, float]]]:
+    """:func:`hires_visual`, also returning the selection and each image's content box."""
     core = model.model
     with watch.stage("preprocess"):
         prepared = [prepare_image(img, opts.resolution, opts.resize) for img in images]
@@ -197,20 +234,13 @@ def hires_visual(
     # No no_grad here: scores and decisions are computed without gradients inside the strategies,
     # while the kept features stay differentiable for training (answer() itself runs under no_grad).
     with watch.stage("select"):
-        tokens = dual_scale(feats, boxes)
-        if mode == "full":
-            all_idx = torch.arange(tokens.num_hi, device=feats.device).expand(tokens.batch_size, -1)
-            sel = hi_subset(tokens, all_idx, "full")
-        else:
-            text = question_context(model, questions) if mode in ("shirg", "text-topk") else None
-            sel = select_tokens(mode, tokens, opts.budget(), text, scaffold=opts.scaffold,
-                                **opts.strategy_options(mode))
+        sel = select_visual(model, dual_scale(feats, boxes), questions, mode, opts)
     with watch.stage("project"):
         x = sel.features
         if opts.coords and mode == "shirg":
             x = model.shirg["coord_embed"].add_to(x, sel.boxes, sel.kind != KIND_SCAFFOLD)
         x = model.project(x)
-    return list(x.unbind(0))
+    return list(x.unbind(0)), sel, [tuple(p.content_box) for p in prepared]
 
 
 # ----------------------------------------------------------------------------- prompt + generation
@@ -296,10 +326,11 @@ def answer(
             prompt_ids = [tokenize_prompt(build_prompt(q, model.tokenizer), model.tokenizer) for q in questions]
 
         fallback: list[str | None] = [None] * len(pil)
+        selections: list[tuple[TokenSet, tuple] | None] = [None] * len(pil)
         if mode in LAVIDA_MODES:
             visual = lavida_visual(model, pil, mode, watch)
         else:
-            visual = _hires_with_fallback(model, pil, questions, mode, opts, watch, fallback)
+            visual = _hires_with_fallback(model, pil, questions, mode, opts, watch, fallback, selections)
 
         for i, (ids, vis) in enumerate(zip(prompt_ids, visual, strict=True)):
             total = len(ids) - 1 + vis.shape[0] + gen_length
@@ -351,16 +382,20 @@ def answer(
         if fallback[b]:
             meta["fallback"] = "lavida"
             meta["fallback_reason"] = fallback[b]
-        answers.append(Answer(text=text, token_ids=ids, meta=meta))
+        sel, box = selections[b] or (None, None)
+        answers.append(Answer(text=text, token_ids=ids, meta=meta, selection=sel, content_box=box))
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return answers
 
 
-def _hires_with_fallback(model, pil, questions, mode, opts, watch, fallback) -> list[Tensor]:
-    """High-resolution path; a sample whose path fails (OOM, selection error) is answered in ``lavida``."""
+def _hires_with_fallback(model, pil, questions, mode, opts, watch, fallback, selections) -> list[Tensor]:
+    """High-resolution path; a sample whose path fails (OOM, selection error) is answered in ``lavida``.
+    Fills ``selections[i]`` with sample i's (TokenSet, content box) where the high-resolution path answered."""
     try:
-        return hires_visual(model, pil, questions, mode, opts, watch)
+        visual, sel, boxes = _hires_visual(model, pil, questions, mode, opts, watch)
+        selections[:] = [(sel.index_batch(i), box) for i, box in enumerate(boxes)]
+        return visual
     except ShirgError:
         raise
     except Exception as batch_error:  # noqa: BLE001 - any failure of the hi-res path falls back, loudly
@@ -370,7 +405,9 @@ def _hires_with_fallback(model, pil, questions, mode, opts, watch, fallback) -> 
     visual = []
     for i, (img, q) in enumerate(zip(pil, questions, strict=True)):
         try:
-            visual.append(hires_visual(model, [img], [q], mode, opts, watch)[0])
+            vis, sel, boxes = _hires_visual(model, [img], [q], mode, opts, watch)
+            visual.append(vis[0])
+            selections[i] = (sel, boxes[0])
         except ShirgError:
             raise
         except Exception as e:  # noqa: BLE001

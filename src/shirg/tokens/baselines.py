@@ -38,7 +38,7 @@ from torch import Tensor
 from shirg.errors import ConfigError
 from shirg.tokens.dual_scale import grid_boxes
 from shirg.tokens.registry import register
-from shirg.tokens.scoring import TEXT_POOLS, saliency, text_similarity
+from shirg.tokens.scoring import TEXT_POOLS, relevance, saliency
 from shirg.tokens.selection import check_budget
 from shirg.tokens.types import (
     KIND_HI,
@@ -105,23 +105,6 @@ def _top_k(score: Tensor, mask: Tensor, k: int) -> Tensor:
     s = score.float().masked_fill(~mask, float("-inf"))
     order = torch.sort(s, dim=1, descending=True, stable=True).indices
     return order[:, :k].sort(dim=1).values
-
-
-def _relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str) -> Tensor:
-    """Sim_i as SHIRG defines it (spec section 2), without the other terms: [B, N]."""
-    hi = tokens.hi
-    sal = saliency(hi.float())
-    if text is None:
-        return sal
-    mask = text.mask().to(hi.device)
-    b = hi.shape[0]
-    if mask.shape[0] != b or text.question.shape[0] != b:
-        raise ConfigError(f"question batch {text.question.shape[0]} does not match image batch {b}")
-    has_question = mask.any(dim=1)
-    if not bool(has_question.any()):
-        return sal
-    sim = text_similarity(text.project(hi), text.question.to(hi.device), mask, text_pool)
-    return torch.where(has_question[:, None], sim, sal)
 
 
 def _cosine(x: Tensor) -> Tensor:
@@ -312,7 +295,7 @@ def select_text_topk(tokens: DualScaleTokens, k: int, text: TextContext | None =
     if opts["text_pool"] not in TEXT_POOLS:
         raise ConfigError(f"unknown text_pool {opts['text_pool']!r}; choose one of {', '.join(TEXT_POOLS)}")
     check_budget(k, tokens.num_hi)
-    score = _relevance(tokens, text, opts["text_pool"])
+    score, _ = relevance(tokens, text, opts["text_pool"])
     return hi_subset(tokens, _top_k(score, candidate_pool(tokens, k), k), "text-topk")
 
 

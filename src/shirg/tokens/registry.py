@@ -7,7 +7,7 @@ hi-detail-derived tokens; :func:`select_tokens` prepends the scaffold when asked
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shirg.errors import ConfigError
 from shirg.tokens.scoring import DEFAULT_WEIGHTS, shirg_scores
@@ -15,6 +15,7 @@ from shirg.tokens.selection import Candidates, check_budget, covered_topk, merge
 from shirg.tokens.types import DualScaleTokens, TextContext, TokenSet
 
 Strategy = Callable[..., TokenSet]
+TEXT_STRATEGIES = ("shirg", "text-topk")  # strategies that read the question (take a TextContext)
 STRATEGIES: dict[str, Strategy] = {}
 
 
@@ -53,7 +54,6 @@ class ShirgOptions:
     coverage: bool = True
     merge: bool = True
     merge_eps: float = 0.05
-    extra: dict = field(default_factory=dict)
 
 
 @register("shirg")

@@ -111,6 +111,28 @@ def check_weights(weights: tuple[float, ...] | list[float]) -> tuple[float, floa
     return (float(weights[0]), float(weights[1]), float(weights[2]))
 
 
+def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str = "max") -> tuple[Tensor, Tensor]:
+    """Sim_i (spec section 2) and which samples used their question: ([B, N], bool [B]).
+
+    Text similarity (pooled over question tokens by ``text_pool``) for samples with a question;
+    saliency for samples without one, and for every sample when ``text`` is None.
+    """
+    hi = tokens.hi
+    b = hi.shape[0]
+    sal = saliency(hi.float())
+    used_text = torch.zeros(b, dtype=torch.bool, device=hi.device)
+    if text is None:
+        return sal, used_text
+    mask = text.mask().to(hi.device)
+    if mask.shape[0] != b or text.question.shape[0] != b:
+        raise ConfigError(f"question batch {text.question.shape[0]} does not match image batch {b}")
+    used_text = mask.any(dim=1)
+    if not bool(used_text.any()):
+        return sal, used_text
+    txt = text_similarity(text.project(hi), text.question.to(hi.device), mask, text_pool)
+    return torch.where(used_text[:, None], txt, sal), used_text
+
+
 @torch.no_grad()
 def shirg_scores(
     tokens: DualScaleTokens,
@@ -134,18 +156,7 @@ def shirg_scores(
     if source not in SCORE_SOURCES:
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
     hi = tokens.hi
-    b = hi.shape[0]
-    sal = saliency(hi.float())
-    used_text = torch.zeros(b, dtype=torch.bool, device=hi.device)
-    sim = sal
-    if source == "text" and text is not None:
-        mask = text.mask().to(hi.device)
-        if mask.shape[0] != b or text.question.shape[0] != b:
-            raise ConfigError(f"question batch {text.question.shape[0]} does not match image batch {b}")
-        used_text = mask.any(dim=1)
-        if bool(used_text.any()):
-            txt = text_similarity(text.project(hi), text.question.to(hi.device), mask, text_pool)
-            sim = torch.where(used_text[:, None], txt, sal)
+    sim, used_text = relevance(tokens, text if source == "text" else None, text_pool)
     nbr = neighbour_distance(hi, tokens.grid)
     ctr = centre_distance(tokens.hi_boxes)
     real = tokens.hi_real

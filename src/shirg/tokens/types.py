@@ -118,6 +118,18 @@ class TokenSet:
     def num_tokens(self) -> int:
         return self.features.shape[1]
 
+    def index_batch(self, i: int) -> TokenSet:
+        """The i-th sample as a batch of one."""
+        return TokenSet(
+            features=self.features[i : i + 1],
+            boxes=self.boxes[i : i + 1],
+            kind=self.kind[i : i + 1],
+            index=self.index[i : i + 1],
+            grid=self.grid,
+            scaffold_grid=self.scaffold_grid,
+            strategy=self.strategy,
+        )
+
     def with_scaffold(self, tokens: DualScaleTokens) -> TokenSet:
         """Prepend the scaffold tokens (raster order) to this set."""
         b, s2, _ = tokens.scaffold.shape

@@ -37,6 +37,7 @@ class GenerationRequest:
 
 def parse_model_args(**kwargs) -> dict:
     """lmms-eval passes ``--model_args a=1,b=x`` as strings; turn them into answer()/VisualOptions values."""
+    from shirg.commands._common import parse_weights
     from shirg.model.inference import VisualOptions
 
     fields = VisualOptions.__dataclass_fields__
@@ -44,7 +45,7 @@ def parse_model_args(**kwargs) -> dict:
     for key, value in kwargs.items():
         if key in fields:
             if key == "weights":
-                value = tuple(float(v) for v in str(value).replace(";", ",").split(","))
+                value = parse_weights(str(value).replace(";", ","))
             elif fields[key].type in ("int", "int | None"):
                 value = None if value in (None, "None", "") else int(value)
             elif fields[key].type == "float":
