@@ -520,3 +520,63 @@ def test_replace_dir_never_leaves_the_folder_missing(tmp_path):
     new.mkdir()
     replace_dir(new, tmp_path / "fresh")
     assert (tmp_path / "fresh").is_dir() and not new.exists()
+
+
+def test_adapter_may_be_a_shirg_weights_file(tiny_ckpt, tmp_path):
+    from shirg.errors import CheckpointError
+    from shirg.model.loading import save_shirg_weights
+    from shirg.train.adapter import apply_adapter
+
+    trained = shirg.load(tiny_ckpt)
+    with torch.no_grad():
+        for p in trained.shirg.parameters():
+            p.add_(0.5)
+    weights = save_shirg_weights(trained, tmp_path / "coord.safetensors")
+    expected = {k: v.clone() for k, v in trained.shirg.state_dict().items()}
+
+    loaded = shirg.load(tiny_ckpt, adapter=weights)
+    for k, v in loaded.shirg.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    assert not any("lora_" in n for n, _ in loaded.named_parameters())
+    fresh = shirg.load(tiny_ckpt)
+    assert apply_adapter(fresh, weights) is fresh
+    assert all(torch.equal(v, expected[k]) for k, v in fresh.shirg.state_dict().items())
+
+    with pytest.raises(ConfigError, match="pass one of them"):
+        shirg.load(tiny_ckpt, adapter=weights, shirg_weights=weights)
+    other = tmp_path / "weights.pt"
+    other.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="not .safetensors"):
+        apply_adapter(fresh, other)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        apply_adapter(fresh, tmp_path / "missing")
+
+    from shirg.cli import main
+
+    image = tmp_path / "red.png"
+    Image.fromarray(np.full((40, 40, 3), COLOURS["red"], dtype=np.uint8)).save(image)
+    assert main(["answer", "--model", str(tiny_ckpt), "--adapter", str(weights), "--image", str(image),
+                 "--question", "what color is the image?", "--mode", "shirg", "--resolution", "112",
+                 "--gen-length", "8", "--steps", "8"]) == 0
+
+
+def test_export_without_adapter_is_atomic_and_refuses_an_existing_folder(tiny_ckpt, tmp_path):
+    from shirg.errors import CheckpointError
+    from shirg.train.adapter import export_merged, write_lavida_checkpoint
+
+    out = export_merged(tiny_ckpt, None, tmp_path / "merged")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["merged"]
+    base, merged = shirg.load(tiny_ckpt), shirg.load(out)
+    for (n, a), (_, b) in zip(base.named_parameters(), merged.named_parameters(), strict=True):
+        assert torch.equal(a, b), n
+    with pytest.raises(CheckpointError, match="already exists"):
+        export_merged(tiny_ckpt, None, out)
+
+    sharded = write_lavida_checkpoint(base, tmp_path / "sharded", source_dir=tiny_ckpt, max_shard_bytes=2**16)
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 1 and files[0] == f"model-00001-of-{len(files):05d}.safetensors"
+    total = sum(p.numel() * p.element_size() for p in base.model.state_dict().values())
+    assert index["metadata"]["total_size"] == total
+    reloaded = shirg.load(sharded)
+    assert all(torch.equal(a, b) for a, b in zip(base.parameters(), reloaded.parameters(), strict=True))

@@ -129,3 +129,16 @@ def test_encode_dual_scale_marks_padding(chart_image):
     # 500 x 300 on 672: content height 403 px, top padding 134 px -> rows 9..38 touch the image
     assert rows.nonzero().flatten().tolist() == list(range(9, 39))
     torch.testing.assert_close(tokens.hi[0], tokens.hi[1])
+
+
+def test_rebuild_buffers_recreates_position_ids_built_on_meta():
+    from shirg.vision.siglip import VisionTower, vision_config
+
+    cfg = vision_config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        image_size=56)
+    with torch.device("meta"):
+        tower = VisionTower(cfg)
+    tower = tower.to_empty(device="cpu")
+    tower.rebuild_buffers()
+    ids = tower.vision_model.embeddings.position_ids
+    assert ids.device.type == "cpu" and torch.equal(ids, torch.arange(16).expand((1, -1)))

@@ -89,7 +89,7 @@ def mode_geometry(mode: str, resolution: int = 672, k: int | None = None) -> Geo
         return Geometry(mode, 5, 384, 0, 5 * 729, 196 + 28 * 29, "square image: base + 2x2 tiles, unpad + newlines")
     if mode == "full":
         return Geometry(mode, 1, resolution, 0, hi, hi, f"all {grid}x{grid} tokens at {resolution}")
-    if mode in ("shirg", "text-topk"):
+    if mode in ("shirg", "text-topk"):  # tokens.registry.TEXT_STRATEGIES (not imported: this module stays torch-free)
         return Geometry(mode, 1, resolution, hi, scaffold + k, scaffold + k,
                         f"scaffold {scaffold} + K {k}; all {hi} projected once more to score them")
     if mode == "pool":

@@ -1,4 +1,4 @@
-"""Reading safetensors checkpoint folders (single file or sharded with an index), safely.
+"""Reading and writing safetensors checkpoint folders (single file or sharded with an index), safely.
 
 Only safetensors are read; nothing is unpickled. Tensors are read lazily by name, so taking the
 vision tower out of a 16 GB LaViDa checkpoint touches only the vision tensors.
@@ -7,13 +7,13 @@ vision tower out of a 16 GB LaViDa checkpoint touches only the vision tensors.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from shirg.errors import CheckpointError
+from shirg.errors import CheckpointError, ConfigError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -129,4 +129,60 @@ def tensor_shapes(index: dict[str, Path], names: Iterable[str]) -> dict[str, tor
         with _open(path) as handle:
             for name in group:
                 out[name] = torch.Size(handle.get_slice(name).get_shape())
+    return out
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def shard_by_bytes(tensors: dict[str, torch.Tensor], max_shard_bytes: int) -> list[list[str]]:
+    """Group tensor names, in order, into shards of at most ``max_shard_bytes`` (a tensor larger than
+    that gets a shard of its own)."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name, t in tensors.items():
+        if groups[-1] and size + _nbytes(t) > max_shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += _nbytes(t)
+    return groups
+
+
+def write_safetensors_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor],
+                             shards: int | Sequence[Sequence[str]] = 1, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` into ``out_dir`` as a checkpoint :func:`key_index` reads.
+
+    ``shards`` is a shard count (names split in order into that many near-equal groups) or the name
+    groups themselves (e.g. from :func:`shard_by_bytes`). One shard is a single ``model.safetensors``;
+    more are ``model-0000k-of-0000n.safetensors`` plus ``model.safetensors.index.json`` with
+    ``total_size``. ``metadata`` goes into every file's header (default ``{"format": "pt"}``).
+    """
+    from safetensors.torch import save_file
+
+    names = list(tensors)
+    if isinstance(shards, int):
+        if shards < 1:
+            raise ConfigError(f"shards must be >= 1, got {shards}")
+        per_shard = -(-len(names) // shards)
+        groups = [names] if shards == 1 else [names[i:i + per_shard] for i in range(0, len(names), per_shard)]
+        if len(groups) < shards:
+            raise ConfigError(f"{shards} shards is more than the {len(names)} tensors; use fewer shards")
+    else:
+        groups = [list(g) for g in shards]
+    metadata = {"format": "pt"} if metadata is None else metadata
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(groups) == 1:
+        save_file({n: tensors[n] for n in groups[0]}, str(out / SINGLE_NAME), metadata=metadata)
+        return out
+    weight_map: dict[str, str] = {}
+    for k, group in enumerate(groups, start=1):
+        fname = f"model-{k:05d}-of-{len(groups):05d}.safetensors"
+        save_file({n: tensors[n] for n in group}, str(out / fname), metadata=metadata)
+        weight_map |= dict.fromkeys(group, fname)
+    total = sum(_nbytes(tensors[n]) for n in weight_map)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / INDEX_NAME).write_text(json.dumps(index, indent=2))
     return out

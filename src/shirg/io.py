@@ -1,12 +1,15 @@
-"""Atomic file writes: a results file is either complete or absent, never half-written."""
+"""Atomic file and folder writes: a results file or checkpoint folder is either complete or absent,
+never half-written."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -34,3 +37,31 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def replace_dir(new: Path, final: Path) -> Path:
+    """Put the complete folder ``new`` at ``final``. An existing ``final`` is first renamed aside and
+    deleted only once ``new`` is in place, so an interruption never destroys the only copy: at
+    worst (killed between the two renames) the previous folder survives as ``.<name>.old-*``."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def write_dir(final: str | Path, write: Callable[[Path], Any]) -> Path:
+    """``write(path)`` a folder at a fresh path next to ``final`` (the path does not exist yet), then
+    swap it in with :func:`replace_dir`. If ``write`` fails, ``final`` is left as it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    try:
+        write(holder / final.name)
+        replace_dir(holder / final.name, final)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+    return final

@@ -47,7 +47,6 @@ class PeakRss:
     """
 
     def __init__(self, interval: float = 0.005, release: bool = True) -> None:
-        self._rss = rss_bytes
         self.interval = interval
         self.release = release
         self.before = self.peak = 0
@@ -56,16 +55,16 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._rss())
+            self.peak = max(self.peak, rss_bytes())
 
     def __enter__(self) -> PeakRss:
         if self.release:
             release_freed_memory()
-        self.before = self.peak = self._rss()
+        self.before = self.peak = rss_bytes()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self.peak = max(self.peak, rss_bytes())

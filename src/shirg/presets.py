@@ -17,14 +17,13 @@ import torch
 from shirg.errors import ConfigError, resolve_device
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.testing import build_tiny_tokenizer, tiny_lavida_config
+from shirg.vision.siglip import SO400M
 
 LAVIDA_8B_LLM = dict(
     d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288, rope_theta=500000.0,
     rms_norm_eps=1e-5, vocab_size=126464, embedding_size=126464, mask_token_id=126336, eos_token_id=126081,
     eot_token_id=126348,
 )
-SO400M_VISION = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
-                     image_size=384, patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
 
 PRESETS = {
     "tiny": {},
@@ -32,7 +31,7 @@ PRESETS = {
         d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden_size=1536, mm_hidden_size=384,
         vision_config=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=6),
     ),
-    "lavida-8b": dict(**LAVIDA_8B_LLM, mm_hidden_size=1152, vision_config=SO400M_VISION),
+    "lavida-8b": dict(**LAVIDA_8B_LLM, mm_hidden_size=1152, vision_config=dict(SO400M)),
 }
 
 
@@ -65,8 +64,7 @@ def build_preset(name: str, device: str | torch.device = "cpu", dtype: torch.dty
             p.zero_()
         else:
             p.normal_(0.0, 0.02, generator=gen)
-    emb = model.model.vision_tower.vision_model.embeddings
-    emb.position_ids = torch.arange(emb.num_positions, device=device).expand((1, -1))
+    model.model.vision_tower.rebuild_buffers(device)
     from shirg.model.loading import load_tokenizer
 
     with tempfile.TemporaryDirectory(prefix="shirg-tok-") as tok_dir:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
+from shirg.checkpoint import write_safetensors_folder
 from shirg.errors import ConfigError
 from shirg.model.anyres import DEFAULT_PINPOINTS
 from shirg.model.prompt import SYSTEM_PROMPT
@@ -216,22 +216,7 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
             t = torch.randn(shape, generator=gen) * 0.02
         tensors[name] = t.to(dtype).contiguous()
 
-    names = list(tensors)
-    per_shard = -(-len(names) // shards)
-    groups = [names[i:i + per_shard] for i in range(0, len(names), per_shard)]
-    if len(groups) < shards:
-        raise ConfigError(f"{shards} shards is more than the {len(names)} tensors; use fewer shards")
-    if shards == 1:
-        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        weight_map: dict[str, str] = {}
-        for k, group in enumerate(groups, start=1):
-            fname = f"model-{k:05d}-of-{shards:05d}.safetensors"
-            save_file({n: tensors[n] for n in group}, str(out / fname), metadata={"format": "pt"})
-            weight_map |= dict.fromkeys(group, fname)
-        total = sum(t.numel() * t.element_size() for t in tensors.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    write_safetensors_folder(out, tensors, shards)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     build_tiny_tokenizer(out)
     return out

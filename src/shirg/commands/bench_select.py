@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from shirg.errors import resolve_dtype
     from shirg.tokens.dual_scale import default_k, dual_scale
-    from shirg.tokens.registry import select_tokens
+    from shirg.tokens.registry import TEXT_STRATEGIES, select_tokens
     from shirg.tokens.types import TextContext
     from shirg.vision.siglip import SO400M, VisionTower, vision_config
 
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     tower_med = statistics.median(tower_times)
     for name in args.strategies.split(","):
         for label, text in (("saliency", None), ("text", TextContext(project=proj, question=question))):
-            if name not in ("shirg", "text-topk") and text is not None:
+            if name not in TEXT_STRATEGIES and text is not None:
                 continue
 
             def select(name=name, text=text):

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from shirg.tokens.registry import select_tokens, strategy_names
+    from shirg.tokens.registry import TEXT_STRATEGIES, select_tokens, strategy_names
     from shirg.tokens.types import KIND_NAMES
     from shirg.vision.encode import encode_dual_scale
     from shirg.vision.preprocess import load_image
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     opts = visual_options(args)
     image = load_image(args.image)
     device = device_of(args)
-    uses_text = args.strategy in ("shirg", "text-topk")
+    uses_text = args.strategy in TEXT_STRATEGIES
     text = None
     if args.model and args.question and opts.score == "text" and uses_text:
         # the text term needs the projector and the LLM's input embeddings: load the whole model

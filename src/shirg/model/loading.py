@@ -15,17 +15,16 @@ from shirg.checkpoint import check_state_dict, key_index, load_tensors, read_con
 from shirg.errors import CheckpointError, resolve_device, resolve_dtype
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.tokens.coords import CoordinateEmbedding
+from shirg.vision.siglip import LAVIDA_VISION_PREFIX, layer_count
 
 log = logging.getLogger(__name__)
 PREFIX = "model."
 SHIRG_WEIGHTS = "shirg_weights.safetensors"
 COORD_INIT_SEED = 0
-VISION_LAYER_PREFIX = "model.vision_tower.vision_tower.vision_model.encoder.layers."
 
 
-def _dtype(dtype, device):
-    """Kept for callers of the old private name; see :func:`shirg.errors.resolve_dtype`."""
-    return resolve_dtype(dtype, device)
+# Kept for callers of the old private name; use :func:`shirg.errors.resolve_dtype`.
+_dtype = resolve_dtype
 
 
 def load_tokenizer(path: str | Path):
@@ -42,12 +41,6 @@ def load_tokenizer(path: str | Path):
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot load the tokenizer in {folder}: {e}") from e
-
-
-def _rebuild_buffers(model: LavidaModel) -> None:
-    """Non-persistent buffers are not in checkpoints; recreate those built on meta."""
-    emb = model.model.vision_tower.vision_model.embeddings
-    emb.position_ids = torch.arange(emb.num_positions, device=emb.position_embedding.weight.device).expand((1, -1))
 
 
 def _initial_coord_embed(dim: int) -> CoordinateEmbedding:
@@ -78,11 +71,10 @@ def load(
     """
     folder = Path(path)
     device = resolve_device(device)
-    dtype = _dtype(dtype, device)
+    dtype = resolve_dtype(dtype, device)
     cfg = read_config(folder)
     index = key_index(folder)
-    layers = {int(n[len(VISION_LAYER_PREFIX):].split(".")[0]) for n in index if n.startswith(VISION_LAYER_PREFIX)}
-    config = LavidaConfig.from_dict(cfg, vision_layers=(max(layers) + 1) if layers else None)
+    config = LavidaConfig.from_dict(cfg, vision_layers=layer_count(index, LAVIDA_VISION_PREFIX) or None)
     with torch.device("meta"):
         model = LavidaModel(config)
     expected = {PREFIX + k: v.shape for k, v in model.model.state_dict().items()}
@@ -91,7 +83,7 @@ def load(
     state = load_tensors(index, list(index), rename=lambda n: n[len(PREFIX):], device=device, dtype=dtype)
     model.model.load_state_dict(state, strict=True, assign=True)
     model.shirg["coord_embed"] = _initial_coord_embed(config.vision.hidden_size).to(device=device, dtype=dtype)
-    _rebuild_buffers(model)
+    model.model.vision_tower.rebuild_buffers()  # non-persistent, so built on meta
     weights = Path(shirg_weights) if shirg_weights else folder / SHIRG_WEIGHTS
     if shirg_weights or weights.is_file():
         load_shirg_weights(model, weights)

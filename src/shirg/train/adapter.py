@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from shirg.errors import CheckpointError
+from shirg.checkpoint import INDEX_NAME, read_config, shard_by_bytes, write_safetensors_folder
+from shirg.errors import CheckpointError, resolve_dtype
+from shirg.io import write_dir
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import PREFIX, SHIRG_WEIGHTS, save_shirg_weights
 
 log = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -41,10 +39,20 @@ def save_adapter(peft_model, lavida: LavidaModel, out_dir: str | Path, save_shir
 
 def apply_adapter(model: LavidaModel, adapter_dir: str | Path, shirg_weights: bool = True) -> LavidaModel:
     """Put a saved adapter's LoRA layers into ``model`` (unmerged, inference only) and load the
-    folder's SHIRG weights when present. Returns the same LavidaModel, LoRA layers inside."""
+    folder's SHIRG weights when present. Returns the same LavidaModel, LoRA layers inside.
+
+    ``adapter_dir`` may also be a ``.safetensors`` file: plain SHIRG weights (no LoRA), loaded
+    when ``shirg_weights`` is true."""
     from shirg.model.loading import load_shirg_weights
 
     folder = Path(adapter_dir)
+    if folder.is_file():
+        if folder.suffix != ".safetensors":
+            raise CheckpointError(f"adapter {folder} is a file but not .safetensors; pass the adapter folder "
+                                  f"written by `shirg train` or a SHIRG weights file ({SHIRG_WEIGHTS})")
+        if shirg_weights:
+            load_shirg_weights(model, folder)
+        return model.eval()
     if not folder.is_dir():
         raise CheckpointError(f"adapter folder {folder} does not exist")
     has_lora = (folder / ADAPTER_CONFIG).is_file()
@@ -81,62 +89,37 @@ def merge_lora(model: LavidaModel) -> LavidaModel:
 def write_lavida_checkpoint(model: LavidaModel, out_dir: str | Path, source_dir: str | Path | None = None,
                             max_shard_bytes: int = 5 * 2**30) -> Path:
     """The LaViDa layout: ``model.*`` tensors in (sharded) safetensors, SHIRG weights apart, and
-    every non-weight file of ``source_dir`` (config, tokenizer) copied. Written to a temporary folder
-    next to ``out_dir`` and renamed into place, so ``out_dir`` is complete or absent."""
+    every non-weight file of ``source_dir`` (config, tokenizer) copied. Written straight into
+    ``out_dir``; wrap the call in :func:`shirg.io.write_dir` for an all-or-nothing folder."""
     out = Path(out_dir)
-    if out.exists():
-        raise CheckpointError(f"{out} already exists; choose a new --out folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        state = {PREFIX + k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()}
-        shards: list[dict[str, torch.Tensor]] = [{}]
-        size = 0
-        for k, v in state.items():
-            nbytes = v.numel() * v.element_size()
-            if shards[-1] and size + nbytes > max_shard_bytes:
-                shards.append({})
-                size = 0
-            shards[-1][k] = v
-            size += nbytes
-        if len(shards) == 1:
-            save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        else:
-            weight_map = {}
-            for i, shard in enumerate(shards, start=1):
-                fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, str(tmp / fname), metadata={"format": "pt"})
-                weight_map |= dict.fromkeys(shard, fname)
-            total = sum(v.numel() * v.element_size() for v in state.values())
-            (tmp / "model.safetensors.index.json").write_text(
-                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-        if source_dir is not None:
-            for f in Path(source_dir).iterdir():
-                if f.is_file() and not f.name.endswith(WEIGHT_FILES) and f.name != "model.safetensors.index.json":
-                    shutil.copy2(f, tmp / f.name)
-        config_path = tmp / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else dict(model.config.raw)
-        config["torch_dtype"] = str(model.dtype).removeprefix("torch.")
-        config_path.write_text(json.dumps(config, indent=2))
-        save_shirg_weights(model, tmp / SHIRG_WEIGHTS)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    state = {PREFIX + k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()}
+    write_safetensors_folder(out, state, shard_by_bytes(state, max_shard_bytes))
+    if source_dir is not None:
+        for f in Path(source_dir).iterdir():
+            if f.is_file() and not f.name.endswith(WEIGHT_FILES) and f.name != INDEX_NAME:
+                shutil.copy2(f, out / f.name)
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else dict(model.config.raw)
+    config["torch_dtype"] = str(model.dtype).removeprefix("torch.")
+    config_path.write_text(json.dumps(config, indent=2))
+    save_shirg_weights(model, out / SHIRG_WEIGHTS)
     return out
 
 
 def export_merged(model_dir: str | Path, adapter_dir: str | Path | None, out_dir: str | Path,
                   dtype: str | torch.dtype | None = None, device: str = "cpu") -> Path:
     """Load base + adapter, merge LoRA into the base weights in fp32, write a plain LaViDa checkpoint
-    in ``dtype`` (default: the base checkpoint's ``torch_dtype``, else float32)."""
+    in ``dtype`` (default: the base checkpoint's ``torch_dtype``, else float32). The folder is written
+    next to ``out_dir`` and renamed into place, so ``out_dir`` is complete or absent."""
     import shirg
-    from shirg.checkpoint import read_config
-    from shirg.model.loading import _dtype
 
-    target = _dtype(dtype or read_config(model_dir).get("torch_dtype") or "float32", torch.device(device))
+    out = Path(out_dir)
+    if out.exists():
+        raise CheckpointError(f"{out} already exists; choose a new --out folder")
+    target = resolve_dtype(dtype or read_config(model_dir).get("torch_dtype") or "float32", torch.device(device))
     model = shirg.load(model_dir, device=device, dtype=torch.float32)
     if adapter_dir is not None:
         model = apply_adapter(model, adapter_dir)
         merge_lora(model)
-    return write_lavida_checkpoint(model.to(target), out_dir, source_dir=model_dir)
+    model = model.to(target)
+    return write_dir(out, lambda d: write_lavida_checkpoint(model, d, source_dir=model_dir))

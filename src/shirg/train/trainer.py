@@ -22,9 +22,8 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from shirg.errors import ConfigError
-from shirg.io import write_text
+from shirg.io import replace_dir, write_dir, write_text
 from shirg.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -182,33 +181,6 @@ def gathered(params: Iterable[torch.nn.Parameter], stage: int, modifier_rank: in
     return deepspeed.zero.GatheredParameters(list(params), modifier_rank=modifier_rank)
 
 
-def replace_dir(new: Path, final: Path) -> Path:
-    """Put the complete folder ``new`` at ``final``. An existing ``final`` is first renamed aside and
-    deleted only once ``new`` is in place, so an interruption never destroys the only copy: at
-    worst (killed between the two renames) the previous folder survives as ``.<name>.old-*``."""
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, old / final.name)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def write_dir(final: Path, write: Callable[[Path], Any]) -> Path:
-    """``write(path)`` a folder at a fresh path next to ``final`` (the path does not exist yet), then
-    swap it in with :func:`replace_dir`. If ``write`` fails, ``final`` is left as it was."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    holder = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
-    try:
-        write(holder / final.name)
-        replace_dir(holder / final.name, final)
-    finally:
-        shutil.rmtree(holder, ignore_errors=True)
-    return final
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> None:
         self.cfg, self.resume, self.stop_after = cfg, resume, stop_after
@@ -257,8 +229,9 @@ class Trainer:
         if mode not in LAVIDA_MODES:
             for r in resolutions:
                 VisualOptions(resolution=snap_resolution(r, cfg.data.snap), **cfg.data.visual).validate(mode)
-        dtype = None if cfg.model.dtype == "auto" else cfg.model.dtype
-        lavida = shirg.load(cfg.model.path, device=acc.device, dtype=dtype, shirg_weights=cfg.model.shirg_weights)
+        # resolve_dtype (inside shirg.load) reads "auto" as bf16 on CUDA, fp32 elsewhere
+        lavida = shirg.load(cfg.model.path, device=acc.device, dtype=cfg.model.dtype,
+                            shirg_weights=cfg.model.shirg_weights)
         if cfg.run.gradient_checkpointing:
             lavida.model.gradient_checkpointing = True
             lavida.model.vision_tower.vision_model.gradient_checkpointing_enable(

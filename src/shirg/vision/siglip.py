@@ -9,6 +9,7 @@ layer 26, before ``post_layernorm``; the pooling head is unused. We build transf
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -61,9 +62,13 @@ class VisionTower(nn.Module):
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
-    @property
-    def native_grid(self) -> int:
-        return self.config.image_size // self.config.patch_size
+    def rebuild_buffers(self, device: str | torch.device | None = None) -> None:
+        """Recreate the non-persistent position ids, which checkpoints do not hold: after building on
+        meta they are still meta tensors. ``device`` defaults to the position table's device."""
+        emb = self.vision_model.embeddings
+        if device is None:
+            device = emb.position_embedding.weight.device
+        emb.position_ids = torch.arange(emb.num_positions, device=device).expand((1, -1))
 
     def forward(self, pixels: Tensor) -> Tensor:
         if pixels.dim() != 4 or pixels.shape[1] != 3 or pixels.shape[-1] != pixels.shape[-2]:
@@ -90,7 +95,8 @@ def vision_config_from_dict(cfg: dict, num_layers: int) -> SiglipVisionConfig:
     return vision_config(**fields, num_hidden_layers=num_layers)
 
 
-def _layer_count(names: list[str], prefix: str) -> int:
+def layer_count(names: Iterable[str], prefix: str) -> int:
+    """Number of encoder layers among tensor ``names`` under ``prefix`` (0 when none)."""
     ids = {int(n[len(prefix) :].split(".")[2]) for n in names if n.startswith(prefix + "encoder.layers.")}
     return max(ids) + 1 if ids else 0
 
@@ -111,11 +117,11 @@ def load_vision_tower(
     names = list(index)
     if any(n.startswith(LAVIDA_VISION_PREFIX) for n in names):
         prefix = LAVIDA_VISION_PREFIX
-        num_layers = _layer_count(names, prefix)
+        num_layers = layer_count(names, prefix)
         wanted = [n for n in names if n.startswith(prefix)]
     elif any(n.startswith(SIGLIP_PREFIX) for n in names):
         prefix = SIGLIP_PREFIX
-        num_layers = _layer_count(names, prefix) - 1  # LaViDa deletes the last layer
+        num_layers = layer_count(names, prefix) - 1  # LaViDa deletes the last layer
         wanted = [
             n
             for n in names
@@ -140,7 +146,5 @@ def load_vision_tower(
     check_state_dict(expected, found, "vision tower", folder)
     state = load_tensors(index, wanted, rename=lambda n: n[len(prefix) :], dtype=dtype)
     tower.vision_model.load_state_dict(state, strict=True, assign=True)
-    # Non-persistent buffers (position ids) were created on meta: rebuild them.
-    emb = tower.vision_model.embeddings
-    emb.position_ids = torch.arange(emb.num_positions).expand((1, -1))
+    tower.rebuild_buffers("cpu")
     return tower.to(device).eval()
