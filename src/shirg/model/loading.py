@@ -23,9 +23,6 @@ SHIRG_WEIGHTS = "shirg_weights.safetensors"
 COORD_INIT_SEED = 0
 
 
-# Kept for callers of the old private name; use :func:`shirg.errors.resolve_dtype`.
-_dtype = resolve_dtype
-
 
 def load_tokenizer(path: str | Path):
     """The tokenizer shipped with the checkpoint, from local files only."""
