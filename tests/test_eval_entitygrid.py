@@ -127,3 +127,27 @@ def test_evidence_recall_counts_hi_and_merged_tokens():
     assert evidence_recall(ent, kept) == pytest.approx(0.5)  # cells 0 (hi) and 5 (merged box holds centre)
     assert evidence_recall(ent, kept_patches(merged, strict=True)) == 0.25
     assert evidence_recall(torch.zeros(16, dtype=torch.bool), kept) is None
+
+
+def test_captions_describe_every_cell_and_stay_out_of_the_benchmark(tmp_path):
+    from shirg.evaluate.entitygrid import CAPTION_QUESTION, describe_scene, preset_config
+
+    meta = generate(tmp_path / "eg", 4, seed=5, cfg=preset_config("small"), captions=True)
+    questions = [json.loads(ln) for ln in (tmp_path / "eg" / "questions.jsonl").read_text().splitlines()]
+    llava = json.loads((tmp_path / "eg" / "llava_train.json").read_text())
+    assert meta["captions"] and len(questions) == 4 and len(llava) == 8
+    assert all(CAPTION_QUESTION not in q["question"] for q in questions)
+    for rec, cap in zip(questions, llava[4:], strict=True):
+        assert cap["image"] == rec["image"] and CAPTION_QUESTION in cap["conversations"][0]["value"]
+        text = cap["conversations"][1]["value"]
+        assert text == describe_scene(rec)
+        rows = text.split("; ")
+        assert len(rows) == 3 and all(len(r.split(", ")) == 3 for r in rows)
+        for e in rec["scene"]:  # the entity sits at its own row and column, with its number
+            assert rows[e["row"] - 1].split(", ")[e["col"] - 1] == f"{e['colour']} {e['shape']} {e['label']}"
+        assert sum(c == "empty" for r in rows for c in r.split(", ")) == 9 - len(rec["scene"])
+    assert len(json.loads((tmp_path / "eg" / "llava_train.json").read_text())) == 8
+    plain = generate(tmp_path / "plain", 4, seed=5, cfg=preset_config("small"))
+    assert not plain["captions"] and len(json.loads((tmp_path / "plain" / "llava_train.json").read_text())) == 4
+    with pytest.raises(ConfigError, match="preset"):
+        preset_config("huge")

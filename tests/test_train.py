@@ -580,3 +580,56 @@ def test_export_without_adapter_is_atomic_and_refuses_an_existing_folder(tiny_ck
     assert index["metadata"]["total_size"] == total
     reloaded = shirg.load(sharded)
     assert all(torch.equal(a, b) for a, b in zip(base.parameters(), reloaded.parameters(), strict=True))
+
+
+# ----------------------------------------------------------------------------- mixed modes, checkpoints out
+
+
+def test_mixed_modes_are_drawn_per_sample_and_trained(tiny_ckpt, tmp_path):
+    from shirg.train.data import collate
+
+    mix = write_toy_data(tmp_path / "data")
+    cfg = tiny_config(tiny_ckpt, mix, tmp_path / "run", "data.mode=[full, lowres]", "run.max_steps=2",
+                      "run.checkpoint_every=2", "trainable.components=[projector]", "lora.enabled=false")
+    assert cfg.modes() == ["full", "lowres"]
+    trainer = Trainer(cfg)
+    trainer.setup()
+    items = [trainer.dataset[(0, i)] for i in range(8)]
+    drawn = [x["mode"] for x in items]
+    assert set(drawn) == {"full", "lowres"}
+    assert drawn == [trainer.dataset[(0, i)]["mode"] for i in range(8)]  # seeded: the same every time
+    batch = collate(items)
+    blocks = visual_blocks(trainer.tm.lavida, batch, "shirg", {})
+    for x, block in zip(items, blocks, strict=True):
+        grid = x["resolution"] // 14
+        # lowres: one padded 384 view pooled to 14 x 14, plus the newline; full: every hi-res token
+        assert block.shape[0] == (14 * 14 + 1 if x["mode"] == "lowres" else grid * grid)
+    result = trainer.run()
+    assert result["steps"] == 2 and all(np.isfinite(result["losses"]))
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 5_000
+    with pytest.raises(ConfigError, match="unknown mode"):
+        Trainer(tiny_config(tiny_ckpt, mix, tmp_path / "bad", "data.mode=[full, nope]")).setup()
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_export_from_an_intermediate_checkpoint_equals_the_final_model(tiny_ckpt, tmp_path, lora):
+    from shirg.cli import main
+    from shirg.errors import CheckpointError
+    from shirg.train.adapter import export_merged
+
+    mix = write_toy_data(tmp_path / "data")
+    extra = ["lora.dropout=0.0"] if lora else ["lora.enabled=false", "trainable.components=[projector, coord]"]
+    run = tmp_path / "run"
+    trainer = run_trainer(tiny_config(tiny_ckpt, mix, run, "run.max_steps=3", "run.checkpoint_every=3", *extra))
+    final = export_merged(tiny_ckpt, run / "adapter", tmp_path / "final") if lora else Path(trainer.result["model"])
+    assert main(["export", "--model", str(tiny_ckpt), "--checkpoint", str(checkpoint_dirs(run)[-1]),
+                 "--out", str(tmp_path / "from-ckpt")]) == 0
+    a, b = shirg.load(final), shirg.load(tmp_path / "from-ckpt")
+    changed = False
+    base = dict(shirg.load(tiny_ckpt).named_parameters())
+    for (n, x), (_, y) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-6, msg=n)
+        changed |= not torch.equal(x, base[n])
+    assert changed
+    with pytest.raises(CheckpointError, match="trainable.safetensors"):
+        export_merged(tiny_ckpt, None, tmp_path / "x", checkpoint=run)

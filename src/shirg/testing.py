@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,11 @@ def tiny_lavida_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
-def build_tiny_tokenizer(out_dir: str | Path) -> Path:
+def build_tiny_tokenizer(out_dir: str | Path, words: Sequence[str] = ()) -> Path:
     """Train and save a tiny byte-level BPE tokenizer (400 pieces + LLaDA's special tokens).
+
+    ``words`` are weighted so that each becomes one piece (with and without a leading space),
+    e.g. a task's vocabulary; with none the tokenizer is the same as it always was.
 
     Writes ``tokenizer.json`` and ``tokenizer_config.json`` (with the chat template) into
     ``out_dir``; ``transformers.AutoTokenizer.from_pretrained(out_dir)`` loads it offline.
@@ -122,7 +126,9 @@ def build_tiny_tokenizer(out_dir: str | Path) -> Path:
     )
     corpus = [SYSTEM_PROMPT, " ".join(_CORPUS_WORDS), " ".join(str(i) for i in range(100))]
     corpus += [f"{w} {w.capitalize()} {w.upper()}" for w in _CORPUS_WORDS]
-    tok.train_from_iterator(corpus * 4, trainer=trainer)
+    corpus *= 4
+    corpus += [f"{w} " * 50 for w in words]  # frequent enough to be merged before everything else
+    tok.train_from_iterator(corpus, trainer=trainer)
     if tok.get_vocab_size() != TINY_BASE_VOCAB:
         raise RuntimeError(
             f"tiny tokenizer trained to {tok.get_vocab_size()} pieces, expected {TINY_BASE_VOCAB}"
@@ -193,7 +199,8 @@ def _is_norm(name: str) -> bool:
 
 
 def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | None = None, seed: int = 0,
-                                 shards: int = 2, dtype: torch.dtype = torch.float32) -> Path:
+                                 shards: int = 2, dtype: torch.dtype = torch.float32,
+                                 tokenizer_words: Sequence[str] = ()) -> Path:
     """Write a random LaViDa checkpoint (config, safetensors, tokenizer) into ``out_dir``.
 
     Weights ~ N(0, 0.02), norm weights 1 and norm biases 0; deterministic from ``seed`` (the same
@@ -218,5 +225,5 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
 
     write_safetensors_folder(out, tensors, shards)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    build_tiny_tokenizer(out)
+    build_tiny_tokenizer(out, tokenizer_words)
     return out

@@ -24,7 +24,8 @@ def parse_weights(text: str) -> tuple[float, ...]:
 def add_visual_options(p: argparse.ArgumentParser) -> None:
     """The high-resolution token options (SHIRG spec sections 1-5)."""
     g = p.add_argument_group("high-resolution token options")
-    g.add_argument("--resolution", type=int, default=672, help="canvas side R, a multiple of 14 (default 672)")
+    g.add_argument("--resolution", type=int, default=None,
+                   help="canvas side R, a multiple of 14 (default: the checkpoint's shirg_resolution, else 672)")
     g.add_argument("--k", type=int, default=None, help="hi-detail tokens kept (default round(G*G/3): 768 at 672)")
     g.add_argument("--resize", default="pad", choices=["pad", "squash"])
     g.add_argument("--no-scaffold", action="store_true", help="do not prepend the pooled scaffold tokens")
@@ -38,12 +39,32 @@ def add_visual_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the random baseline and of sampling")
 
 
+DEFAULT_RESOLUTION = 672
+RESOLUTION_KEY = "shirg_resolution"  # optional config.json key: the canvas a checkpoint was trained for
+
+
+def default_resolution(model_dir: str | None) -> int:
+    """The checkpoint's ``shirg_resolution`` (config.json) when it has one, else 672 (LaViDa's SHIRG)."""
+    if not model_dir:
+        return DEFAULT_RESOLUTION
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / "config.json"
+    try:
+        value = json.loads(path.read_text()).get(RESOLUTION_KEY)
+    except (OSError, ValueError):
+        return DEFAULT_RESOLUTION  # the model load reports a missing or broken config properly
+    return int(value) if value else DEFAULT_RESOLUTION
+
+
 def visual_options(args: argparse.Namespace):
     from shirg.model.inference import VisualOptions
     from shirg.tokens.scoring import DEFAULT_WEIGHTS
 
+    resolution = args.resolution or default_resolution(getattr(args, "model", None))
     return VisualOptions(
-        resolution=args.resolution,
+        resolution=resolution,
         k=args.k,
         scaffold=not args.no_scaffold,
         merge=not args.no_merge,

@@ -15,22 +15,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (images/, questions.jsonl, llava_train.json)")
     p.add_argument("--n", type=int, default=500, help="samples (one image and one question each; default 500)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=1344, help="image side in pixels (default 1344)")
-    p.add_argument("--grid", default="8x8", help="ROWSxCOLS (default 8x8)")
-    p.add_argument("--occupancy", type=float, default=0.6, help="chance that a cell holds an entity")
-    p.add_argument("--entity-scale", type=float, default=0.3, help="shape side as a fraction of the cell side")
-    p.add_argument("--label-px", type=int, default=14, help="font size of the numbers in pixels (default 14)")
+    p.add_argument("--preset", default="default", choices=["default", "small"],
+                   help="generator settings: default (1344 px, 8x8) or small (336 px, 3x3, digits 1-9: the bundled "
+                        "small model's task); the options below override single values")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 1344)")
+    p.add_argument("--grid", default=None, help="ROWSxCOLS (default 8x8)")
+    p.add_argument("--occupancy", type=float, default=None, help="chance that a cell holds an entity (default 0.6)")
+    p.add_argument("--entity-scale", type=float, default=None,
+                   help="shape side as a fraction of the cell side (default 0.3)")
+    p.add_argument("--label-px", type=int, default=None, help="font size of the numbers in pixels (default 14)")
+    p.add_argument("--max-label", type=int, default=None, help="numbers are drawn from 1..N (default 99)")
+    p.add_argument("--captions", action="store_true",
+                   help="also write one dense caption per image into the training records (every cell's colour, "
+                        "shape and number, row by row); never part of questions.jsonl")
     p.add_argument("--train-records", default=None,
                    help="where to write the LLaVA-format records (default OUT/llava_train.json)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from shirg.evaluate.entitygrid import EntityGridConfig, generate, parse_grid
+    from shirg.evaluate.entitygrid import generate, parse_grid, preset_config
 
-    rows, cols = parse_grid(args.grid)
-    cfg = EntityGridConfig(size=args.size, rows=rows, cols=cols, occupancy=args.occupancy,
-                           entity_scale=args.entity_scale, label_px=args.label_px)
-    meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True)
+    rows, cols = parse_grid(args.grid) if args.grid else (None, None)
+    cfg = preset_config(args.preset, size=args.size, rows=rows, cols=cols, occupancy=args.occupancy,
+                        entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label)
+    meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
+                    captions=args.captions)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
     print(f"wrote {args.n} EntityGrid samples ({counts}) to {args.out}; training records: {meta['llava_records']}")
     return 0

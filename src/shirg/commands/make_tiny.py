@@ -1,21 +1,55 @@
-"""`shirg make-tiny`: write a tiny random LaViDa checkpoint (exact key layout, sharded, tokenizer)."""
+"""`shirg make-tiny`: write a random-weight LaViDa checkpoint (exact key layout, sharded, tokenizer).
+
+Without ``--config`` it is the test suite's tiny checkpoint. ``--config FILE.yaml`` sets the sizes
+(``config``: LaViDa config.json keys over the tiny defaults), the tokenizer's whole-word pieces
+(``tokenizer_words``) and the seed: configs/small/model.yaml is the bundled small model's init.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "write a tiny random-weight checkpoint in LaViDa's exact layout (for trying the CLI without weights)"
+HELP = "write a random-weight checkpoint in LaViDa's exact layout (tiny, or sizes from a YAML: a training init)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--config", default=None, help="model YAML (config, tokenizer_words, seed), e.g. "
+                                                  "configs/small/model.yaml")
+    p.add_argument("--seed", type=int, default=None, help="weight seed (default: the YAML's, else 0)")
+    p.add_argument("--shards", type=int, default=None, help="safetensors shards (default: 1 with --config, else 2)")
+
+
+def load_model_spec(path: str) -> dict:
+    from pathlib import Path
+
+    import yaml
+
+    from shirg.errors import ConfigError
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"model config {file} does not exist")
+    try:
+        spec = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file} is not valid YAML: {e}") from e
+    unknown = sorted(set(spec) - {"config", "tokenizer_words", "seed"})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {file}; valid: config, tokenizer_words, seed")
+    if not isinstance(spec.get("config", {}), dict):
+        raise ConfigError(f"{file}: config must be a mapping of LaViDa config.json keys")
+    return spec
 
 
 def run(args: argparse.Namespace) -> int:
-    from shirg.testing import write_tiny_lavida_checkpoint
+    from shirg.testing import tiny_lavida_config, write_tiny_lavida_checkpoint
 
-    path = write_tiny_lavida_checkpoint(args.out, seed=args.seed, shards=args.shards)
-    print(f"tiny random LaViDa checkpoint written to {path} (random weights: answers are meaningless)")
+    spec = load_model_spec(args.config) if args.config else {}
+    config = tiny_lavida_config(**spec.get("config", {}))
+    seed = args.seed if args.seed is not None else int(spec.get("seed", 0))
+    shards = args.shards or (1 if args.config else 2)
+    path = write_tiny_lavida_checkpoint(args.out, config=config, seed=seed, shards=shards,
+                                        tokenizer_words=spec.get("tokenizer_words", ()))
+    print(f"random-weight LaViDa checkpoint written to {path} (answers are meaningless until it is trained)")
     return 0

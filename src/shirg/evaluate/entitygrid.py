@@ -62,6 +62,22 @@ class EntityGridConfig:
             raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols}")
 
 
+# Named generator settings. ``small``: the half-scale task of the bundled small model (336 px, a 3 x 3
+# grid, digits 1-9 about 6 px tall: legible on the 24 x 24 patch grid at 336, a blur at 168 px).
+PRESETS = {
+    "default": {},
+    "small": dict(size=336, rows=3, cols=3, occupancy=0.7, entity_scale=0.45, label_px=8, max_label=9),
+}
+
+
+def preset_config(name: str, **changes) -> EntityGridConfig:
+    """The preset's config with ``changes`` (None values ignored) applied on top."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown EntityGrid preset {name!r}; valid: {', '.join(PRESETS)}")
+    values = {**PRESETS[name], **{k: v for k, v in changes.items() if v is not None}}
+    return EntityGridConfig(**values)
+
+
 @dataclass
 class Entity:
     row: int  # 1-based, top to bottom
@@ -183,6 +199,28 @@ def make_question(qtype: str, entities: list[Entity], rng: random.Random) -> dic
     raise ConfigError(f"unknown question type {qtype!r}; valid: {', '.join(TYPES)}")
 
 
+CAPTION_QUESTION = "Describe every cell, row by row."
+
+
+def describe_scene(record: dict) -> str:
+    """A dense training caption of a sample's scene: every cell in raster order, "colour shape number"
+    or "empty", cells separated by commas and rows by semicolons."""
+    rows, cols = record["grid"]
+    cells = {(e["row"], e["col"]): f"{e['colour']} {e['shape']} {e['label']}" for e in record["scene"]}
+    return "; ".join(", ".join(cells.get((r, c), "empty") for c in range(1, cols + 1)) for r in range(1, rows + 1))
+
+
+def training_records(records: list[dict], captions: bool = False) -> list[dict]:
+    """LLaVA conversation records of samples (``image`` set): every question, then (``captions``)
+    one dense caption per image, in the same sample order."""
+    from shirg.train.data import llava_record  # the LLaVA conversation format the training issue reads
+
+    llava = [llava_record(r["image"], r["question"], r["answers"][0], r["id"]) for r in records]
+    if captions:
+        llava += [llava_record(r["image"], CAPTION_QUESTION, describe_scene(r), r["id"] + "-caption") for r in records]
+    return llava
+
+
 def sample_id(seed: int, index: int) -> str:
     return f"eg{seed}-{index:06d}"
 
@@ -209,13 +247,15 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int) -> tuple[Image
 
 
 def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | None = None,
-             train_records: str | Path | None = None, progress: bool = False) -> dict:
+             train_records: str | Path | None = None, progress: bool = False, captions: bool = False) -> dict:
     """Write ``images/*.png``, ``questions.jsonl``, LLaVA training records and ``entitygrid.json``.
+
+    ``captions``: the training records also get one dense caption per image (question
+    :data:`CAPTION_QUESTION`, answer :func:`describe_scene`), a training signal that names every
+    entity and number; ``questions.jsonl`` (what ``shirg eval`` reads) never holds them.
 
     Returns the metadata written to ``entitygrid.json`` (config, seed, counts per type, files).
     """
-    from shirg.train.data import llava_record  # the LLaVA conversation format the training issue reads
-
     cfg = cfg or EntityGridConfig()
     cfg.validate()
     if n < 1:
@@ -236,7 +276,7 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     write_text(out / QUESTIONS_FILE, lines)
     llava_path = Path(train_records) if train_records else out / LLAVA_FILE
-    llava = [llava_record(r["image"], r["question"], r["answers"][0], r["id"]) for r in records]
+    llava = training_records(records, captions)
     if train_records:  # image paths relative to the records file's folder
         base = llava_path.resolve().parent
         for rec in llava:
@@ -244,7 +284,7 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
     write_json(llava_path, llava)
     counts = {t: sum(1 for r in records if r["type"] == t) for t in TYPES}
     meta = {"benchmark": "entitygrid", "version": VERSION, "seed": seed, "n": n, "config": asdict(cfg),
-            "counts": counts, "questions": QUESTIONS_FILE, "llava_records": str(llava_path)}
+            "counts": counts, "captions": captions, "questions": QUESTIONS_FILE, "llava_records": str(llava_path)}
     write_json(out / META_FILE, meta)
     return meta
 

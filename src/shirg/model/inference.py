@@ -300,7 +300,7 @@ def answer(
     """
     from shirg.model.kv_cache import cache_factory
 
-    opts = options or VisualOptions()
+    opts = options or VisualOptions(resolution=model.config.raw.get("shirg_resolution") or 672)
     opts.validate(mode)
     images, questions = _as_list(images, "images"), _as_list(questions, "questions")
     if len(images) != len(questions):

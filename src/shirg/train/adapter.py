@@ -106,20 +106,55 @@ def write_lavida_checkpoint(model: LavidaModel, out_dir: str | Path, source_dir:
     return out
 
 
+def load_training_checkpoint(model: LavidaModel, checkpoint: str | Path) -> LavidaModel:
+    """Put an intermediate ``shirg train`` checkpoint (``checkpoints/step-N``) into ``model``, the
+    base model that run started from: its LoRA layers (unmerged) and every trained weight."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(checkpoint)
+    weights_file = ckpt / "trainable.safetensors"
+    if not weights_file.is_file():
+        raise CheckpointError(f"{ckpt} is not a `shirg train` checkpoint (no trainable.safetensors); pass a "
+                              "checkpoints/step-N folder of a run without DeepSpeed")
+    adapter = ckpt / "adapter"
+    if (adapter / ADAPTER_CONFIG).is_file():
+        model = apply_adapter(model, adapter, shirg_weights=False)
+    weights = load_file(str(weights_file))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise CheckpointError(f"{ckpt} holds weights this model lacks ({', '.join(unknown[:3])}); pass the base "
+                              "checkpoint the training run started from (its model.path)")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            if params[name].shape != tensor.shape:
+                raise CheckpointError(f"{ckpt}: {name} has shape {tuple(tensor.shape)}, the model "
+                                      f"{tuple(params[name].shape)}; pass the run's base checkpoint")
+            params[name].copy_(tensor.to(params[name].dtype))
+    return model.eval()
+
+
 def export_merged(model_dir: str | Path, adapter_dir: str | Path | None, out_dir: str | Path,
-                  dtype: str | torch.dtype | None = None, device: str = "cpu") -> Path:
-    """Load base + adapter, merge LoRA into the base weights in fp32, write a plain LaViDa checkpoint
-    in ``dtype`` (default: the base checkpoint's ``torch_dtype``, else float32). The folder is written
-    next to ``out_dir`` and renamed into place, so ``out_dir`` is complete or absent."""
+                  dtype: str | torch.dtype | None = None, device: str = "cpu",
+                  checkpoint: str | Path | None = None) -> Path:
+    """Load base + adapter (or an intermediate training ``checkpoint``), merge LoRA into the base
+    weights in fp32, write a plain LaViDa checkpoint in ``dtype`` (default: the base checkpoint's
+    ``torch_dtype``, else float32). The folder is written next to ``out_dir`` and renamed into
+    place, so ``out_dir`` is complete or absent."""
     import shirg
 
     out = Path(out_dir)
     if out.exists():
         raise CheckpointError(f"{out} already exists; choose a new --out folder")
+    if adapter_dir is not None and checkpoint is not None:
+        raise CheckpointError("give an adapter or a training checkpoint, not both")
     target = resolve_dtype(dtype or read_config(model_dir).get("torch_dtype") or "float32", torch.device(device))
     model = shirg.load(model_dir, device=device, dtype=torch.float32)
     if adapter_dir is not None:
         model = apply_adapter(model, adapter_dir)
+        merge_lora(model)
+    if checkpoint is not None:
+        model = load_training_checkpoint(model, checkpoint)
         merge_lora(model)
     model = model.to(target)
     return write_dir(out, lambda d: write_lavida_checkpoint(model, d, source_dir=model_dir))

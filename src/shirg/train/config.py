@@ -68,7 +68,9 @@ class OptimSection:
 class DataSection:
     mixture: str | None = None  # mixture YAML (sources with sampling)
     sources: list[dict[str, Any]] = field(default_factory=list)  # the same, inline
-    mode: str = "shirg"  # visual mode used in training (shirg, full, lavida, lowres, baselines)
+    # visual mode used in training (shirg, full, lavida, lowres, baselines), or a list of modes:
+    # each sample then draws one (seeded, like its resolution), e.g. [full, lowres]
+    mode: str | list[str] = "shirg"
     resolutions: list[int] = field(default_factory=lambda: [384, 512, 672])
     snap: int = 56  # resolutions are rounded to multiples of this (384 -> 392, 512 -> 504)
     visual: dict[str, Any] = field(default_factory=dict)  # extra VisualOptions (k, merge, coverage, ...)
@@ -105,6 +107,10 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     run: RunSection = field(default_factory=RunSection)
 
+    def modes(self) -> list[str]:
+        """The training modes as a list (``data.mode`` may be one mode or a list)."""
+        return [self.data.mode] if isinstance(self.data.mode, str) else list(self.data.mode)
+
     def validate(self) -> TrainConfig:
         bad = [c for c in self.trainable.components if c not in COMPONENTS]
         if bad:
@@ -121,6 +127,8 @@ class TrainConfig:
             raise ConfigError("run.batch_size and run.grad_accum must be >= 1")
         if self.data.answer_length < 2:
             raise ConfigError(f"data.answer_length must be >= 2, got {self.data.answer_length}")
+        if not self.modes() or not all(isinstance(m, str) for m in self.modes()):
+            raise ConfigError(f"data.mode must be a mode name or a list of them, got {self.data.mode!r}")
         if not self.data.resolutions:
             raise ConfigError("data.resolutions is empty; give at least one, e.g. [672]")
         if not self.lora.enabled and not self.trainable.components:

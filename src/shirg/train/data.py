@@ -226,6 +226,7 @@ class Batch:
     answer_ids: torch.Tensor
     resolutions: list[int]
     noise_seeds: list[int]
+    modes: list[str] | None = None  # per-sample visual mode (None: the loss module's one mode)
     skipped: int = 0
     truncated: int = 0
 
@@ -237,13 +238,15 @@ class TrainDataset(torch.utils.data.Dataset):
     """Index (epoch, i) -> encoded sample, or a skip notice for an unreadable image."""
 
     def __init__(self, samples: Sequence[Sample], tokenizer, *, answer_length: int, eos_id: int,
-                 eot_id: int | None, resolutions: Sequence[int], snap: int, seed: int) -> None:
+                 eot_id: int | None, resolutions: Sequence[int], snap: int, seed: int,
+                 modes: Sequence[str] | None = None) -> None:
         self.samples = list(samples)
         self.tokenizer = tokenizer
         self.answer_length = answer_length
         self.eos_id, self.eot_id = eos_id, eot_id
         self.resolutions = [snap_resolution(r, snap) for r in resolutions]
         self.seed = seed
+        self.modes = list(modes or [])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -268,15 +271,19 @@ class TrainDataset(torch.utils.data.Dataset):
             return {"skip": f"{e}"}
         answer, truncated = self.encode_answer(s.answer)
         rng = random.Random(_seed(self.seed, epoch, i, 0xA))
-        return {
+        resolution = rng.choice(self.resolutions)
+        item = {
             "image": image,
             "question": s.question,
             "prompt_ids": tokenize_prompt(build_prompt(s.question, self.tokenizer), self.tokenizer),
             "answer_ids": answer,
             "truncated": truncated,
-            "resolution": rng.choice(self.resolutions),
+            "resolution": resolution,
             "noise_seed": _seed(self.seed, epoch, i, 0xB),
         }
+        if len(self.modes) > 1:  # drawn after the resolution, so one-mode runs keep their draws
+            item["mode"] = rng.choice(self.modes)
+        return item
 
 
 def collate(items: list[dict[str, Any]]) -> Batch:
@@ -292,6 +299,7 @@ def collate(items: list[dict[str, Any]]) -> Batch:
         answer_ids=answer,
         resolutions=[x["resolution"] for x in kept],
         noise_seeds=[x["noise_seed"] for x in kept],
+        modes=[x["mode"] for x in kept] if kept and "mode" in kept[0] else None,
         skipped=len(items) - len(kept),
         truncated=sum(bool(x["truncated"]) for x in kept),
     )

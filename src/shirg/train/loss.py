@@ -34,16 +34,21 @@ def complementary_masks(seeds: Sequence[int], length: int, eps: float = 1e-3) ->
 
 
 def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: dict) -> list[Tensor]:
-    """Visual token blocks [M_i, d] per sample; high-resolution samples run grouped by resolution."""
+    """Visual token blocks [M_i, d] per sample, run in groups of one mode (``batch.modes``, else
+    ``mode``) and, for high-resolution modes, one resolution."""
     watch = Stopwatch(model.device)
-    if mode in LAVIDA_MODES:
-        return lavida_visual(model, batch.images, mode, watch)
+    modes = batch.modes or [mode] * len(batch)
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, (m, r) in enumerate(zip(modes, batch.resolutions, strict=True)):
+        groups.setdefault((m, 0 if m in LAVIDA_MODES else r), []).append(i)
     out: list[Tensor | None] = [None] * len(batch)
-    for res in sorted(set(batch.resolutions)):
-        idx = [i for i, r in enumerate(batch.resolutions) if r == res]
-        opts = VisualOptions(resolution=res, **visual)
-        blocks = hires_visual(model, [batch.images[i] for i in idx], [batch.questions[i] for i in idx], mode, opts,
-                              watch)
+    for (m, res), idx in sorted(groups.items()):
+        images = [batch.images[i] for i in idx]
+        if m in LAVIDA_MODES:
+            blocks = lavida_visual(model, images, m, watch)
+        else:
+            blocks = hires_visual(model, images, [batch.questions[i] for i in idx], m,
+                                  VisualOptions(resolution=res, **visual), watch)
         for i, b in zip(idx, blocks, strict=True):
             out[i] = b
     return out  # type: ignore[return-value]

@@ -222,11 +222,14 @@ class Trainer:
             log.warning("DeepSpeed ZeRO-%d: this path of the trainer has not been tested end to end",
                         self.zero_stage)
         set_seed(cfg.run.seed)
-        mode = cfg.data.mode
+        modes = cfg.modes()
         resolutions = sorted({r for r in cfg.data.resolutions})
         from shirg.train.data import snap_resolution
 
-        if mode not in LAVIDA_MODES:
+        for mode in modes:
+            if mode in LAVIDA_MODES:
+                VisualOptions().validate(mode)
+                continue
             for r in resolutions:
                 VisualOptions(resolution=snap_resolution(r, cfg.data.snap), **cfg.data.visual).validate(mode)
         # resolve_dtype (inside shirg.load) reads "auto" as bf16 on CUDA, fp32 elsewhere
@@ -255,7 +258,8 @@ class Trainer:
         self.dataset = TrainDataset(samples, tok, answer_length=cfg.data.answer_length,
                                     eos_id=lavida.config.llm.eos_token_id,
                                     eot_id=eot if cfg.data.end_with_eot else None,
-                                    resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed)
+                                    resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
+                                    modes=modes)
         self.global_batch = cfg.run.batch_size * acc.num_processes
         self.micro_per_epoch = len(samples) // self.global_batch
         if self.micro_per_epoch == 0:
@@ -266,7 +270,7 @@ class Trainer:
         groups = parameter_groups(tm, cfg)
         optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.total_steps))
-        module = LossModule(tm.module, mode, cfg.data.visual, cfg.data.mask_eps)
+        module = LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
         module.train()
         self.module, self.optimizer = acc.prepare(module, optimizer)
         self.state = TrainState()
@@ -312,6 +316,7 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             replace_dir(tmp, final)
+            self._plot_loss()
             for old in checkpoint_dirs(self.out)[: -self.cfg.run.keep_checkpoints or None]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -483,6 +488,15 @@ class Trainer:
             out["model"] = str(full)
         acc.wait_for_everyone()
         return out
+
+    def _plot_loss(self) -> None:
+        """OUTPUT/loss.png from metrics.jsonl (a plotting failure never stops training)."""
+        from shirg.train.plot import loss_curve
+
+        try:
+            loss_curve(self.out / METRICS, self.out / "loss.png")
+        except Exception as e:  # noqa: BLE001 - the curve is a convenience; the metrics file is the record
+            log.warning("could not draw %s: %s", self.out / "loss.png", e)
 
     def _adapter_params(self) -> list[torch.nn.Parameter]:
         """The parameters an adapter folder holds (LoRA and SHIRG's own), gathered under ZeRO-3."""

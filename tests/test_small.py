@@ -1,0 +1,122 @@
+"""The bundled small SHIRG-LaViDa: its files, `shirg demo`, and the shipped training recipe.
+
+The recipe test rebuilds the init from configs/small/model.yaml, regenerates the exact training
+samples the first optimizer steps draw (EntityGrid is deterministic per (seed, index)) and checks
+that `shirg train` with the shipped configs reproduces the losses logged by the real runs
+(docs/small/stage*_metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import shirg
+from shirg import bundled
+from shirg.cli import main
+from shirg.train.config import load_config
+from shirg.train.data import epoch_order
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = REPO / "configs" / "small"
+DOCS = REPO / "docs" / "small"
+FIRST_STEPS = 2
+TRAIN_SEED, TRAIN_N = 1, 24000  # configs/small/recipe.sh: the training data both stages read
+
+
+def test_bundled_files_load_in_lavida_layout():
+    from safetensors import safe_open
+
+    from shirg.commands.make_tiny import load_model_spec
+    from shirg.testing import expected_lavida_keys, tiny_lavida_config
+
+    model_dir, adapter_dir = bundled.model_dir(), bundled.adapter_dir()
+    size = sum(f.stat().st_size for f in bundled.ROOT.rglob("*") if f.is_file())
+    assert size <= 20 * 2**20, f"bundled files take {size / 2**20:.1f} MiB"
+    spec = load_model_spec(str(SMALL / "model.yaml"))
+    expected = expected_lavida_keys(tiny_lavida_config(**spec["config"]))
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+    assert shapes == expected
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["shirg_resolution"] == 336 and config["vision_config"]["image_size"] == 168
+    assert (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "shirg_weights.safetensors").is_file()
+    base = shirg.load(model_dir)
+    adapted = shirg.load(model_dir, adapter=adapter_dir)
+    lora = [n for n, _ in adapted.named_parameters() if "lora_" in n]
+    assert lora and all("mm_projector" in n or "vision_tower" in n for n in lora)
+    # the adapter changes the tower but the stage-1 weights underneath are the same tensors
+    assert torch.equal(base.model.transformer.wte.weight, adapted.model.transformer.wte.weight)
+    assert adapted.shirg["coord_embed"].coord_out.weight.abs().sum() > 0  # trained, not the zero init
+
+
+def test_demo_answers_in_three_modes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for mode in ("lowres", "full", "shirg"):
+        assert f"[{mode:>6}]" in text
+    assert "vision" in text and "denoise" in text  # per-stage times
+    record = json.loads((out / "demo.json").read_text())
+    tokens = {m["mode"]: m["visual_tokens"] for m in record["modes"]}
+    assert tokens == {"lowres": 145, "full": 576, "shirg": tokens["shirg"]} and tokens["shirg"] <= 36 + 192
+    assert (out / "overlay.png").stat().st_size > 10_000
+
+
+def test_demo_bad_input(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--modes", "nope"]) == 2
+    assert "unknown mode" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path), "--image", str(bundled.demo_sample().image)]) == 2
+    assert "--question" in capsys.readouterr().err
+
+
+def _reference_losses(stage: str) -> list[float]:
+    rows = [json.loads(line) for line in (DOCS / f"{stage}_metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows[:FIRST_STEPS]]
+
+
+def _training_subset(root: Path, seed: int, n: int, batch: int, train_seed: int) -> Path:
+    """The shipped mixture's records (seed, n), with images only for the first steps' samples."""
+    from shirg.evaluate.entitygrid import generate_sample, preset_config, training_records
+
+    needed = {i % n for i in epoch_order(2 * n, train_seed, 0)[: FIRST_STEPS * batch]}  # questions + captions
+    cfg = preset_config("small")
+    records = []
+    (root / "images").mkdir(parents=True)
+    for i in range(n):
+        img, rec = generate_sample(cfg, seed, i)
+        rec["image"] = f"images/{rec['id']}.png"
+        if i in needed:
+            img.save(root / rec["image"])
+        records.append(rec)
+    (root / "llava_train.json").write_text(json.dumps(training_records(records, captions=True)))
+    mixture = root / "mixture.yaml"
+    mixture.write_text(f"sources:\n  - {{name: entitygrid, json: {root / 'llava_train.json'}, image_root: {root}}}\n")
+    return mixture
+
+
+def test_recipe_generates_the_data_the_tests_assume():
+    recipe = (SMALL / "recipe.sh").read_text()
+    assert (f"shirg entitygrid --preset small --seed {TRAIN_SEED} --n {TRAIN_N} --captions --out runs/small/data/train"
+            in recipe)
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_shipped_configs_reproduce_first_losses(tmp_path, stage):
+    from shirg.train.trainer import train
+
+    cfg = load_config(SMALL / f"{stage}.yaml")
+    mixture = _training_subset(tmp_path / "data", TRAIN_SEED, TRAIN_N, cfg.run.batch_size, cfg.run.seed)
+    if stage == "stage1":
+        init = tmp_path / "init"
+        assert main(["make-tiny", "--config", str(SMALL / "model.yaml"), "--out", str(init)]) == 0
+        model_path = init
+    else:
+        model_path = bundled.model_dir()  # the stage-1 model stage 2 started from
+    cfg = load_config(SMALL / f"{stage}.yaml", [f"model.path={model_path}", f"data.mixture={mixture}",
+                                                  f"run.output_dir={tmp_path / 'run'}", "run.log_every=1"])
+    result = train(cfg, stop_after=FIRST_STEPS)
+    assert result["losses"] == pytest.approx(_reference_losses(stage), rel=2e-3, abs=2e-3)
