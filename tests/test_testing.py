@@ -125,3 +125,21 @@ def test_deterministic_from_seed(ckpt, tmp_path):
     first = _load_all(ckpt)
     assert all(torch.equal(first[k], same[k]) for k in first)
     assert not torch.equal(first["model.transformer.wte.weight"], other["model.transformer.wte.weight"])
+
+
+def test_sincos_position_init(ckpt, tmp_path):
+    from shirg.errors import ConfigError
+    from shirg.testing import sincos_2d
+
+    key = "model.vision_tower.vision_tower.vision_model.embeddings.position_embedding.weight"
+    table = _load_all(write_tiny_lavida_checkpoint(tmp_path / "s", seed=0, vision_position="sincos"))[key]
+    grid = int(round(table.shape[0] ** 0.5))
+    assert torch.equal(table, sincos_2d(grid, table.shape[1]))
+    # patch (row 0, col 0) is all sin(0) = 0 and cos(0) = 1; rows differ in the first half, columns in the second
+    half, quarter = table.shape[1] // 2, table.shape[1] // 4
+    assert torch.equal(table[0], torch.cat([torch.zeros(quarter), torch.ones(quarter)] * 2))
+    assert torch.equal(table[1, :half], table[0, :half]) and not torch.equal(table[1, half:], table[0, half:])
+    assert torch.equal(table[grid, half:], table[0, half:]) and not torch.equal(table[grid, :half], table[0, :half])
+    assert not torch.equal(table, _load_all(ckpt)[key])  # the default stays N(0, 0.02)
+    with pytest.raises(ConfigError, match="vision_position"):
+        write_tiny_lavida_checkpoint(tmp_path / "x", vision_position="learned")

@@ -22,9 +22,10 @@ cp runs/small/stage2/metrics.jsonl docs/small/stage2_metrics.jsonl
 cp runs/small/stage1/loss.png docs/small/stage1_loss.png
 cp runs/small/stage2/loss.png docs/small/stage2_loss.png
 
-# 4. the evidence table: every mode on the 500 held-out samples, without and with the SHIRG adapter
+# 4. the evidence table: every mode on the 500 held-out samples, with the stage-1 model alone and with the
+#    stage-2 SHIRG adapter (plus the SHIRG ablations)
 MODES=lowres,full,shirg,uniform,pool,random,text-topk,saint,tome,visionzip,divprune
 shirg eval --model src/shirg/assets/small/model --task entitygrid --data runs/small/data/eval \
-  --modes "$MODES" --ablation --gen-length 12 --out runs/small/eval-stage1
+  --modes "$MODES" --gen-length 40 --steps 20 --block-length 40 --out runs/small/eval-stage1
 shirg eval --model src/shirg/assets/small/model --adapter src/shirg/assets/small/adapter --task entitygrid \
-  --data runs/small/data/eval --modes "$MODES" --ablation --gen-length 12 --out runs/small/eval-stage2
+  --data runs/small/data/eval --modes "$MODES" --ablation --gen-length 40 --steps 20 --block-length 40 --out runs/small/eval-stage2

@@ -417,12 +417,13 @@ def run_analytic(args: argparse.Namespace) -> int:
     if gpu_name not in GPUS:
         raise ConfigError(f"unknown GPU {args.gpu!r}; valid GPUs: {', '.join(GPUS)}")
     modes = [m.strip() for m in (args.modes or DEFAULT_MODES).split(",") if m.strip()]
-    geometries = [mode_geometry(m, args.resolution) for m in modes]  # validates every mode first
+    resolution = args.resolution or 672  # the analytic model is LaViDa-8B at SHIRG's full canvas by default
+    geometries = [mode_geometry(m, resolution) for m in modes]  # validates every mode first
     if args.steps < 1 or args.gen_length < 1:
         raise ConfigError(f"--steps ({args.steps}) and --gen-length ({args.gen_length}) must be at least 1")
     cfg = LavidaConfig.from_dict(preset_config("lavida-8b"))
     report = analyze(cfg, [g.mode for g in geometries], GPUS[gpu_name], args.steps, args.gen_length,
-                     getattr(args, "text_tokens", 64), args.resolution)
+                     getattr(args, "text_tokens", 64), resolution)
     text = markdown(report)
     print(text)
     if args.out:

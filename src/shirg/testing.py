@@ -194,21 +194,39 @@ def expected_lavida_keys(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return keys
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """MAE's fixed 2-D sine-cosine position table [grid * grid, dim] (row-major; dim % 4 == 0)."""
+    if dim % 4:
+        raise ConfigError(f"a 2-D sine-cosine table needs a width divisible by 4, got {dim}")
+    freq = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                            indexing="ij")
+    parts = []
+    for coord in (ys.reshape(-1), xs.reshape(-1)):
+        angle = coord[:, None] * freq[None]
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
 def _is_norm(name: str) -> bool:
     return any(part in name for part in ("norm.", "layer_norm", "ln_f", "layernorm"))
 
 
 def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | None = None, seed: int = 0,
                                  shards: int = 2, dtype: torch.dtype = torch.float32,
-                                 tokenizer_words: Sequence[str] = ()) -> Path:
+                                 tokenizer_words: Sequence[str] = (), vision_position: str = "normal") -> Path:
     """Write a random LaViDa checkpoint (config, safetensors, tokenizer) into ``out_dir``.
 
     Weights ~ N(0, 0.02), norm weights 1 and norm biases 0; deterministic from ``seed`` (the same
-    values for every ``dtype``). ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus
+    values for every ``dtype``). ``vision_position="sincos"`` starts the tower's learned position
+    table from the fixed 2-D sine-cosine table of MAE instead (a from-scratch tower then sees where
+    each patch lies from step one). ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus
     ``model.safetensors.index.json``; ``shards == 1`` writes a single ``model.safetensors``.
     """
     if shards < 1:
         raise ConfigError(f"shards must be >= 1, got {shards}")
+    if vision_position not in ("normal", "sincos"):
+        raise ConfigError(f"vision_position must be 'normal' or 'sincos', got {vision_position!r}")
     config = tiny_lavida_config() if config is None else copy.deepcopy(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,6 +239,8 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
             t = torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
         else:
             t = torch.randn(shape, generator=gen) * 0.02
+        if vision_position == "sincos" and name.endswith("embeddings.position_embedding.weight"):
+            t = sincos_2d(int(round(shape[0] ** 0.5)), shape[1])
         tensors[name] = t.to(dtype).contiguous()
 
     write_safetensors_folder(out, tensors, shards)

@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for overlay.png and demo.json (default runs/demo)")
     add_device_options(p)
     add_generation_options(p)
-    p.set_defaults(gen_length=None, steps=None)
+    # the bundled model was trained with 40 answer slots; 20 steps unmask two slots per step
+    p.set_defaults(gen_length=40, steps=20, block_length=40)
 
 
 def _options(resolution: int, k: int | None):
@@ -70,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
     opts = _options(args.resolution or default_resolution(str(model_dir)), args.k)
     for m in modes:
         opts.validate(m)
-    args.gen_length = args.gen_length or 16
-    args.steps = args.steps or args.gen_length
     args.seed = 0
     gen = generation_kwargs(args)
     image = load_image(image_path)  # a bad image fails before the model load

@@ -2,7 +2,8 @@
 
 Without ``--config`` it is the test suite's tiny checkpoint. ``--config FILE.yaml`` sets the sizes
 (``config``: LaViDa config.json keys over the tiny defaults), the tokenizer's whole-word pieces
-(``tokenizer_words``) and the seed: configs/small/model.yaml is the bundled small model's init.
+(``tokenizer_words``), the seed and the tower's position-table init (``vision_position``: normal
+or sincos): configs/small/model.yaml is the bundled small model's init.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def load_model_spec(path: str) -> dict:
         spec = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{file} is not valid YAML: {e}") from e
-    unknown = sorted(set(spec) - {"config", "tokenizer_words", "seed"})
+    unknown = sorted(set(spec) - {"config", "tokenizer_words", "seed", "vision_position"})
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {file}; valid: config, tokenizer_words, seed")
+        raise ConfigError(f"unknown key(s) {unknown} in {file}; valid: config, tokenizer_words, seed, "
+                          "vision_position")
     if not isinstance(spec.get("config", {}), dict):
         raise ConfigError(f"{file}: config must be a mapping of LaViDa config.json keys")
     return spec
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else int(spec.get("seed", 0))
     shards = args.shards or (1 if args.config else 2)
     path = write_tiny_lavida_checkpoint(args.out, config=config, seed=seed, shards=shards,
-                                        tokenizer_words=spec.get("tokenizer_words", ()))
+                                        tokenizer_words=spec.get("tokenizer_words", ()),
+                                        vision_position=spec.get("vision_position", "normal"))
     print(f"random-weight LaViDa checkpoint written to {path} (answers are meaningless until it is trained)")
     return 0
