@@ -24,7 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "configs" / "small"
 DOCS = REPO / "docs" / "small"
 FIRST_STEPS = 2
-TRAIN_SEED, TRAIN_N = 1, 24000  # configs/small/recipe.sh: the training data both stages read
+# configs/small/mixture_train.yaml, in its order: (folder, seed, n, generator changes over the small preset)
+TRAIN_SETS = [
+    ("train1x2", 11, 6000, {"rows": 1, "cols": 2, "occupancy": 1.0}),
+    ("train2x2", 12, 8000, {"rows": 2, "cols": 2}),
+    ("train", 1, 24000, {}),
+]
 
 
 def test_bundled_files_load_in_lavida_layout():
@@ -78,38 +83,56 @@ def _reference_losses(stage: str) -> list[float]:
     return [r["loss"] for r in rows[:FIRST_STEPS]]
 
 
-def _training_subset(root: Path, seed: int, n: int, batch: int, train_seed: int) -> Path:
-    """The shipped mixture's records (seed, n), with images only for the first steps' samples."""
+@pytest.fixture(scope="module")
+def training_mixture(tmp_path_factory) -> Path:
+    """The shipped mixture's records, with images only for the samples both stages' first steps draw."""
     from shirg.evaluate.entitygrid import generate_sample, preset_config, training_records
 
-    needed = {i % n for i in epoch_order(2 * n, train_seed, 0)[: FIRST_STEPS * batch]}  # questions + captions
-    cfg = preset_config("small")
-    records = []
-    (root / "images").mkdir(parents=True)
-    for i in range(n):
-        img, rec = generate_sample(cfg, seed, i)
-        rec["image"] = f"images/{rec['id']}.png"
-        if i in needed:
-            img.save(root / rec["image"])
-        records.append(rec)
-    (root / "llava_train.json").write_text(json.dumps(training_records(records, captions=True)))
+    total = sum(2 * n for _, _, n, _ in TRAIN_SETS)  # one question + one caption per image
+    needed = set()
+    for stage in ("stage1", "stage2"):
+        run = load_config(SMALL / f"{stage}.yaml").run
+        needed |= set(epoch_order(total, run.seed, 0)[: FIRST_STEPS * run.batch_size])
+    root = tmp_path_factory.mktemp("small-data")
+    lines, offset = ["sources:"], 0
+    for folder, seed, n, changes in TRAIN_SETS:
+        cfg = preset_config("small", **changes)
+        want = {(i - offset) % n for i in needed if offset <= i < offset + 2 * n}
+        out = root / folder
+        (out / "images").mkdir(parents=True)
+        records = []
+        for i in range(n):
+            img, rec = generate_sample(cfg, seed, i)
+            rec["image"] = f"images/{rec['id']}.png"
+            if i in want:
+                img.save(out / rec["image"])
+            records.append(rec)
+        (out / "llava_train.json").write_text(json.dumps(training_records(records, captions=True)))
+        lines.append(f"  - {{name: {folder}, json: {out / 'llava_train.json'}, image_root: {out}}}")
+        offset += 2 * n
     mixture = root / "mixture.yaml"
-    mixture.write_text(f"sources:\n  - {{name: entitygrid, json: {root / 'llava_train.json'}, image_root: {root}}}\n")
+    mixture.write_text("\n".join(lines) + "\n")
     return mixture
 
 
 def test_recipe_generates_the_data_the_tests_assume():
     recipe = (SMALL / "recipe.sh").read_text()
-    assert (f"shirg entitygrid --preset small --seed {TRAIN_SEED} --n {TRAIN_N} --captions --out runs/small/data/train"
-            in recipe)
+    mixture = (SMALL / "mixture_train.yaml").read_text()
+    for folder, seed, n, changes in TRAIN_SETS:
+        grid = f"--grid {changes['rows']}x{changes['cols']} " if changes else ""
+        occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""
+        command = (f"shirg entitygrid --preset small {grid}{occupancy}--seed {seed} --n {n} --captions "
+                   f"--out runs/small/data/{folder}")
+        assert command in recipe
+        assert f"runs/small/data/{folder}/llava_train.json" in mixture
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])
-def test_shipped_configs_reproduce_first_losses(tmp_path, stage):
+def test_shipped_configs_reproduce_first_losses(tmp_path, stage, training_mixture):
     from shirg.train.trainer import train
 
     cfg = load_config(SMALL / f"{stage}.yaml")
-    mixture = _training_subset(tmp_path / "data", TRAIN_SEED, TRAIN_N, cfg.run.batch_size, cfg.run.seed)
+    mixture = training_mixture
     if stage == "stage1":
         init = tmp_path / "init"
         assert main(["make-tiny", "--config", str(SMALL / "model.yaml"), "--out", str(init)]) == 0

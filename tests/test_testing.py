@@ -143,3 +143,20 @@ def test_sincos_position_init(ckpt, tmp_path):
     assert not torch.equal(table, _load_all(ckpt)[key])  # the default stays N(0, 0.02)
     with pytest.raises(ConfigError, match="vision_position"):
         write_tiny_lavida_checkpoint(tmp_path / "x", vision_position="learned")
+
+
+def test_fan_in_linear_init(ckpt, tmp_path):
+    from shirg.errors import ConfigError
+
+    normal = _load_all(ckpt)
+    wide = _load_all(write_tiny_lavida_checkpoint(tmp_path / "f", seed=0, linear_init="fan_in"))
+    q = "model.transformer.blocks.0.q_proj.weight"
+    fan_in = wide[q].shape[1]
+    assert torch.allclose(wide[q], normal[q] / 0.02 / fan_in**0.5)  # same draw, std 1 / sqrt(fan_in)
+    proj = wide["model.mm_projector.0.weight"]
+    assert torch.allclose(proj.std(), torch.tensor(proj.shape[1] ** -0.5), rtol=0.2)
+    for kept in ("model.transformer.wte.weight", "model.mm_projector.0.bias",
+                 "model.vision_tower.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight"):
+        assert torch.equal(wide[kept], normal[kept]), kept
+    with pytest.raises(ConfigError, match="linear_init"):
+        write_tiny_lavida_checkpoint(tmp_path / "x", linear_init="xavier")

@@ -5,6 +5,8 @@
 set -euo pipefail
 
 # 1. data: training seed 1; the held-out evaluation seed 2026 is never used in training
+shirg entitygrid --preset small --grid 1x2 --occupancy 1.0 --seed 11 --n 6000 --captions --out runs/small/data/train1x2
+shirg entitygrid --preset small --grid 2x2 --seed 12 --n 8000 --captions --out runs/small/data/train2x2
 shirg entitygrid --preset small --seed 1 --n 24000 --captions --out runs/small/data/train
 shirg entitygrid --preset small --seed 2026 --n 500 --out runs/small/data/eval
 

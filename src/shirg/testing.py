@@ -208,25 +208,37 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1).float()
 
 
+def _is_fan_in_linear(name: str, shape) -> bool:
+    """A linear weight of the language model or the projector (not the token embedding)."""
+    return (len(shape) == 2 and name.endswith(".weight") and "vision_tower" not in name
+            and not name.endswith("wte.weight") and not _is_norm(name))
+
+
 def _is_norm(name: str) -> bool:
     return any(part in name for part in ("norm.", "layer_norm", "ln_f", "layernorm"))
 
 
 def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | None = None, seed: int = 0,
                                  shards: int = 2, dtype: torch.dtype = torch.float32,
-                                 tokenizer_words: Sequence[str] = (), vision_position: str = "normal") -> Path:
+                                 tokenizer_words: Sequence[str] = (), vision_position: str = "normal",
+                                 linear_init: str = "normal") -> Path:
     """Write a random LaViDa checkpoint (config, safetensors, tokenizer) into ``out_dir``.
 
     Weights ~ N(0, 0.02), norm weights 1 and norm biases 0; deterministic from ``seed`` (the same
     values for every ``dtype``). ``vision_position="sincos"`` starts the tower's learned position
     table from the fixed 2-D sine-cosine table of MAE instead (a from-scratch tower then sees where
-    each patch lies from step one). ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus
+    each patch lies from step one). ``linear_init="fan_in"`` draws the language model's and the
+    projector's linear weights (token embeddings aside) from N(0, 1 / fan_in) instead: at small widths
+    N(0, 0.02) leaves attention uniform for hundreds of steps and a model trained from scratch
+    learns the answer prior long before it learns to look at the image or copy from the prompt. ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus
     ``model.safetensors.index.json``; ``shards == 1`` writes a single ``model.safetensors``.
     """
     if shards < 1:
         raise ConfigError(f"shards must be >= 1, got {shards}")
     if vision_position not in ("normal", "sincos"):
         raise ConfigError(f"vision_position must be 'normal' or 'sincos', got {vision_position!r}")
+    if linear_init not in ("normal", "fan_in"):
+        raise ConfigError(f"linear_init must be 'normal' or 'fan_in', got {linear_init!r}")
     config = tiny_lavida_config() if config is None else copy.deepcopy(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -239,6 +251,8 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
             t = torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
         else:
             t = torch.randn(shape, generator=gen) * 0.02
+        if linear_init == "fan_in" and _is_fan_in_linear(name, shape):
+            t = t * (1.0 / (shape[1] ** 0.5) / 0.02)
         if vision_position == "sincos" and name.endswith("embeddings.position_embedding.weight"):
             t = sincos_2d(int(round(shape[0] ** 0.5)), shape[1])
         tensors[name] = t.to(dtype).contiguous()
