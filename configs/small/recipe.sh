@@ -4,14 +4,16 @@
 # on 2 CPU cores (stage 1 ~50 min, stage 2 ~15 min), then about 25 min of evaluation.
 set -euo pipefail
 
-# 1. data: training seed 1; the held-out evaluation seed 2026 is never used in training
+# 1. data: training seeds 11, 12 and 1; the held-out evaluation seed 2026 is never used in training
 shirg entitygrid --preset small --grid 1x2 --occupancy 1.0 --seed 11 --n 6000 --captions --out runs/small/data/train1x2
 shirg entitygrid --preset small --grid 2x2 --seed 12 --n 8000 --captions --out runs/small/data/train2x2
 shirg entitygrid --preset small --seed 1 --n 24000 --captions --out runs/small/data/train
 shirg entitygrid --preset small --seed 2026 --n 500 --out runs/small/data/eval
 
-# 2. the random init in LaViDa's layout, then stage 1 (whole model, full + lowres) and stage 2 (SHIRG LoRA)
+# 2. the random init in LaViDa's layout, then stage 1 (whole model, full + lowres: 1a on the easy sets,
+#    1b on everything) and stage 2 (SHIRG LoRA + coordinate embedding)
 shirg make-tiny --config configs/small/model.yaml --out runs/small/init
+shirg train --config configs/small/stage1a.yaml         # -> runs/small/stage1a/model, loss.png
 shirg train --config configs/small/stage1.yaml          # -> runs/small/stage1/model, loss.png
 shirg train --config configs/small/stage2.yaml          # -> runs/small/stage2/adapter, loss.png
 
@@ -19,8 +21,10 @@ shirg train --config configs/small/stage2.yaml          # -> runs/small/stage2/a
 rm -rf src/shirg/assets/small/model src/shirg/assets/small/adapter
 cp -r runs/small/stage1/model src/shirg/assets/small/model
 cp -r runs/small/stage2/adapter src/shirg/assets/small/adapter
+cp runs/small/stage1a/metrics.jsonl docs/small/stage1a_metrics.jsonl
 cp runs/small/stage1/metrics.jsonl docs/small/stage1_metrics.jsonl
 cp runs/small/stage2/metrics.jsonl docs/small/stage2_metrics.jsonl
+cp runs/small/stage1a/loss.png docs/small/stage1a_loss.png
 cp runs/small/stage1/loss.png docs/small/stage1_loss.png
 cp runs/small/stage2/loss.png docs/small/stage2_loss.png
 
