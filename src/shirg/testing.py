@@ -230,8 +230,9 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
     each patch lies from step one). ``linear_init="fan_in"`` draws the language model's and the
     projector's linear weights (token embeddings aside) from N(0, 1 / fan_in) instead: at small widths
     N(0, 0.02) leaves attention uniform for hundreds of steps and a model trained from scratch
-    learns the answer prior long before it learns to look at the image or copy from the prompt. ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus
-    ``model.safetensors.index.json``; ``shards == 1`` writes a single ``model.safetensors``.
+    learns the answer prior long before it learns to look at the image or copy from the prompt.
+    ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus ``model.safetensors.index.json``;
+    ``shards == 1`` writes a single ``model.safetensors``.
     """
     if shards < 1:
         raise ConfigError(f"shards must be >= 1, got {shards}")

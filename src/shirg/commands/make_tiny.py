@@ -3,7 +3,8 @@
 Without ``--config`` it is the test suite's tiny checkpoint. ``--config FILE.yaml`` sets the sizes
 (``config``: LaViDa config.json keys over the tiny defaults), the tokenizer's whole-word pieces
 (``tokenizer_words``), the seed, the tower's position-table init (``vision_position``: normal or
-sincos) and the LM / projector linear init (``linear_init``: normal or fan_in): configs/small/model.yaml is the bundled small model's init.
+sincos) and the LM / projector linear init (``linear_init``: normal or fan_in):
+configs/small/model.yaml is the bundled small model's init.
 """
 
 from __future__ import annotations
