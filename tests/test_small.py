@@ -103,9 +103,10 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
     from shirg.evaluate.entitygrid import generate_sample, preset_config, training_records
 
     sizes = {folder: n for folder, _, n, _ in TRAIN_SETS}
+    sets_of = {stage: _mixture_sets(stage) for stage in CHECKED_STAGES}
     want: dict[str, set[int]] = {folder: set() for folder in sizes}
-    for stage in CHECKED_STAGES:
-        run, sets = load_config(SMALL / f"{stage}.yaml").run, _mixture_sets(stage)
+    for stage, sets in sets_of.items():
+        run = load_config(SMALL / f"{stage}.yaml").run
         total = sum(2 * sizes[f] for f in sets)  # one question + one caption per image
         for i in epoch_order(total, run.seed, 0)[: FIRST_STEPS * run.batch_size]:
             for folder in sets:
@@ -127,9 +128,9 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
             records.append(rec)
         (out / "llava_train.json").write_text(json.dumps(training_records(records, captions=True)))
     mixtures = {}
-    for stage in CHECKED_STAGES:
+    for stage, sets in sets_of.items():
         lines = ["sources:"] + [f"  - {{name: {f}, json: {root / f / 'llava_train.json'}, image_root: {root / f}}}"
-                                for f in _mixture_sets(stage)]
+                                for f in sets]
         mixtures[stage] = root / f"{stage}-mixture.yaml"
         mixtures[stage].write_text("\n".join(lines) + "\n")
     return mixtures

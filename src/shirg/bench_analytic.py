@@ -410,6 +410,7 @@ def _flops_cell(stage: dict) -> str:
 
 def run_analytic(args: argparse.Namespace) -> int:
     """Entry point of ``shirg bench --analytic``: print the table, write analytic.json / .md to --out."""
+    from shirg.commands._common import DEFAULT_RESOLUTION
     from shirg.model.lavida import LavidaConfig
     from shirg.presets import preset_config
 
@@ -417,7 +418,7 @@ def run_analytic(args: argparse.Namespace) -> int:
     if gpu_name not in GPUS:
         raise ConfigError(f"unknown GPU {args.gpu!r}; valid GPUs: {', '.join(GPUS)}")
     modes = [m.strip() for m in (args.modes or DEFAULT_MODES).split(",") if m.strip()]
-    resolution = args.resolution or 672  # the analytic model is LaViDa-8B at SHIRG's full canvas by default
+    resolution = args.resolution or DEFAULT_RESOLUTION  # no checkpoint here: LaViDa-8B at SHIRG's canvas
     geometries = [mode_geometry(m, resolution) for m in modes]  # validates every mode first
     if args.steps < 1 or args.gen_length < 1:
         raise ConfigError(f"--steps ({args.steps}) and --gen-length ({args.gen_length}) must be at least 1")
