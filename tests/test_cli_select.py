@@ -59,3 +59,16 @@ def test_bad_generation_options_exit_2(tmp_path, chart_image, capsys):
     assert "temperature must be >= 0" in capsys.readouterr().err
     assert main(base + ["--mode", "shirg", "--merge-eps", "-0.1"]) == 2
     assert "merge eps must be >= 0" in capsys.readouterr().err
+
+
+def test_default_canvas_follows_the_checkpoint(tmp_path):
+    from shirg.canvas import DEFAULT_RESOLUTION, canvas_resolution
+    from shirg.commands._common import default_resolution
+
+    assert DEFAULT_RESOLUTION == 672 and canvas_resolution({}) == 672
+    assert canvas_resolution({"shirg_resolution": 336}) == 336
+    (tmp_path / "config.json").write_text(json.dumps({"shirg_resolution": 448}))
+    assert default_resolution(str(tmp_path)) == 448
+    (tmp_path / "config.json").write_text("{not json")
+    assert default_resolution(str(tmp_path)) == 672  # the model load reports the broken file itself
+    assert default_resolution(str(tmp_path / "missing")) == 672 and default_resolution(None) == 672

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from shirg.canvas import DEFAULT_RESOLUTION, canvas_resolution  # DEFAULT_RESOLUTION: also bench --analytic
 from shirg.errors import ConfigError
 
 
@@ -39,10 +40,6 @@ def add_visual_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the random baseline and of sampling")
 
 
-DEFAULT_RESOLUTION = 672
-RESOLUTION_KEY = "shirg_resolution"  # optional config.json key: the canvas a checkpoint was trained for
-
-
 def default_resolution(model_dir: str | None) -> int:
     """The checkpoint's ``shirg_resolution`` (config.json) when it has one, else 672 (LaViDa's SHIRG)."""
     if not model_dir:
@@ -52,10 +49,10 @@ def default_resolution(model_dir: str | None) -> int:
 
     path = Path(model_dir) / "config.json"
     try:
-        value = json.loads(path.read_text()).get(RESOLUTION_KEY)
+        config = json.loads(path.read_text())
     except (OSError, ValueError):
         return DEFAULT_RESOLUTION  # the model load reports a missing or broken config properly
-    return int(value) if value else DEFAULT_RESOLUTION
+    return canvas_resolution(config) if isinstance(config, dict) else DEFAULT_RESOLUTION
 
 
 def visual_options(args: argparse.Namespace):

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from shirg.canvas import canvas_resolution
 from shirg.errors import ConfigError, ShirgError
 from shirg.memory import PeakRss, memory_report
 from shirg.model.anyres import anyres_views, expand2square, pool_view_tokens, unpad_merge
@@ -300,7 +301,7 @@ def answer(
     """
     from shirg.model.kv_cache import cache_factory
 
-    opts = options or VisualOptions(resolution=model.config.raw.get("shirg_resolution") or 672)
+    opts = options or VisualOptions(resolution=canvas_resolution(model.config.raw))
     opts.validate(mode)
     images, questions = _as_list(images, "images"), _as_list(questions, "questions")
     if len(images) != len(questions):
