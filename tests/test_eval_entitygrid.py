@@ -151,3 +151,30 @@ def test_captions_describe_every_cell_and_stay_out_of_the_benchmark(tmp_path):
     assert not plain["captions"] and len(json.loads((tmp_path / "plain" / "llava_train.json").read_text())) == 4
     with pytest.raises(ConfigError, match="preset"):
         preset_config("huge")
+
+
+def test_cell_records_name_each_cell_and_stay_out_of_the_benchmark(tmp_path):
+    from shirg.evaluate.entitygrid import preset_config, training_records
+
+    meta = generate(tmp_path / "eg", 3, seed=6, cfg=preset_config("small", rows=2, cols=3), cells=6)
+    questions = [json.loads(ln) for ln in (tmp_path / "eg" / "questions.jsonl").read_text().splitlines()]
+    llava = json.loads((tmp_path / "eg" / "llava_train.json").read_text())
+    assert meta["cells"] and len(questions) == 3 and len(llava) == 3 + 3 * 6
+    assert all("Describe the cell" not in q["question"] for q in questions)
+    for k, rec in enumerate(questions):
+        cells = llava[3 + 6 * k: 3 + 6 * (k + 1)]
+        assert all(c["image"] == rec["image"] for c in cells)
+        by_cell = {}
+        for c in cells:
+            q = c["conversations"][0]["value"]
+            row, col = int(q.split("row ")[1].split(",")[0]), int(q.split("column ")[1].rstrip("."))
+            by_cell[(row, col)] = c["conversations"][1]["value"]
+        assert sorted(by_cell) == [(r, c) for r in (1, 2) for c in (1, 2, 3)]
+        for e in rec["scene"]:
+            assert by_cell.pop((e["row"], e["col"])) == f"{e['colour']} {e['shape']} {e['label']}"
+        assert set(by_cell.values()) <= {"empty"}  # every cell without an entity
+    some = json.loads(json.dumps(training_records(questions, cells=2)))
+    again = training_records(questions, cells=2)
+    assert len(some) == 3 + 3 * 2 and some == again  # two distinct cells per image, seeded by the sample
+    assert all(some[3 + 2 * k]["id"] != some[4 + 2 * k]["id"] for k in range(3))
+    assert training_records(questions, cells=0) == training_records(questions)

@@ -160,3 +160,26 @@ def test_fan_in_linear_init(ckpt, tmp_path):
         assert torch.equal(wide[kept], normal[kept]), kept
     with pytest.raises(ConfigError, match="linear_init"):
         write_tiny_lavida_checkpoint(tmp_path / "x", linear_init="xavier")
+
+
+def test_vision_centre_init(ckpt, tmp_path):
+    from shirg.testing import sincos_2d
+
+    normal = _load_all(ckpt)
+    centred = _load_all(write_tiny_lavida_checkpoint(tmp_path / "c", seed=0, vision_position="sincos",
+                                                     vision_centre=True))
+    pre = "model.vision_tower.vision_tower.vision_model.embeddings."
+    table = centred[pre + "position_embedding.weight"]
+    grid = int(round(table.shape[0] ** 0.5))
+    raw = sincos_2d(grid, table.shape[1])
+    assert torch.allclose(table, raw - raw.mean(0), atol=1e-6) and table.mean(0).abs().max() < 1e-5
+    conv, bias = centred[pre + "patch_embedding.weight"], centred[pre + "patch_embedding.bias"]
+    assert torch.allclose(conv, normal[pre + "patch_embedding.weight"]
+                          - normal[pre + "patch_embedding.weight"].mean(dim=(1, 2, 3), keepdim=True), atol=1e-7)
+    assert not bias.any()
+    # a uniform patch of any one value (white after SigLIP's normalisation: +1) embeds to zero
+    white = torch.nn.functional.conv2d(torch.ones(1, 3, 14, 14), conv, bias, stride=14)
+    assert white.abs().max() < 1e-5
+    red = torch.tensor([0.68, -0.69, -0.69])[None, :, None, None].expand(1, 3, 14, 14)
+    assert torch.nn.functional.conv2d(red, conv, bias, stride=14).abs().max() > 1e-2  # colour survives
+    assert torch.equal(centred["model.transformer.wte.weight"], normal["model.transformer.wte.weight"])

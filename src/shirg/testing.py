@@ -221,7 +221,7 @@ def _is_norm(name: str) -> bool:
 def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | None = None, seed: int = 0,
                                  shards: int = 2, dtype: torch.dtype = torch.float32,
                                  tokenizer_words: Sequence[str] = (), vision_position: str = "normal",
-                                 linear_init: str = "normal") -> Path:
+                                 linear_init: str = "normal", vision_centre: bool = False) -> Path:
     """Write a random LaViDa checkpoint (config, safetensors, tokenizer) into ``out_dir``.
 
     Weights ~ N(0, 0.02), norm weights 1 and norm biases 0; deterministic from ``seed`` (the same
@@ -231,6 +231,11 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
     projector's linear weights (token embeddings aside) from N(0, 1 / fan_in) instead: at small widths
     N(0, 0.02) leaves attention uniform for hundreds of steps and a model trained from scratch
     learns the answer prior long before it learns to look at the image or copy from the prompt.
+    ``vision_centre=True`` centres what the tower adds to every patch: each patch-embedding filter sums
+    to zero with a zero bias (a uniform white patch, most of an EntityGrid image, embeds to zero) and
+    the position table has zero mean over positions. Without it the embeddings share one large
+    vector, the visual tokens differ by a few percent of their norm, and a from-scratch model
+    trained on EntityGrid grew that shared part and never used the image.
     ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus ``model.safetensors.index.json``;
     ``shards == 1`` writes a single ``model.safetensors``.
     """
@@ -256,6 +261,12 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
             t = t * (1.0 / (shape[1] ** 0.5) / 0.02)
         if vision_position == "sincos" and name.endswith("embeddings.position_embedding.weight"):
             t = sincos_2d(int(round(shape[0] ** 0.5)), shape[1])
+        if vision_centre and name.endswith("embeddings.position_embedding.weight"):
+            t = t - t.mean(0, keepdim=True)
+        if vision_centre and name.endswith("embeddings.patch_embedding.weight"):
+            t = t - t.mean(dim=(1, 2, 3), keepdim=True)
+        if vision_centre and name.endswith("embeddings.patch_embedding.bias"):
+            t = torch.zeros(shape)
         tensors[name] = t.to(dtype).contiguous()
 
     write_safetensors_folder(out, tensors, shards)

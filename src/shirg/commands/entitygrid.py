@@ -28,18 +28,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--captions", action="store_true",
                    help="also write one dense caption per image into the training records (every cell's colour, "
                         "shape and number, row by row); never part of questions.jsonl")
+    p.add_argument("--cells", type=int, default=0, metavar="N",
+                   help="also write N training records per image, each about one cell drawn at random (\"Describe "
+                        "the cell in row R, column C.\" -> \"red circle 5\" or \"empty\"); N >= ROWS*COLS: every "
+                        "cell; never part of questions.jsonl")
     p.add_argument("--train-records", default=None,
                    help="where to write the LLaVA-format records (default OUT/llava_train.json)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from shirg.errors import ConfigError
     from shirg.evaluate.entitygrid import generate, parse_grid, preset_config
 
+    if args.cells < 0:
+        raise ConfigError(f"--cells must be 0 or more, got {args.cells}")
     rows, cols = parse_grid(args.grid) if args.grid else (None, None)
     cfg = preset_config(args.preset, size=args.size, rows=rows, cols=cols, occupancy=args.occupancy,
                         entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label)
     meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
-                    captions=args.captions)
+                    captions=args.captions, cells=args.cells)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
     print(f"wrote {args.n} EntityGrid samples ({counts}) to {args.out}; training records: {meta['llava_records']}")
     return 0

@@ -3,7 +3,8 @@
 Without ``--config`` it is the test suite's tiny checkpoint. ``--config FILE.yaml`` sets the sizes
 (``config``: LaViDa config.json keys over the tiny defaults), the tokenizer's whole-word pieces
 (``tokenizer_words``), the seed, the tower's position-table init (``vision_position``: normal or
-sincos) and the LM / projector linear init (``linear_init``: normal or fan_in):
+sincos), the LM / projector linear init (``linear_init``: normal or fan_in) and whether the tower's
+patch and position embeddings start centred (``vision_centre``: false or true):
 configs/small/model.yaml is the bundled small model's init.
 """
 
@@ -36,10 +37,13 @@ def load_model_spec(path: str) -> dict:
         spec = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{file} is not valid YAML: {e}") from e
-    unknown = sorted(set(spec) - {"config", "tokenizer_words", "seed", "vision_position", "linear_init"})
+    unknown = sorted(set(spec) - {"config", "tokenizer_words", "seed", "vision_position", "linear_init",
+                                 "vision_centre"})
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {file}; valid: config, tokenizer_words, seed, "
-                          "vision_position, linear_init")
+                          "vision_position, linear_init, vision_centre")
+    if not isinstance(spec.get("vision_centre", False), bool):
+        raise ConfigError(f"{file}: vision_centre must be true or false")
     if not isinstance(spec.get("config", {}), dict):
         raise ConfigError(f"{file}: config must be a mapping of LaViDa config.json keys")
     return spec
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     path = write_tiny_lavida_checkpoint(args.out, config=config, seed=seed, shards=shards,
                                         tokenizer_words=spec.get("tokenizer_words", ()),
                                         vision_position=spec.get("vision_position", "normal"),
-                                        linear_init=spec.get("linear_init", "normal"))
+                                        linear_init=spec.get("linear_init", "normal"),
+                                        vision_centre=spec.get("vision_centre", False))
     print(f"random-weight LaViDa checkpoint written to {path} (answers are meaningless until it is trained)")
     return 0

@@ -210,14 +210,35 @@ def describe_scene(record: dict) -> str:
     return "; ".join(", ".join(cells.get((r, c), "empty") for c in range(1, cols + 1)) for r in range(1, rows + 1))
 
 
-def training_records(records: list[dict], captions: bool = False) -> list[dict]:
+def cell_question(row: int, col: int) -> str:
+    return f"Describe the cell in row {row}, column {col}."
+
+
+def describe_cell(record: dict, row: int, col: int) -> str:
+    """What one cell holds: "colour shape number" or "empty"."""
+    for e in record["scene"]:
+        if (e["row"], e["col"]) == (row, col):
+            return f"{e['colour']} {e['shape']} {e['label']}"
+    return "empty"
+
+
+def training_records(records: list[dict], captions: bool = False, cells: int = 0) -> list[dict]:
     """LLaVA conversation records of samples (``image`` set): every question, then (``captions``)
-    one dense caption per image, in the same sample order."""
+    one dense caption per image, then ``cells`` cell records per image (cells drawn without
+    replacement, seeded by the sample id; every cell when ``cells`` >= rows x cols), in sample order."""
     from shirg.train.data import llava_record  # the LLaVA conversation format the training issue reads
 
     llava = [llava_record(r["image"], r["question"], r["answers"][0], r["id"]) for r in records]
     if captions:
         llava += [llava_record(r["image"], CAPTION_QUESTION, describe_scene(r), r["id"] + "-caption") for r in records]
+    if cells > 0:
+        for r in records:
+            rows, cols = r["grid"]
+            grid = [(i, j) for i in range(1, rows + 1) for j in range(1, cols + 1)]
+            if cells < len(grid):
+                grid = sorted(random.Random(f"cells-{r['id']}").sample(grid, cells))
+            llava += [llava_record(r["image"], cell_question(i, j), describe_cell(r, i, j), f"{r['id']}-cell{i}-{j}")
+                      for i, j in grid]
     return llava
 
 
@@ -247,7 +268,8 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int) -> tuple[Image
 
 
 def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | None = None,
-             train_records: str | Path | None = None, progress: bool = False, captions: bool = False) -> dict:
+             train_records: str | Path | None = None, progress: bool = False, captions: bool = False,
+             cells: int = 0) -> dict:
     """Write ``images/*.png``, ``questions.jsonl``, LLaVA training records and ``entitygrid.json``.
 
     ``captions``: the training records also get one dense caption per image (question
@@ -276,7 +298,7 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     write_text(out / QUESTIONS_FILE, lines)
     llava_path = Path(train_records) if train_records else out / LLAVA_FILE
-    llava = training_records(records, captions)
+    llava = training_records(records, captions, cells)
     if train_records:  # image paths relative to the records file's folder
         base = llava_path.resolve().parent
         for rec in llava:
@@ -284,7 +306,8 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
     write_json(llava_path, llava)
     counts = {t: sum(1 for r in records if r["type"] == t) for t in TYPES}
     meta = {"benchmark": "entitygrid", "version": VERSION, "seed": seed, "n": n, "config": asdict(cfg),
-            "counts": counts, "captions": captions, "questions": QUESTIONS_FILE, "llava_records": str(llava_path)}
+            "counts": counts, "captions": captions, "cells": cells, "questions": QUESTIONS_FILE,
+            "llava_records": str(llava_path)}
     write_json(out / META_FILE, meta)
     return meta
 
