@@ -30,9 +30,10 @@ TRAIN_SETS = [
     ("train2x2", 12, 8000, {"rows": 2, "cols": 2}),
     ("train", 1, 24000, {}),
 ]
-# Stage 1a starts from configs/small/model.yaml's init and stage 2 from the bundled model; stage 1b
-# starts from stage 1a's weights, which are not shipped, so its first losses cannot be rechecked here.
-CHECKED_STAGES = ["stage1a", "stage2"]
+# Checked stage -> cell records per image in its data (--cells). Stage 1a starts from the make-tiny init
+# and stage 2 from the bundled model; stage 1b starts from stage 1a's weights, which are not shipped,
+# so its first losses cannot be rechecked here. attempt2/: the second stage-1 recipe (docs/small.md).
+CHECKED_STAGES = {"stage1a": 0, "stage2": 0, "attempt2/stage1a": 2}
 
 
 def test_bundled_files_load_in_lavida_layout():
@@ -102,61 +103,64 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
     first steps draw (EntityGrid is deterministic per (seed, index), so these are the real ones)."""
     from shirg.evaluate.entitygrid import generate_sample, preset_config, training_records
 
-    sizes = {folder: n for folder, _, n, _ in TRAIN_SETS}
-    sets_of = {stage: _mixture_sets(stage) for stage in CHECKED_STAGES}
-    want: dict[str, set[int]] = {folder: set() for folder in sizes}
-    for stage, sets in sets_of.items():
-        run = load_config(SMALL / f"{stage}.yaml").run
-        total = sum(2 * sizes[f] for f in sets)  # one question + one caption per image
-        for i in epoch_order(total, run.seed, 0)[: FIRST_STEPS * run.batch_size]:
-            for folder in sets:
-                if i < 2 * sizes[folder]:
-                    want[folder].add(i % sizes[folder])
-                    break
-                i -= 2 * sizes[folder]
     root = tmp_path_factory.mktemp("small-data")
+    records = {}
     for folder, seed, n, changes in TRAIN_SETS:
-        cfg = preset_config("small", **changes)
-        out = root / folder
-        (out / "images").mkdir(parents=True)
-        records = []
+        records[folder] = []
         for i in range(n):
-            img, rec = generate_sample(cfg, seed, i)
-            rec["image"] = f"images/{rec['id']}.png"
-            if i in want[folder]:
-                img.save(out / rec["image"])
-            records.append(rec)
-        (out / "llava_train.json").write_text(json.dumps(training_records(records, captions=True)))
+            _, rec = generate_sample(preset_config("small", **changes), seed, i)
+            records[folder].append({"image": f"images/{rec['id']}.png", **rec})
+    index = {folder: {rec["image"]: i for i, rec in enumerate(recs)} for folder, recs in records.items()}
+    want: dict[str, set[int]] = {folder: set() for folder in records}
     mixtures = {}
-    for stage, sets in sets_of.items():
-        lines = ["sources:"] + [f"  - {{name: {f}, json: {root / f / 'llava_train.json'}, image_root: {root / f}}}"
-                                for f in sets]
-        mixtures[stage] = root / f"{stage}-mixture.yaml"
+    for stage, cells in CHECKED_STAGES.items():
+        sets = _mixture_sets(stage)
+        llava = {f: training_records(records[f], captions=True, cells=cells) for f in sets}
+        run = load_config(SMALL / f"{stage}.yaml").run
+        for i in epoch_order(sum(len(llava[f]) for f in sets), run.seed, 0)[: FIRST_STEPS * run.batch_size]:
+            for folder in sets:
+                if i < len(llava[folder]):
+                    want[folder].add(index[folder][llava[folder][i]["image"]])
+                    break
+                i -= len(llava[folder])
+        lines = ["sources:"]
+        for f in sets:
+            json_path = root / f"{f}-cells{cells}.json"
+            json_path.write_text(json.dumps(llava[f]))
+            lines.append(f"  - {{name: {f}, json: {json_path}, image_root: {root / f}}}")
+        mixtures[stage] = root / f"{stage.replace('/', '-')}-mixture.yaml"
         mixtures[stage].write_text("\n".join(lines) + "\n")
+    for folder, seed, _, changes in TRAIN_SETS:
+        (root / folder / "images").mkdir(parents=True)
+        for i in sorted(want[folder]):
+            img, rec = generate_sample(preset_config("small", **changes), seed, i)
+            img.save(root / folder / "images" / f"{rec['id']}.png")
     return mixtures
 
 
-def test_recipe_generates_the_data_the_tests_assume():
-    recipe = (SMALL / "recipe.sh").read_text()
-    mixture = (SMALL / "mixture_train.yaml").read_text()
+@pytest.mark.parametrize(("recipe_dir", "data", "cells"), [("", "data", ""), ("attempt2", "data-cells", "--cells 2 ")])
+def test_recipe_generates_the_data_the_tests_assume(recipe_dir, data, cells):
+    recipe = (SMALL / recipe_dir / "recipe.sh").read_text()
+    mixture = (SMALL / recipe_dir / "mixture_train.yaml").read_text()
     for folder, seed, n, changes in TRAIN_SETS:
         grid = f"--grid {changes['rows']}x{changes['cols']} " if changes else ""
         occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""
         command = (f"shirg entitygrid --preset small {grid}{occupancy}--seed {seed} --n {n} --captions "
-                   f"--out runs/small/data/{folder}")
+                   f"{cells}--out runs/small/{data}/{folder}")
         assert command in recipe
-        assert f"runs/small/data/{folder}/llava_train.json" in mixture
+        assert f"runs/small/{data}/{folder}/llava_train.json" in mixture
 
 
-@pytest.mark.parametrize("stage", CHECKED_STAGES)
+@pytest.mark.parametrize("stage", list(CHECKED_STAGES))
 def test_shipped_configs_reproduce_first_losses(tmp_path, stage, training_mixtures):
     from shirg.train.trainer import train
 
     cfg = load_config(SMALL / f"{stage}.yaml")
     mixture = training_mixtures[stage]
-    if stage == "stage1a":
+    if stage.endswith("stage1a"):
         init = tmp_path / "init"
-        assert main(["make-tiny", "--config", str(SMALL / "model.yaml"), "--out", str(init)]) == 0
+        spec = SMALL / Path(stage).parent / "model.yaml"
+        assert main(["make-tiny", "--config", str(spec), "--out", str(init)]) == 0
         model_path = init
     else:
         model_path = bundled.model_dir()  # the stage-1 model stage 2 started from
