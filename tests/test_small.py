@@ -112,10 +112,14 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
             records[folder].append({"image": f"images/{rec['id']}.png", **rec})
     index = {folder: {rec["image"]: i for i, rec in enumerate(recs)} for folder, recs in records.items()}
     want: dict[str, set[int]] = {folder: set() for folder in records}
-    mixtures = {}
+    mixtures, built = {}, {}  # built: (folder, cells) -> its LLaVA records, made and written once
     for stage, cells in CHECKED_STAGES.items():
         sets = _mixture_sets(stage)
-        llava = {f: training_records(records[f], captions=True, cells=cells) for f in sets}
+        for f in sets:
+            if (f, cells) not in built:
+                built[f, cells] = training_records(records[f], captions=True, cells=cells)
+                (root / f"{f}-cells{cells}.json").write_text(json.dumps(built[f, cells]))
+        llava = {f: built[f, cells] for f in sets}
         run = load_config(SMALL / f"{stage}.yaml").run
         for i in epoch_order(sum(len(llava[f]) for f in sets), run.seed, 0)[: FIRST_STEPS * run.batch_size]:
             for folder in sets:
@@ -123,11 +127,8 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
                     want[folder].add(index[folder][llava[folder][i]["image"]])
                     break
                 i -= len(llava[folder])
-        lines = ["sources:"]
-        for f in sets:
-            json_path = root / f"{f}-cells{cells}.json"
-            json_path.write_text(json.dumps(llava[f]))
-            lines.append(f"  - {{name: {f}, json: {json_path}, image_root: {root / f}}}")
+        lines = ["sources:"] + [f"  - {{name: {f}, json: {root / f'{f}-cells{cells}.json'}, image_root: {root / f}}}"
+                                for f in sets]
         mixtures[stage] = root / f"{stage.replace('/', '-')}-mixture.yaml"
         mixtures[stage].write_text("\n".join(lines) + "\n")
     for folder, seed, _, changes in TRAIN_SETS:
