@@ -32,8 +32,8 @@ TRAIN_SETS = [
 ]
 # Checked stage -> cell records per image in its data (--cells). Stage 1a starts from the make-tiny init
 # and stage 2 from the bundled model; stage 1b starts from stage 1a's weights, which are not shipped,
-# so its first losses cannot be rechecked here. attempt2/: the second stage-1 recipe (docs/small.md).
-CHECKED_STAGES = {"stage1a": 0, "stage2": 0, "attempt2/stage1a": 2}
+# so its first losses cannot be rechecked here. attempt2/, attempt3/: the later stage-1 recipes (docs/small.md).
+CHECKED_STAGES = {"stage1a": 0, "stage2": 0, "attempt2/stage1a": 2, "attempt3/stage1a": 2}
 
 
 def test_bundled_files_load_in_lavida_layout():
@@ -139,10 +139,12 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
     return mixtures
 
 
-@pytest.mark.parametrize(("recipe_dir", "data", "cells"), [("", "data", ""), ("attempt2", "data-cells", "--cells 2 ")])
+@pytest.mark.parametrize(("recipe_dir", "data", "cells"), [("", "data", ""), ("attempt2", "data-cells", "--cells 2 "),
+                                                       ("attempt3", "data-cells", "--cells 2 ")])
 def test_recipe_generates_the_data_the_tests_assume(recipe_dir, data, cells):
     recipe = (SMALL / recipe_dir / "recipe.sh").read_text()
-    mixture = (SMALL / recipe_dir / "mixture_train.yaml").read_text()
+    stage1 = load_config(SMALL / recipe_dir / "stage1.yaml")
+    mixture = (REPO / stage1.data.mixture).read_text()  # attempt 3 reads attempt 2's mixtures
     for folder, seed, n, changes in TRAIN_SETS:
         grid = f"--grid {changes['rows']}x{changes['cols']} " if changes else ""
         occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""

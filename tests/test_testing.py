@@ -183,3 +183,39 @@ def test_vision_centre_init(ckpt, tmp_path):
     red = torch.tensor([0.68, -0.69, -0.69])[None, :, None, None].expand(1, 3, 14, 14)
     assert torch.nn.functional.conv2d(red, conv, bias, stride=14).abs().max() > 1e-2  # colour survives
     assert torch.equal(centred["model.transformer.wte.weight"], normal["model.transformer.wte.weight"])
+
+
+def test_tokenizer_bare_words(tmp_path):
+    from shirg.errors import ConfigError
+    from shirg.testing import build_tiny_tokenizer
+
+    words = ["red", "purple", "circle", "empty"]
+    plain = AutoTokenizer.from_pretrained(str(build_tiny_tokenizer(tmp_path / "w", words)))
+    bare = AutoTokenizer.from_pretrained(str(build_tiny_tokenizer(tmp_path / "b", words, ["purple", "empty"])))
+
+    def pieces(tok, text):
+        return tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+
+    # without bare words, an answer's first word (no space before it) is spelt in pieces
+    assert len(pieces(plain, "purple")) > 1 and pieces(plain, " purple") == ["Ġpurple"]
+    assert pieces(bare, "purple circle") == ["purple", "Ġcircle"]
+    assert pieces(bare, "empty") == ["empty"] and pieces(bare, " empty") == ["Ġempty"]
+    assert len(bare) == len(plain)  # same vocabulary size: the special tokens keep their ids
+    assert bare.convert_tokens_to_ids("<|mdm_mask|>") == plain.convert_tokens_to_ids("<|mdm_mask|>")
+    too_many = [f"{a}{b}{c}qz" for a in "bcdfgh" for b in "aeiou" for c in "klmnp"]
+    with pytest.raises(ConfigError, match="no single piece"):
+        build_tiny_tokenizer(tmp_path / "x", (), too_many)
+
+
+def test_make_tiny_spec_bare_words(tmp_path, capsys):
+    from shirg.cli import main
+
+    spec = tmp_path / "model.yaml"
+    spec.write_text("tokenizer_words: [purple, circle]\ntokenizer_bare_words: [purple]\n")
+    assert main(["make-tiny", "--config", str(spec), "--out", str(tmp_path / "ck")]) == 0
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "ck"))
+    assert tok.convert_ids_to_tokens(tok("purple circle", add_special_tokens=False)["input_ids"]) == [
+        "purple", "Ġcircle"]
+    spec.write_text("tokenizer_bare_words: purple\n")
+    assert main(["make-tiny", "--config", str(spec), "--out", str(tmp_path / "bad")]) == 2
+    assert "tokenizer_bare_words must be a list of words" in capsys.readouterr().err

@@ -103,11 +103,14 @@ def tiny_lavida_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
-def build_tiny_tokenizer(out_dir: str | Path, words: Sequence[str] = ()) -> Path:
+def build_tiny_tokenizer(out_dir: str | Path, words: Sequence[str] = (), bare_words: Sequence[str] = ()) -> Path:
     """Train and save a tiny byte-level BPE tokenizer (400 pieces + LLaDA's special tokens).
 
-    ``words`` are weighted so that each becomes one piece (with and without a leading space),
-    e.g. a task's vocabulary; with none the tokenizer is the same as it always was.
+    ``words`` are weighted so that each becomes one piece after a space (" red"), e.g. a task's
+    vocabulary; with none the tokenizer is the same as it always was. ``bare_words`` also become one
+    piece with no space before them: the first word of an answer follows the assistant header's
+    newlines, so without this "purple" at an answer's start is spelt "p" + "urple" and a
+    parallel-decoding model can mix the pieces of two colours. A word that still splits raises.
 
     Writes ``tokenizer.json`` and ``tokenizer_config.json`` (with the chat template) into
     ``out_dir``; ``transformers.AutoTokenizer.from_pretrained(out_dir)`` loads it offline.
@@ -128,7 +131,12 @@ def build_tiny_tokenizer(out_dir: str | Path, words: Sequence[str] = ()) -> Path
     corpus += [f"{w} {w.capitalize()} {w.upper()}" for w in _CORPUS_WORDS]
     corpus *= 4
     corpus += [f"{w} " * 50 for w in words]  # frequent enough to be merged before everything else
+    corpus += [w for w in bare_words for _ in range(60)]  # each entry is one bare occurrence
     tok.train_from_iterator(corpus, trainer=trainer)
+    split = [w for w in bare_words if len(tok.encode(w).ids) != 1 or len(tok.encode(" " + w).ids) != 1]
+    if split:
+        raise ConfigError(f"the tiny tokenizer has no single piece for {split} (with and without a leading "
+                          "space): its 400 pieces are used up; list fewer bare words")
     if tok.get_vocab_size() != TINY_BASE_VOCAB:
         raise RuntimeError(
             f"tiny tokenizer trained to {tok.get_vocab_size()} pieces, expected {TINY_BASE_VOCAB}"
@@ -221,7 +229,8 @@ def _is_norm(name: str) -> bool:
 def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | None = None, seed: int = 0,
                                  shards: int = 2, dtype: torch.dtype = torch.float32,
                                  tokenizer_words: Sequence[str] = (), vision_position: str = "normal",
-                                 linear_init: str = "normal", vision_centre: bool = False) -> Path:
+                                 linear_init: str = "normal", vision_centre: bool = False,
+                                 tokenizer_bare_words: Sequence[str] = ()) -> Path:
     """Write a random LaViDa checkpoint (config, safetensors, tokenizer) into ``out_dir``.
 
     Weights ~ N(0, 0.02), norm weights 1 and norm biases 0; deterministic from ``seed`` (the same
@@ -236,6 +245,7 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
     the position table has zero mean over positions. Without it the embeddings share one large
     vector, the visual tokens differ by a few percent of their norm, and a from-scratch model
     trained on EntityGrid grew that shared part and never used the image.
+    ``tokenizer_words`` / ``tokenizer_bare_words``: see :func:`build_tiny_tokenizer`.
     ``shards > 1`` writes ``model-0000k-of-0000n.safetensors`` plus ``model.safetensors.index.json``;
     ``shards == 1`` writes a single ``model.safetensors``.
     """
@@ -271,5 +281,5 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
 
     write_safetensors_folder(out, tensors, shards)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    build_tiny_tokenizer(out, tokenizer_words)
+    build_tiny_tokenizer(out, tokenizer_words, tokenizer_bare_words)
     return out

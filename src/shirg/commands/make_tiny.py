@@ -2,7 +2,7 @@
 
 Without ``--config`` it is the test suite's tiny checkpoint. ``--config FILE.yaml`` sets the sizes
 (``config``: LaViDa config.json keys over the tiny defaults), the tokenizer's whole-word pieces
-(``tokenizer_words``), the seed, the tower's position-table init (``vision_position``: normal or
+(``tokenizer_words``; ``tokenizer_bare_words`` are also whole without a leading space), the seed, the tower's position-table init (``vision_position``: normal or
 sincos), the LM / projector linear init (``linear_init``: normal or fan_in) and whether the tower's
 patch and position embeddings start centred (``vision_centre``: false or true):
 configs/small/model.yaml is the bundled small model's init.
@@ -38,12 +38,16 @@ def load_model_spec(path: str) -> dict:
     except yaml.YAMLError as e:
         raise ConfigError(f"{file} is not valid YAML: {e}") from e
     unknown = sorted(set(spec) - {"config", "tokenizer_words", "seed", "vision_position", "linear_init",
-                                 "vision_centre"})
+                                 "vision_centre", "tokenizer_bare_words"})
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {file}; valid: config, tokenizer_words, seed, "
-                          "vision_position, linear_init, vision_centre")
+                          "vision_position, linear_init, vision_centre, tokenizer_bare_words")
     if not isinstance(spec.get("vision_centre", False), bool):
         raise ConfigError(f"{file}: vision_centre must be true or false")
+    for key in ("tokenizer_words", "tokenizer_bare_words"):
+        words = spec.get(key, [])
+        if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
+            raise ConfigError(f"{file}: {key} must be a list of words")
     if not isinstance(spec.get("config", {}), dict):
         raise ConfigError(f"{file}: config must be a mapping of LaViDa config.json keys")
     return spec
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
                                         tokenizer_words=spec.get("tokenizer_words", ()),
                                         vision_position=spec.get("vision_position", "normal"),
                                         linear_init=spec.get("linear_init", "normal"),
-                                        vision_centre=spec.get("vision_centre", False))
+                                        vision_centre=spec.get("vision_centre", False),
+                                        tokenizer_bare_words=spec.get("tokenizer_bare_words", ()))
     print(f"random-weight LaViDa checkpoint written to {path} (answers are meaningless until it is trained)")
     return 0
