@@ -3,9 +3,10 @@
 Without ``--config`` it is the test suite's tiny checkpoint. ``--config FILE.yaml`` sets the sizes
 (``config``: LaViDa config.json keys over the tiny defaults), the tokenizer's whole-word pieces
 (``tokenizer_words``; ``tokenizer_bare_words`` are also whole without a leading space), the seed,
-the tower's position-table init (``vision_position``: normal or sincos), the LM / projector linear init (``linear_init``: normal or fan_in) and whether the tower's
-patch and position embeddings start centred (``vision_centre``: false or true):
-configs/small/model.yaml is the bundled small model's init.
+the tower's position-table init (``vision_position``: normal or sincos), the LM / projector linear
+init (``linear_init``: normal or fan_in) and whether the tower's patch and position embeddings
+start centred (``vision_centre``: false or true): configs/small/model.yaml is the bundled small
+model's init.
 """
 
 from __future__ import annotations
