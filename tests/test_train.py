@@ -633,3 +633,17 @@ def test_export_from_an_intermediate_checkpoint_equals_the_final_model(tiny_ckpt
     assert changed
     with pytest.raises(CheckpointError, match="trainable.safetensors"):
         export_merged(tiny_ckpt, None, tmp_path / "x", checkpoint=run)
+
+
+def test_two_runs_in_one_process_with_different_precisions(tiny_ckpt, tmp_path):
+    # accelerate keeps one state per process; a second run in another precision must still train
+    from shirg.train.trainer import train
+
+    mix = write_toy_data(tmp_path / "data")
+    losses = {}
+    for mp in ("no", "bf16", "no"):
+        cfg = tiny_config(tiny_ckpt, mix, tmp_path / f"run-{mp}-{len(losses)}", "run.max_steps=1",
+                          f"run.mixed_precision={mp}", "trainable.components=[projector]", "lora.enabled=false")
+        losses[len(losses)] = train(cfg)["losses"]
+    assert all(np.isfinite(v).all() for v in losses.values())
+    assert losses[0] == losses[2]  # the float32 run is unchanged by the bf16 run between

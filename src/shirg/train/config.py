@@ -117,6 +117,8 @@ class TrainConfig:
             raise ConfigError(f"trainable.components: unknown {bad}; choose from {', '.join(COMPONENTS)}")
         if self.optim.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule {self.optim.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.run.mixed_precision is False:  # YAML 1.1 reads an unquoted `no` (and --set ...=no) as false
+            self.run.mixed_precision = "no"
         if self.run.mixed_precision not in PRECISIONS:
             raise ConfigError(f"run.mixed_precision {self.run.mixed_precision!r}: choose {', '.join(PRECISIONS)}")
         if self.lora.enabled and self.lora.rank < 1:

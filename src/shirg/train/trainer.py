@@ -73,6 +73,18 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
     return factor
 
 
+def _forget_single_process_precision(mixed_precision: str) -> None:
+    """accelerate keeps one AcceleratorState per process and refuses another mixed precision; a
+    single-process caller that trains twice (a notebook, the tests) with different precisions would
+    get its ValueError. Reset the state then; a distributed launch is never reset."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if mixed_precision and state and state.get("_mixed_precision") not in (None, mixed_precision) and \
+            int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _use_cpu() -> bool:
     forced = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
     return forced or not torch.cuda.is_available()
@@ -206,6 +218,7 @@ class Trainer:
                               "or choose another run.output_dir")
         # cpu=True on machines without CUDA: processes started by torchrun (accelerate launch
         # --multi_gpu) then form a gloo group; accelerate's own --cpu launcher starts only one process.
+        _forget_single_process_precision(_mixed_precision(cfg))
         self.acc = acc = Accelerator(
             cpu=_use_cpu(),
             mixed_precision=_mixed_precision(cfg),
