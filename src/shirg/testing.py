@@ -136,7 +136,7 @@ def build_tiny_tokenizer(out_dir: str | Path, words: Sequence[str] = (), bare_wo
     split = [w for w in bare_words if len(tok.encode(w).ids) != 1 or len(tok.encode(" " + w).ids) != 1]
     if split:
         raise ConfigError(f"the tiny tokenizer has no single piece for {split} (with and without a leading "
-                          "space): its 400 pieces are used up; list fewer bare words")
+                          f"space): its {TINY_BASE_VOCAB} pieces are used up; list fewer bare words")
     if tok.get_vocab_size() != TINY_BASE_VOCAB:
         raise RuntimeError(
             f"tiny tokenizer trained to {tok.get_vocab_size()} pieces, expected {TINY_BASE_VOCAB}"
