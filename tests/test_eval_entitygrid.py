@@ -70,6 +70,42 @@ def test_answers_agree_with_the_scene_and_boxes_hold_the_entity(index):
         assert (e["col"] - 1) * cw <= (x0 + x1) / 2 <= e["col"] * cw  # in its own column
 
 
+def test_numbers_inside_the_shapes_keep_the_scene_and_move_only_the_number():
+    from dataclasses import replace
+
+    inside = replace(SMALL, label_place="inside")
+    for index in range(8):
+        img_u, rec_u = generate_sample(SMALL, seed=0, index=index)
+        img_i, rec_i = generate_sample(inside, seed=0, index=index)
+        # same seed, same scene and answers; only the reading question's wording and the drawing differ
+        assert [(e["row"], e["col"], e["colour"], e["shape"], e["label"]) for e in rec_u["scene"]] == \
+               [(e["row"], e["col"], e["colour"], e["shape"], e["label"]) for e in rec_i["scene"]]
+        assert rec_u["answers"] == rec_i["answers"]
+        if rec_i["type"] == "reading":
+            assert "written on the" in rec_i["question"] and "written under the" in rec_u["question"]
+        else:
+            assert rec_i["question"] == rec_u["question"]
+        arr = np.asarray(img_i).astype(int)
+        for e in rec_i["scene"]:
+            x0, y0, x1, y1 = e["box"]
+            cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+            centre = arr[cy - 6:cy + 7, cx - 6:cx + 7].reshape(-1, 3)
+            assert (centre.sum(1) < 200).any()  # the black (anti-aliased) number sits at the shape's centre
+            assert (centre.min(1) > 240).any()  # on its white tag
+            below = arr[y1:min(y1 + 12, arr.shape[0]), x0:x1].reshape(-1, 3)
+            assert not (below.sum(1) < 200).any()  # and no longer under the shape
+    with pytest.raises(ConfigError, match="label_place"):
+        generate("/nonexistent-never-written", 1, cfg=replace(SMALL, label_place="above"))
+
+
+def test_cli_label_place_inside(tmp_path):
+    out = tmp_path / "eg"
+    assert main(["entitygrid", "--preset", "small", "--label-place", "inside", "--out", str(out), "--n", "4"]) == 0
+    recs = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    assert recs[3]["question"].startswith("What number is written on the")
+    assert json.loads((out / "entitygrid.json").read_text())["config"]["label_place"] == "inside"
+
+
 def test_cli_writes_images_questions_and_llava_records(tmp_path):
     out = tmp_path / "eg"
     rc = main(["entitygrid", "--out", str(out), "--n", "4", "--seed", "1", "--size", "280", "--grid", "4x5",

@@ -30,10 +30,14 @@ TRAIN_SETS = [
     ("train2x2", 12, 8000, {"rows": 2, "cols": 2}),
     ("train", 1, 24000, {}),
 ]
-# Checked stage -> cell records per image in its data (--cells). Stage 1a starts from the make-tiny init
-# and stage 2 from the bundled model; stage 1b starts from stage 1a's weights, which are not shipped,
-# so its first losses cannot be rechecked here. attempt2/, attempt3/: the later stage-1 recipes (docs/small.md).
-CHECKED_STAGES = {"stage1a": 0, "stage2": 0, "attempt2/stage1a": 2, "attempt3/stage1a": 2}
+# Checked stage -> (cell records per image in its data (--cells), where the numbers are drawn
+# (--label-place)). Stage 1a starts from the make-tiny init and stage 2 from the bundled model; stage 1b
+# starts from stage 1a's weights, which are not shipped, so its first losses cannot be rechecked here.
+# attempt2/, attempt3/, attempt4/: the later stage-1 recipes (docs/small.md).
+CHECKED_STAGES = {"stage1a": (0, "under"), "stage2": (0, "under"), "attempt2/stage1a": (2, "under"),
+                  "attempt3/stage1a": (2, "under"), "attempt4/stage1a": (2, "inside")}
+# attempt 4 starts from attempt 3's init (the same make-tiny spec)
+INIT_SPEC = {"attempt4": "attempt3"}
 
 
 def test_bundled_files_load_in_lavida_layout():
@@ -104,49 +108,53 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
     from shirg.evaluate.entitygrid import generate_sample, preset_config, training_records
 
     root = tmp_path_factory.mktemp("small-data")
-    records = {}
+    places = sorted({place for _, place in CHECKED_STAGES.values()})
+    records = {}  # (folder, place) -> the set's benchmark records
     for folder, seed, n, changes in TRAIN_SETS:
-        records[folder] = []
-        for i in range(n):
-            _, rec = generate_sample(preset_config("small", **changes), seed, i)
-            records[folder].append({"image": f"images/{rec['id']}.png", **rec})
-    index = {folder: {rec["image"]: i for i, rec in enumerate(recs)} for folder, recs in records.items()}
-    want: dict[str, set[int]] = {folder: set() for folder in records}
-    mixtures, built = {}, {}  # built: (folder, cells) -> its LLaVA records, made and written once
-    for stage, cells in CHECKED_STAGES.items():
+        for place in places:
+            cfg = preset_config("small", label_place=place, **changes)
+            records[folder, place] = [{"image": f"images/{rec['id']}.png", **rec}
+                                      for rec in (generate_sample(cfg, seed, i)[1] for i in range(n))]
+    index = {key: {rec["image"]: i for i, rec in enumerate(recs)} for key, recs in records.items()}
+    want: dict[tuple, set[int]] = {key: set() for key in records}
+    mixtures, built = {}, {}  # built: (folder, place, cells) -> its LLaVA records, made and written once
+    for stage, (cells, place) in CHECKED_STAGES.items():
         sets = _mixture_sets(stage)
         for f in sets:
-            if (f, cells) not in built:
-                built[f, cells] = training_records(records[f], captions=True, cells=cells)
-                (root / f"{f}-cells{cells}.json").write_text(json.dumps(built[f, cells]))
-        llava = {f: built[f, cells] for f in sets}
+            if (f, place, cells) not in built:
+                built[f, place, cells] = training_records(records[f, place], captions=True, cells=cells)
+                (root / f"{f}-{place}-cells{cells}.json").write_text(json.dumps(built[f, place, cells]))
+        llava = {f: built[f, place, cells] for f in sets}
         run = load_config(SMALL / f"{stage}.yaml").run
         for i in epoch_order(sum(len(llava[f]) for f in sets), run.seed, 0)[: FIRST_STEPS * run.batch_size]:
             for folder in sets:
                 if i < len(llava[folder]):
-                    want[folder].add(index[folder][llava[folder][i]["image"]])
+                    want[folder, place].add(index[folder, place][llava[folder][i]["image"]])
                     break
                 i -= len(llava[folder])
-        lines = ["sources:"] + [f"  - {{name: {f}, json: {root / f'{f}-cells{cells}.json'}, image_root: {root / f}}}"
-                                for f in sets]
+        lines = ["sources:"] + [f"  - {{name: {f}, json: {root / f'{f}-{place}-cells{cells}.json'}, "
+                                f"image_root: {root / f'{f}-{place}'}}}" for f in sets]
         mixtures[stage] = root / f"{stage.replace('/', '-')}-mixture.yaml"
         mixtures[stage].write_text("\n".join(lines) + "\n")
     for folder, seed, _, changes in TRAIN_SETS:
-        (root / folder / "images").mkdir(parents=True)
-        for i in sorted(want[folder]):
-            img, rec = generate_sample(preset_config("small", **changes), seed, i)
-            img.save(root / folder / "images" / f"{rec['id']}.png")
+        for place in places:
+            (root / f"{folder}-{place}" / "images").mkdir(parents=True)
+            for i in sorted(want[folder, place]):
+                img, rec = generate_sample(preset_config("small", label_place=place, **changes), seed, i)
+                img.save(root / f"{folder}-{place}" / "images" / f"{rec['id']}.png")
     return mixtures
 
 
 @pytest.mark.parametrize(("recipe_dir", "data", "cells"), [("", "data", ""), ("attempt2", "data-cells", "--cells 2 "),
-                                                       ("attempt3", "data-cells", "--cells 2 ")])
+                                                       ("attempt3", "data-cells", "--cells 2 "),
+                                                       ("attempt4", "data-inside", "--cells 2 ")])
 def test_recipe_generates_the_data_the_tests_assume(recipe_dir, data, cells):
     recipe = (SMALL / recipe_dir / "recipe.sh").read_text()
     stage1 = load_config(SMALL / recipe_dir / "stage1.yaml")
     mixture = (REPO / stage1.data.mixture).read_text()  # attempt 3 reads attempt 2's mixtures
+    place = "--label-place inside " if recipe_dir == "attempt4" else ""
     for folder, seed, n, changes in TRAIN_SETS:
-        grid = f"--grid {changes['rows']}x{changes['cols']} " if changes else ""
+        grid = f"{place}--grid {changes['rows']}x{changes['cols']} " if changes else place
         occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""
         command = (f"shirg entitygrid --preset small {grid}{occupancy}--seed {seed} --n {n} --captions "
                    f"{cells}--out runs/small/{data}/{folder}")
@@ -162,7 +170,8 @@ def test_shipped_configs_reproduce_first_losses(tmp_path, stage, training_mixtur
     mixture = training_mixtures[stage]
     if stage.endswith("stage1a"):
         init = tmp_path / "init"
-        spec = SMALL / Path(stage).parent / "model.yaml"
+        parent = Path(stage).parent.name
+        spec = SMALL / INIT_SPEC.get(parent, parent) / "model.yaml"
         assert main(["make-tiny", "--config", str(spec), "--out", str(init)]) == 0
         model_path = init
     else:

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write N training records per image, each about one cell drawn at random (\"Describe "
                         "the cell in row R, column C.\" -> \"red circle 5\" or \"empty\"); N >= ROWS*COLS: every "
                         "cell; never part of questions.jsonl")
+    p.add_argument("--label-place", choices=("under", "inside"), default=None,
+                   help="where the numbers are drawn: under each shape (default) or inside it, black on a white "
+                        "tag at the shape's centre (the reading question then asks what is written 'on' it)")
     p.add_argument("--train-records", default=None,
                    help="where to write the LLaVA-format records (default OUT/llava_train.json)")
 
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--cells must be 0 or more, got {args.cells}")
     rows, cols = parse_grid(args.grid) if args.grid else (None, None)
     cfg = preset_config(args.preset, size=args.size, rows=rows, cols=cols, occupancy=args.occupancy,
-                        entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label)
+                        entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label,
+                        label_place=args.label_place)
     meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
                     captions=args.captions, cells=args.cells)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())

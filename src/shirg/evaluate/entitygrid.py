@@ -30,6 +30,7 @@ COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 TYPES = ("recognition", "position", "counting", "reading")
+LABEL_PLACES = ("under", "inside")
 QUESTIONS_FILE = "questions.jsonl"
 LLAVA_FILE = "llava_train.json"
 META_FILE = "entitygrid.json"
@@ -46,6 +47,7 @@ class EntityGridConfig:
     entity_scale: float = 0.3  # shape side as a fraction of the cell side
     label_px: int = 14  # font size of the numbers (about 4 px at 384, 7 px at 672 for size 1344)
     max_label: int = 99
+    label_place: str = "under"  # "under" the shape, or "inside": on a white tag at the shape's centre
 
     def validate(self) -> None:
         if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
@@ -58,6 +60,8 @@ class EntityGridConfig:
             raise ConfigError(f"entity_scale {self.entity_scale} must be in [0.05, 0.8]")
         if self.label_px < 4:
             raise ConfigError(f"label_px {self.label_px} is too small to render; use 4 or more")
+        if self.label_place not in LABEL_PLACES:
+            raise ConfigError(f"label_place {self.label_place!r} is not one of {', '.join(LABEL_PLACES)}")
         if self.max_label < self.rows * self.cols:
             raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols}")
 
@@ -148,10 +152,14 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
         _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
         text = str(labels[k])
         tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
-        tx, ty = cx - (tx1 - tx0) / 2 - tx0, cy + radius + 3 - ty0
+        if cfg.label_place == "inside":  # black on a white tag centred on the shape: legible on every colour
+            tx, ty = cx - (tx1 - tx0) / 2 - tx0, cy - (ty1 - ty0) / 2 - ty0
+            draw.rectangle([tx + tx0 - 2, ty + ty0 - 2, tx + tx1 + 1, ty + ty1 + 1], fill=(255, 255, 255))
+        else:
+            tx, ty = cx - (tx1 - tx0) / 2 - tx0, cy + radius + 3 - ty0
         draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
         box = [math.floor(min(cx - radius, tx + tx0)), math.floor(cy - radius),
-               math.ceil(max(cx + radius, tx + tx1)), math.ceil(ty + ty1)]
+               math.ceil(max(cx + radius, tx + tx1)), math.ceil(max(cy + radius, ty + ty1))]
         box = [max(0, min(cfg.size, v)) for v in box]
         entities.append(Entity(r, c, colour, shape, labels[k], box))
     return img, entities
@@ -161,8 +169,9 @@ def _pos(e: Entity) -> str:
     return f"row {e.row}, column {e.col}"
 
 
-def make_question(qtype: str, entities: list[Entity], rng: random.Random) -> dict:
-    """Question, answer(s) and the queried entities for one scene."""
+def make_question(qtype: str, entities: list[Entity], rng: random.Random, label_place: str = "under") -> dict:
+    """Question, answer(s) and the queried entities for one scene (``label_place``: where the numbers
+    are drawn, which the reading question names)."""
     combo = {}
     for e in entities:
         combo.setdefault((e.colour, e.shape), []).append(e)
@@ -188,13 +197,14 @@ def make_question(qtype: str, entities: list[Entity], rng: random.Random) -> dic
         return {"question": f"How many {what} are there? Answer with a number.",
                 "answers": [str(len(group))], "targets": group}
     if qtype == "reading":
+        where = "on" if label_place == "inside" else "under"
         unique = [g[0] for g in combo.values() if len(g) == 1]
         if unique:
             e = rng.choice(unique)
-            q = f"What number is written under the {e.colour} {e.shape}?"
+            q = f"What number is written {where} the {e.colour} {e.shape}?"
         else:
             e = rng.choice(entities)
-            q = f"What number is written under the shape in row {e.row}, column {e.col}?"
+            q = f"What number is written {where} the shape in row {e.row}, column {e.col}?"
         return {"question": q, "answers": [str(e.label)], "targets": [e]}
     raise ConfigError(f"unknown question type {qtype!r}; valid: {', '.join(TYPES)}")
 
@@ -251,7 +261,7 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int) -> tuple[Image
     rng = random.Random(f"entitygrid-v{VERSION}-{seed}-{index}")
     img, entities = render_scene(cfg, rng)
     qtype = TYPES[index % len(TYPES)]
-    q = make_question(qtype, entities, rng)
+    q = make_question(qtype, entities, rng, cfg.label_place)
     record = {
         "id": sample_id(seed, index),
         "type": qtype,

@@ -255,6 +255,8 @@ class Trainer:
         self.tm = tm = make_trainable(lavida, cfg)
         if acc.is_main_process:
             log.info("%s", describe(tm))
+            log.info("device %s, %d process(es), mixed precision %s, %d CPU thread(s) per process",
+                     acc.device, acc.num_processes, acc.mixed_precision, torch.get_num_threads())
         self.trainable_names = [n for n, _ in tm.named_trainable()]
 
         if cfg.data.mixture:

@@ -1,0 +1,84 @@
+"""Does a model use the image? Per-answer-slot loss with the true images against other samples' images.
+
+A model trained from scratch first learns the answers' priors; whether (and for which answer slot) it
+has started to read the image shows as a gap between the cross-entropy with each sample's own image
+and with the next sample's image (images rolled by one over the probed set). Every answer slot is
+masked, as at the sampler's first step, so the numbers are deterministic and comparable across
+checkpoints. Used by ``shirg image-use`` (docs/small.md reports the small model's probes with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from shirg.errors import ConfigError
+from shirg.model.inference import splice
+from shirg.model.lavida import LavidaModel
+from shirg.train.data import Sample, TrainDataset, collate
+from shirg.train.loss import answer_logits, visual_blocks
+
+
+@torch.no_grad()
+def slot_losses(model: LavidaModel, batch, mode: str, visual: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy [B, La], argmax hit [B, La]) of every answer slot with all slots masked."""
+    blocks = visual_blocks(model, batch, mode, dict(visual or {}))
+    prefix, prefix_mask = splice(model, batch.prompt_ids, blocks)
+    B, Lp, _ = prefix.shape
+    device = prefix.device
+    answer = batch.answer_ids.to(device)
+    La = answer.shape[1]
+    noisy = torch.full_like(answer, model.config.llm.mask_token_id)
+    embeds = torch.cat([prefix, model.model.embed(noisy).to(prefix.dtype)], dim=1)
+    key_mask = torch.cat([prefix_mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
+    steps = torch.arange(La, device=device)
+    position_ids = torch.cat([torch.arange(Lp, device=device).expand(B, Lp),
+                              prefix_mask.sum(1)[:, None] + steps], dim=1)
+    vocab = model.config.llm.vocab_size
+    logits = answer_logits(model, embeds, key_mask, position_ids, La)[..., :vocab].float()
+    ce = F.cross_entropy(logits.reshape(-1, vocab), answer.reshape(-1), reduction="none").view(B, La)
+    return ce, (logits.argmax(-1) == answer).float()
+
+
+def image_use(model: LavidaModel, samples: Sequence[Sample], *, mode: str, slots: int = 8,
+              resolution: int = 336, batch_size: int = 16, visual: dict | None = None,
+              progress: bool = False) -> dict:
+    """Per-slot mean cross-entropy and accuracy over ``samples`` with their own images ("true") and
+    with sample i given sample i+1's image ("rolled", the last gets the first's)."""
+    if len(samples) < 2:
+        raise ConfigError(f"image-use needs at least 2 samples to roll the images, got {len(samples)}")
+    if slots < 2:
+        raise ConfigError(f"--slots must be >= 2 (the answer and its end token), got {slots}")
+    tok = model.tokenizer
+    eot = model.config.eot_token_id
+    ds = TrainDataset(samples, tok, answer_length=slots, eos_id=model.config.llm.eos_token_id, eot_id=eot,
+                      resolutions=[resolution], snap=0, seed=0)
+    items = [ds[(0, i)] for i in range(len(samples))]
+    bad = [samples[i].image for i, x in enumerate(items) if "skip" in x]
+    if bad:
+        raise ConfigError(f"unreadable image(s): {', '.join(map(str, bad[:3]))}; fix or drop those records")
+    rolled_images = [x["image"] for x in items[1:] + items[:1]]
+    sums = {k: torch.zeros(slots) for k in ("ce_true", "ce_rolled", "acc_true", "acc_rolled")}
+    starts = range(0, len(items), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=f"image-use {mode}", unit="batch")
+    for b0 in starts:
+        chunk = items[b0:b0 + batch_size]
+        batch = collate(chunk)
+        ce, hit = slot_losses(model, batch, mode, visual)
+        sums["ce_true"] += ce.sum(0).cpu()
+        sums["acc_true"] += hit.sum(0).cpu()
+        batch.images = rolled_images[b0:b0 + len(chunk)]
+        ce, hit = slot_losses(model, batch, mode, visual)
+        sums["ce_rolled"] += ce.sum(0).cpu()
+        sums["acc_rolled"] += hit.sum(0).cpu()
+    n = len(items)
+    out = {k: [v / n for v in t.tolist()] for k, t in sums.items()}
+    out.update(n=n, mode=mode, slots=slots, resolution=resolution,
+               mean_ce_true=sum(sums["ce_true"].tolist()) / (n * slots),
+               mean_ce_rolled=sum(sums["ce_rolled"].tolist()) / (n * slots))
+    return out
