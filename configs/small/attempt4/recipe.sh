@@ -2,6 +2,7 @@
 # Attempt 4 of the small model (docs/small.md, "A fourth recipe"): attempt 3's init, learning rates and
 # schedule (configs/small/attempt3/), with the numbers drawn inside the shapes (--label-place inside)
 # so the digit shares its patches with the shape the question names. Run from the repository root.
+# So far only the data, the init and stage 1a have been run (docs/small.md says why stage 1b was not).
 set -euo pipefail
 shirg entitygrid --preset small --label-place inside --grid 1x2 --occupancy 1.0 --seed 11 --n 6000 --captions --cells 2 --out runs/small/data-inside/train1x2
 shirg entitygrid --preset small --label-place inside --grid 2x2 --seed 12 --n 8000 --captions --cells 2 --out runs/small/data-inside/train2x2
