@@ -180,3 +180,20 @@ def test_shipped_configs_reproduce_first_losses(tmp_path, stage, training_mixtur
                                                   f"run.output_dir={tmp_path / 'run'}", "run.log_every=1"])
     result = train(cfg, stop_after=FIRST_STEPS)
     assert result["losses"] == pytest.approx(_reference_losses(stage), rel=2e-3, abs=2e-3)
+
+
+def test_every_small_training_config_and_mixture_parses():
+    """Every stage and probe config under configs/small loads, and its mixture names sources whose
+    records live under runs/small (what the recipes' `shirg entitygrid` commands write)."""
+    import yaml
+
+    configs = [p for p in SMALL.rglob("*.yaml") if not p.name.startswith(("mixture", "model"))]
+    assert len(configs) >= 10
+    for path in configs:
+        cfg = load_config(path)
+        mixture = REPO / cfg.data.mixture
+        sources = yaml.safe_load(mixture.read_text())["sources"]
+        assert sources, mixture
+        for src in sources:
+            resolved = (mixture.parent / src["json"]).resolve()
+            assert resolved.is_relative_to(REPO / "runs" / "small"), (path, src)
