@@ -59,6 +59,21 @@ def answer_logits(model: LavidaModel, embeds: Tensor, key_mask: Tensor, position
     return model.model(embeds, key_mask, position_ids, logits_tail=tail)
 
 
+def denoise_logits(model: LavidaModel, prefix: Tensor, prefix_mask: Tensor, noisy: Tensor) -> Tensor:
+    """Logits [B, La, vocab] of the answer slots ``noisy`` [B, La] (mask ids where masked) after the
+    right-padded prefix [B, Lp, d]; answers continue each prompt's own positions (right padding is
+    masked out of attention)."""
+    B, Lp, _ = prefix.shape
+    La = noisy.shape[1]
+    device = prefix.device
+    embeds = torch.cat([prefix, model.model.embed(noisy).to(prefix.dtype)], dim=1)
+    key_mask = torch.cat([prefix_mask, torch.ones_like(noisy, dtype=torch.bool)], dim=1)
+    steps = torch.arange(La, device=device)
+    position_ids = torch.cat([torch.arange(Lp, device=device).expand(B, Lp),
+                              prefix_mask.sum(1)[:, None] + steps], dim=1)
+    return answer_logits(model, embeds, key_mask, position_ids, La)[..., :model.config.llm.vocab_size]
+
+
 @dataclass
 class LossOutput:
     loss: Tensor  # mean CE over all masked slots of both copies
@@ -72,7 +87,7 @@ def diffusion_loss(model: LavidaModel, batch: Batch, mode: str, visual: dict, ep
     vocab = model.config.llm.vocab_size
     blocks = visual_blocks(model, batch, mode, visual)
     prefix, prefix_mask = splice(model, batch.prompt_ids, blocks)  # [B, Lp, d], right-padded
-    B, Lp, _ = prefix.shape
+    B = prefix.shape[0]
     device = prefix.device
     answer = batch.answer_ids.to(device)
     La = answer.shape[1]
@@ -80,13 +95,7 @@ def diffusion_loss(model: LavidaModel, batch: Batch, mode: str, visual: dict, ep
     masks = torch.cat([mask1, ~mask1])  # [2B, La]
     targets = answer.repeat(2, 1)
     noisy = targets.masked_fill(masks, model.config.llm.mask_token_id)
-    embeds = torch.cat([prefix.repeat(2, 1, 1), model.model.embed(noisy).to(prefix.dtype)], dim=1)
-    key_mask = torch.cat([prefix_mask.repeat(2, 1), torch.ones_like(masks)], dim=1)
-    # Answers continue each prompt's own positions (right padding is masked out of attention).
-    lengths = prefix_mask.sum(1).repeat(2)
-    steps = torch.arange(La, device=device)
-    position_ids = torch.cat([torch.arange(Lp, device=device).expand(2 * B, Lp), lengths[:, None] + steps], dim=1)
-    logits = answer_logits(model, embeds, key_mask, position_ids, La)[..., :vocab]
+    logits = denoise_logits(model, prefix.repeat(2, 1, 1), prefix_mask.repeat(2, 1), noisy)
     ce = F.cross_entropy(logits.float().reshape(-1, vocab), targets.reshape(-1), reduction="none").view(2 * B, La)
     ce = ce * masks
     loss = ce.sum() / masks.sum()  # = B * La: each slot is masked in exactly one copy

@@ -18,7 +18,7 @@ from shirg.errors import ConfigError
 from shirg.model.inference import splice
 from shirg.model.lavida import LavidaModel
 from shirg.train.data import Sample, TrainDataset, collate
-from shirg.train.loss import answer_logits, visual_blocks
+from shirg.train.loss import denoise_logits, visual_blocks
 
 
 @torch.no_grad()
@@ -26,19 +26,10 @@ def slot_losses(model: LavidaModel, batch, mode: str, visual: dict | None = None
     """(cross-entropy [B, La], argmax hit [B, La]) of every answer slot with all slots masked."""
     blocks = visual_blocks(model, batch, mode, dict(visual or {}))
     prefix, prefix_mask = splice(model, batch.prompt_ids, blocks)
-    B, Lp, _ = prefix.shape
-    device = prefix.device
-    answer = batch.answer_ids.to(device)
-    La = answer.shape[1]
+    answer = batch.answer_ids.to(prefix.device)
     noisy = torch.full_like(answer, model.config.llm.mask_token_id)
-    embeds = torch.cat([prefix, model.model.embed(noisy).to(prefix.dtype)], dim=1)
-    key_mask = torch.cat([prefix_mask, torch.ones_like(answer, dtype=torch.bool)], dim=1)
-    steps = torch.arange(La, device=device)
-    position_ids = torch.cat([torch.arange(Lp, device=device).expand(B, Lp),
-                              prefix_mask.sum(1)[:, None] + steps], dim=1)
-    vocab = model.config.llm.vocab_size
-    logits = answer_logits(model, embeds, key_mask, position_ids, La)[..., :vocab].float()
-    ce = F.cross_entropy(logits.reshape(-1, vocab), answer.reshape(-1), reduction="none").view(B, La)
+    logits = denoise_logits(model, prefix, prefix_mask, noisy).float()
+    ce = F.cross_entropy(logits.flatten(0, 1), answer.reshape(-1), reduction="none").view_as(answer)
     return ce, (logits.argmax(-1) == answer).float()
 
 
