@@ -152,11 +152,12 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
         _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
         text = str(labels[k])
         tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
+        tx = cx - (tx1 - tx0) / 2 - tx0
         if cfg.label_place == "inside":  # black on a white tag centred on the shape: legible on every colour
-            tx, ty = cx - (tx1 - tx0) / 2 - tx0, cy - (ty1 - ty0) / 2 - ty0
+            ty = cy - (ty1 - ty0) / 2 - ty0
             draw.rectangle([tx + tx0 - 2, ty + ty0 - 2, tx + tx1 + 1, ty + ty1 + 1], fill=(255, 255, 255))
         else:
-            tx, ty = cx - (tx1 - tx0) / 2 - tx0, cy + radius + 3 - ty0
+            ty = cy + radius + 3 - ty0
         draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
         box = [math.floor(min(cx - radius, tx + tx0)), math.floor(cy - radius),
                math.ceil(max(cx + radius, tx + tx1)), math.ceil(max(cy + radius, ty + ty1))]
