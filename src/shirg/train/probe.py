@@ -42,10 +42,8 @@ def image_use(model: LavidaModel, samples: Sequence[Sample], *, mode: str, slots
         raise ConfigError(f"image-use needs at least 2 samples to roll the images, got {len(samples)}")
     if slots < 2:
         raise ConfigError(f"--slots must be >= 2 (the answer and its end token), got {slots}")
-    tok = model.tokenizer
-    eot = model.config.eot_token_id
-    ds = TrainDataset(samples, tok, answer_length=slots, eos_id=model.config.llm.eos_token_id, eot_id=eot,
-                      resolutions=[resolution], snap=0, seed=0)
+    ds = TrainDataset(samples, model.tokenizer, answer_length=slots, eos_id=model.config.llm.eos_token_id,
+                      eot_id=model.config.eot_token_id, resolutions=[resolution], snap=0, seed=0)
     items = [ds[(0, i)] for i in range(len(samples))]
     bad = [samples[i].image for i, x in enumerate(items) if "skip" in x]
     if bad:
@@ -58,18 +56,14 @@ def image_use(model: LavidaModel, samples: Sequence[Sample], *, mode: str, slots
 
         starts = tqdm(starts, desc=f"image-use {mode}", unit="batch")
     for b0 in starts:
-        chunk = items[b0:b0 + batch_size]
-        batch = collate(chunk)
-        ce, hit = slot_losses(model, batch, mode, visual)
-        sums["ce_true"] += ce.sum(0).cpu()
-        sums["acc_true"] += hit.sum(0).cpu()
-        batch.images = rolled_images[b0:b0 + len(chunk)]
-        ce, hit = slot_losses(model, batch, mode, visual)
-        sums["ce_rolled"] += ce.sum(0).cpu()
-        sums["acc_rolled"] += hit.sum(0).cpu()
+        batch = collate(items[b0:b0 + batch_size])
+        for which, images in (("true", batch.images), ("rolled", rolled_images[b0:b0 + len(batch)])):
+            batch.images = images
+            ce, hit = slot_losses(model, batch, mode, visual)
+            sums[f"ce_{which}"] += ce.sum(0).cpu()
+            sums[f"acc_{which}"] += hit.sum(0).cpu()
     n = len(items)
     out = {k: [v / n for v in t.tolist()] for k, t in sums.items()}
     out.update(n=n, mode=mode, slots=slots, resolution=resolution,
-               mean_ce_true=sum(sums["ce_true"].tolist()) / (n * slots),
-               mean_ce_rolled=sum(sums["ce_rolled"].tolist()) / (n * slots))
+               mean_ce_true=sum(out["ce_true"]) / slots, mean_ce_rolled=sum(out["ce_rolled"]) / slots)
     return out
