@@ -20,6 +20,7 @@ from shirg.errors import ConfigError
 COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+OBJECTIVES = ("answer", "patch_labels")
 
 
 @dataclass
@@ -78,6 +79,10 @@ class DataSection:
     end_with_eot: bool = True
     num_workers: int = 0
     mask_eps: float = 1e-3  # p = (1 - eps) t + eps
+    # "answer": LaViDa's masked-diffusion answer loss; "patch_labels": stage 0 of a tower trained from
+    # scratch, each patch's colour / shape / number on EntityGrid scenes (shirg.train.patch_labels)
+    objective: str = "answer"
+    entitygrid: list[str] = field(default_factory=list)  # patch_labels: `shirg entitygrid` folders
 
 
 @dataclass
@@ -133,6 +138,15 @@ class TrainConfig:
             raise ConfigError(f"data.mode must be a mode name or a list of them, got {self.data.mode!r}")
         if not self.data.resolutions:
             raise ConfigError("data.resolutions is empty; give at least one, e.g. [672]")
+        if self.data.objective not in OBJECTIVES:
+            raise ConfigError(f"data.objective {self.data.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if self.data.objective == "patch_labels":
+            if self.lora.enabled or self.trainable.components != ["vision"]:
+                raise ConfigError("data.objective patch_labels trains the vision tower alone: set lora.enabled: "
+                                  "false and trainable.components: [vision]")
+            if len(self.data.resolutions) != 1:
+                raise ConfigError("data.objective patch_labels takes one high-detail resolution in "
+                                  f"data.resolutions, got {self.data.resolutions}")
         if not self.lora.enabled and not self.trainable.components:
             raise ConfigError("nothing to train: LoRA is disabled and trainable.components is empty")
         return self

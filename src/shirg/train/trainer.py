@@ -259,22 +259,35 @@ class Trainer:
                      acc.device, acc.num_processes, acc.mixed_precision, torch.get_num_threads())
         self.trainable_names = [n for n, _ in tm.named_trainable()]
 
-        if cfg.data.mixture:
-            samples = load_mixture(cfg.data.mixture, seed=cfg.run.seed)
+        if cfg.data.objective == "patch_labels":
+            from shirg.train.patch_labels import PatchLabelDataset, PatchLabelModule, load_scenes, make_head
+
+            samples, max_label = load_scenes(cfg.data.entitygrid)
+            self.dataset = PatchLabelDataset(samples, snap_resolution(cfg.data.resolutions[0], cfg.data.snap),
+                                             lavida.config.vision.image_size)
+            # the head lives on the LavidaModel (so checkpoints and resume hold it) but outside
+            # model.model, so the LaViDa checkpoint written at the end does not
+            lavida.patch_head = make_head(lavida.config.vision.hidden_size, max_label).to(acc.device)
+            self.trainable_names = [n for n, _ in tm.named_trainable()]
+            module = PatchLabelModule(lavida, lavida.patch_head, max_label)
         else:
-            samples = load_sources(cfg.data.sources, ".", cfg.run.seed)
-        if not samples:
-            raise ConfigError("the training data is empty: set data.mixture or data.sources")
-        tok = lavida.tokenizer
-        eot = lavida.config.eot_token_id
-        if eot is None:
-            eot_guess = tok.convert_tokens_to_ids("<|eot_id|>")
-            eot = eot_guess if isinstance(eot_guess, int) and eot_guess >= 0 else None
-        self.dataset = TrainDataset(samples, tok, answer_length=cfg.data.answer_length,
-                                    eos_id=lavida.config.llm.eos_token_id,
-                                    eot_id=eot if cfg.data.end_with_eot else None,
-                                    resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
-                                    modes=modes)
+            if cfg.data.mixture:
+                samples = load_mixture(cfg.data.mixture, seed=cfg.run.seed)
+            else:
+                samples = load_sources(cfg.data.sources, ".", cfg.run.seed)
+            if not samples:
+                raise ConfigError("the training data is empty: set data.mixture or data.sources")
+            tok = lavida.tokenizer
+            eot = lavida.config.eot_token_id
+            if eot is None:
+                eot_guess = tok.convert_tokens_to_ids("<|eot_id|>")
+                eot = eot_guess if isinstance(eot_guess, int) and eot_guess >= 0 else None
+            self.dataset = TrainDataset(samples, tok, answer_length=cfg.data.answer_length,
+                                        eos_id=lavida.config.llm.eos_token_id,
+                                        eot_id=eot if cfg.data.end_with_eot else None,
+                                        resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
+                                        modes=modes)
+            module = LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
         self.global_batch = cfg.run.batch_size * acc.num_processes
         self.micro_per_epoch = len(samples) // self.global_batch
         if self.micro_per_epoch == 0:
@@ -285,7 +298,6 @@ class Trainer:
         groups = parameter_groups(tm, cfg)
         optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.total_steps))
-        module = LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
         module.train()
         self.module, self.optimizer = acc.prepare(module, optimizer)
         self.state = TrainState()
@@ -405,6 +417,8 @@ class Trainer:
         accum = cfg.run.grad_accum
         sampler = PositionSampler(len(self.dataset), cfg.run.batch_size, acc.num_processes, acc.process_index,
                                   cfg.run.seed, start=st.micro_step, stop=self.total_steps * accum)
+        if cfg.data.objective == "patch_labels":
+            from shirg.train.patch_labels import collate_patches as collate
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
                                              num_workers=cfg.data.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.run.seed))
@@ -416,7 +430,8 @@ class Trainer:
         divisor = loss_divisor(self.deepspeed, accum, acc.gradient_accumulation_steps)
         t_last, n_last = time.perf_counter(), 0
         while st.step < self.total_steps:
-            parts = torch.zeros(4, device=acc.device)  # loss, ce1, ce2, samples
+            parts: dict[str, torch.Tensor] = {}  # the module's outputs (loss and metrics), averaged over accum
+            samples_t = torch.zeros((), device=acc.device)
             for a in range(accum):
                 batch = next(batches)
                 st.skipped_images += int(acc.reduce(torch.tensor(batch.skipped, device=acc.device), "sum"))
@@ -425,9 +440,10 @@ class Trainer:
                 with self._micro_step_context(sync):
                     out = self.module(batch)
                     acc.backward(out["loss"] / divisor)  # under DeepSpeed, steps the engine when sync
-                parts += torch.stack([out["loss"].detach().float(), out["ce_copy1"].float(),
-                                      out["ce_copy2"].float(), out["samples"].float()]) / torch.tensor(
-                                          [accum, accum, accum, 1.0], device=acc.device)
+                for k, v in out.items():
+                    if k != "samples":
+                        parts[k] = parts.get(k, 0.0) + v.detach().float() / accum
+                samples_t = samples_t + out["samples"].float()
                 st.micro_step += 1
             grad_norm = None
             if cfg.optim.max_grad_norm or self.deepspeed:
@@ -438,8 +454,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             st.step += 1
             st.epoch, st.position = sampler.position(st.micro_step)
-            loss, ce1, ce2 = (float(v) for v in acc.reduce(parts[:3], "mean"))
-            samples = int(acc.reduce(parts[3:], "sum"))
+            names = sorted(parts)
+            means = acc.reduce(torch.stack([parts[k] for k in names]), "mean").tolist()
+            metrics = dict(zip(names, means, strict=True))
+            loss = metrics.pop("loss")
+            samples = int(acc.reduce(samples_t, "sum"))
             st.samples += samples
             n_last += samples
             st.losses.append(loss)
@@ -448,13 +467,13 @@ class Trainer:
                 rate = n_last / max(now - t_last, 1e-9)
                 t_last, n_last = now, 0
                 lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-                record = {"step": st.step, "epoch": st.epoch, "loss": loss, "ce_copy1": ce1, "ce_copy2": ce2,
+                record = {"step": st.step, "epoch": st.epoch, "loss": loss, **metrics,
                           "lr": lrs, "grad_norm": grad_norm, "samples": st.samples, "samples_per_s": rate,
                           "skipped_images": st.skipped_images, "truncated_answers": st.truncated_answers}
                 with open(self.out / METRICS, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if writer is not None:
-                    for k in ("loss", "ce_copy1", "ce_copy2", "samples_per_s"):
+                    for k in ("loss", *metrics, "samples_per_s"):
                         writer.add_scalar(f"train/{k}", record[k], st.step)
                     for k, v in lrs.items():
                         writer.add_scalar(f"lr/{k}", v, st.step)

@@ -1,0 +1,245 @@
+"""Stage 0 for a tower trained from scratch: predict each patch's colour, shape and number.
+
+LaViDa's SigLIP tower arrives pretrained; the small model's starts random and, trained only through
+the answer loss, learnt colour and (slowly) shape but never the digits (docs/small.md). This
+objective gives it a head start on the same generated scenes: EntityGrid knows where every entity
+and number is, so each patch of the tower's output grid gets three targets -- the colour and the
+shape of the entity covering most of it (or background), and the number whose centre lies in it
+(or none) -- predicted by one linear head on the features the projector reads. The head is thrown
+away; the model written at the end is the LaViDa checkpoint with the new tower.
+
+Every image is seen in both of the views the VLM uses: the whole image at the high-detail canvas
+(``full``/``shirg``: R x R with interpolated positions) and LaViDa's low-resolution view (the
+tower's native size). The number is supervised in both, so the logged per-view number accuracy
+shows how legible the digits are at each resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import Tensor, nn
+
+from shirg.errors import ConfigError, ImageError
+from shirg.evaluate.entitygrid import COLOURS, QUESTIONS_FILE, SHAPES, _draw_shape
+
+COLOUR_CLASSES = ("none", *sorted(COLOURS))
+SHAPE_CLASSES = ("none", *SHAPES)
+HEADS = ("colour", "shape", "number")
+COVER = 0.25  # a patch takes an entity's colour/shape when the shape covers at least this share of it
+VIEWS = ("full", "lowres")
+_FIELDS = ("rows", "cols", "size", "entity_scale", "label_px", "max_label", "label_place")
+
+
+@dataclass
+class SceneImage:
+    image: Path
+    scene: list[dict]
+    grid: tuple[int, int]  # rows, cols
+    size: int
+    entity_scale: float
+    label_px: int
+    label_place: str
+
+
+def load_scenes(folders: Sequence[str | Path]) -> tuple[list[SceneImage], int]:
+    """Every distinct image of the EntityGrid folders (``shirg entitygrid --out``), with its scene,
+    and the largest number any of them may hold (the number head's size less one)."""
+    if not folders:
+        raise ConfigError("data.objective patch_labels needs data.entitygrid: a list of `shirg entitygrid` "
+                          "output folders")
+    scenes: list[SceneImage] = []
+    max_label = 0
+    for folder in folders:
+        root = Path(folder)
+        meta_file, q_file = root / "entitygrid.json", root / QUESTIONS_FILE
+        if not meta_file.is_file() or not q_file.is_file():
+            raise ConfigError(f"{root} is not a `shirg entitygrid` folder (needs entitygrid.json and "
+                              f"{QUESTIONS_FILE}); make one with `shirg entitygrid --out {root}`")
+        cfg = json.loads(meta_file.read_text())["config"]
+        missing = [k for k in _FIELDS if k not in cfg and k != "label_place"]
+        if missing:
+            raise ConfigError(f"{meta_file}: config lacks {missing}; regenerate the folder with this shirg")
+        max_label = max(max_label, int(cfg["max_label"]))
+        seen: set[str] = set()
+        for line in q_file.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if r["image"] in seen:
+                continue
+            seen.add(r["image"])
+            scenes.append(SceneImage(image=root / r["image"], scene=r["scene"],
+                                     grid=(int(cfg["rows"]), int(cfg["cols"])), size=int(cfg["size"]),
+                                     entity_scale=float(cfg["entity_scale"]), label_px=int(cfg["label_px"]),
+                                     label_place=cfg.get("label_place", "under")))
+    if not scenes:
+        raise ConfigError(f"no images in {', '.join(map(str, folders))}")
+    return scenes, max_label
+
+
+def entity_geometry(s: SceneImage, e: dict) -> tuple[float, float, float, tuple[float, float]]:
+    """(cx, cy, radius, number centre) of one entity, recovered from its box as the renderer drew it
+    (``render_scene``: the box spans the shape, and the number below it when it is drawn under)."""
+    rows, cols = s.grid
+    radius = s.entity_scale * min(s.size / cols, s.size / rows) / 2
+    x0, y0, x1, y1 = e["box"]
+    # box = [floor(cx - r), floor(cy - r), ceil(cx + r), ceil(...)]: each floor/ceil pins the centre to
+    # a 1-px interval; the middle of their intersection is within half a pixel of the drawn centre
+    cx = (max(x0 + radius, x1 - radius - 1) + min(x0 + radius + 1, x1 - radius)) / 2
+    cy = y0 + radius + 0.5
+    if s.label_place == "inside":
+        cy = (max(y0 + radius, y1 - radius - 1) + min(y0 + radius + 1, y1 - radius)) / 2
+    if s.label_place == "inside":
+        return cx, cy, radius, (cx, cy)
+    return cx, cy, radius, (cx, cy + radius + 3 + s.label_px / 2)
+
+
+def patch_targets(s: SceneImage, grid: int) -> np.ndarray:
+    """[3, grid * grid] int64 targets (colour, shape, number class; 0 = none) of a ``grid`` x ``grid``
+    patch layout over the whole (square) image, row-major as the tower emits its tokens."""
+    size = s.size
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    centres = []
+    for k, e in enumerate(s.scene):
+        cx, cy, r, centre = entity_geometry(s, e)
+        _draw_shape(draw, e["shape"], cx, cy, r, k + 1)
+        centres.append(centre)
+    m = np.asarray(mask)
+    # share of each patch covered by each entity (patch edges rounded to whole pixels)
+    edges = np.round(np.linspace(0, size, grid + 1)).astype(int)
+    out = np.zeros((3, grid, grid), dtype=np.int64)
+    n = len(s.scene)
+    for i in range(grid):
+        for j in range(grid):
+            cell = m[edges[i] : edges[i + 1], edges[j] : edges[j + 1]]
+            counts = np.bincount(cell.ravel(), minlength=n + 1)[1:]
+            if counts.size and counts.max() >= COVER * cell.size:
+                e = s.scene[int(counts.argmax())]
+                out[0, i, j] = COLOUR_CLASSES.index(e["colour"])
+                out[1, i, j] = SHAPE_CLASSES.index(e["shape"])
+    for e, (x, y) in zip(s.scene, centres, strict=True):
+        i = min(grid - 1, max(0, int(y * grid / size)))
+        j = min(grid - 1, max(0, int(x * grid / size)))
+        out[2, i, j] = int(e["label"])
+    return out.reshape(3, grid * grid)
+
+
+class PatchLabelDataset(torch.utils.data.Dataset):
+    """Index (epoch, i) -> both views' pixels and targets of scene i (or a skip notice)."""
+
+    def __init__(self, scenes: Sequence[SceneImage], full_resolution: int, low_resolution: int,
+                 patch: int = 14) -> None:
+        for r in (full_resolution, low_resolution):
+            if r % patch:
+                raise ConfigError(f"resolution {r} is not a multiple of the {patch}-px patch")
+        self.scenes = list(scenes)
+        self.res = {"full": full_resolution, "lowres": low_resolution}
+        self.patch = patch
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        from shirg.model.anyres import expand2square
+        from shirg.vision.preprocess import load_image, to_tensor
+
+        _, i = key
+        s = self.scenes[i]
+        try:
+            image = load_image(s.image)
+        except ImageError as e:
+            return {"skip": str(e)}
+        if image.size != (s.size, s.size):
+            return {"skip": f"{s.image} is {image.size[0]} x {image.size[1]}, its folder says {s.size} x {s.size}"}
+        item: dict[str, Any] = {}
+        for view, r in self.res.items():
+            # the same resampling as the VLM's modes: prepare_image (bicubic, square images unpadded)
+            # for the high-detail canvas, expand2square + bicubic for the low-resolution view
+            pixels = to_tensor(expand2square(image).resize((r, r), Image.Resampling.BICUBIC))
+            item[view] = (pixels, torch.from_numpy(patch_targets(s, r // self.patch)))
+        return item
+
+
+@dataclass
+class PatchBatch:
+    views: dict[str, tuple[Tensor, Tensor]]  # view -> (pixels [B, 3, R, R], targets [B, 3, g * g])
+    skipped: int = 0
+    truncated: int = 0
+
+    def __len__(self) -> int:
+        return next(iter(self.views.values()))[0].shape[0] if self.views else 0
+
+
+def collate_patches(items: list[dict[str, Any]]) -> PatchBatch:
+    kept = [x for x in items if "skip" not in x]
+    views = {}
+    if kept:
+        for view in VIEWS:
+            views[view] = (torch.stack([x[view][0] for x in kept]), torch.stack([x[view][1] for x in kept]))
+    return PatchBatch(views=views, skipped=len(items) - len(kept))
+
+
+def make_head(hidden: int, max_label: int) -> nn.Linear:
+    """One linear layer: hidden -> colour, shape and number logits side by side."""
+    head = nn.Linear(hidden, len(COLOUR_CLASSES) + len(SHAPE_CLASSES) + max_label + 1)
+    nn.init.normal_(head.weight, std=hidden**-0.5)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def balanced_ce(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean CE over the patches holding something plus mean CE over the empty ones: most patches are
+    background, and a plain mean would let 'none everywhere' win."""
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    fg = target > 0
+    parts = [ce[fg].mean() if fg.any() else None, ce[~fg].mean() if (~fg).any() else None]
+    kept = [p for p in parts if p is not None]
+    return sum(kept) / len(kept)
+
+
+class PatchLabelModule(nn.Module):
+    """What accelerate wraps for this objective: tower + head -> loss and per-head metrics."""
+
+    def __init__(self, net: nn.Module, head: nn.Module, max_label: int) -> None:
+        super().__init__()
+        self.net, self.head = net, head  # net: the LavidaModel (head is also its ``patch_head``)
+        self.sizes = (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1)
+
+    def forward(self, batch: PatchBatch) -> dict[str, Tensor]:
+        tower = self.net.model.vision_tower
+        dtype = next(tower.parameters()).dtype
+        if len(batch) == 0:  # every image unreadable: a zero loss touching every trainable weight (DDP)
+            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            nan = torch.full((), float("nan"), device=zero.device)
+            return {"loss": zero, **{f"{m}_{h}_{v}": nan for m in ("ce", "acc") for h in HEADS for v in VIEWS},
+                    "samples": torch.zeros((), device=zero.device)}
+        losses, metrics = [], {}
+        for view, (pixels, targets) in batch.views.items():
+            device = self.head.weight.device
+            feats = tower(pixels.to(device, dtype))  # [B, g * g, D]
+            logits = self.head(feats.to(self.head.weight.dtype)).float()
+            targets = targets.to(device)
+            start = 0
+            for h, (name, n) in enumerate(zip(HEADS, self.sizes, strict=True)):
+                lg, tg = logits[..., start : start + n].reshape(-1, n), targets[:, h].reshape(-1)
+                start += n
+                ce = balanced_ce(lg, tg)
+                losses.append(ce)
+                with torch.no_grad():
+                    fg = tg > 0
+                    acc = (lg[fg].argmax(-1) == tg[fg]).float().mean() if fg.any() else torch.zeros((), device=device)
+                metrics[f"ce_{name}_{view}"] = ce.detach()
+                metrics[f"acc_{name}_{view}"] = acc
+        loss = sum(losses) / len(losses)
+        return {"loss": loss, **metrics, "samples": torch.tensor(float(len(batch)), device=loss.device)}
+
