@@ -106,6 +106,38 @@ def test_cli_label_place_inside(tmp_path):
     assert json.loads((out / "entitygrid.json").read_text())["config"]["label_place"] == "inside"
 
 
+@pytest.mark.parametrize("place", ["inside", "under"])
+def test_label_grid_centres_each_number_in_one_square_and_keeps_the_scene(tmp_path, place):
+    from dataclasses import replace
+
+    from shirg.evaluate.entitygrid import preset_config
+
+    free = preset_config("small", label_place=place)
+    snapped = replace(free, label_grid=14)
+    for index in range(12):
+        _, rec_f = generate_sample(free, seed=5, index=index)
+        img, rec_s = generate_sample(snapped, seed=5, index=index)
+        assert [(e["row"], e["col"], e["colour"], e["shape"], e["label"]) for e in rec_f["scene"]] == \
+               [(e["row"], e["col"], e["colour"], e["shape"], e["label"]) for e in rec_s["scene"]]
+        assert rec_f["question"] == rec_s["question"] and rec_f["answers"] == rec_s["answers"]
+        for ef, es in zip(rec_f["scene"], rec_s["scene"], strict=True):  # moved by at most 7 px (+ rounding)
+            assert max(abs(a - b) for a, b in zip(ef["box"], es["box"], strict=True)) <= 8
+        arr = np.asarray(img).astype(int)
+        digit = (np.ptp(arr, axis=-1) < 30) & (arr.sum(-1) < 600)  # antialiased black pixels
+        ys, xs = np.nonzero(digit)
+        squares = set(zip((ys // 14).tolist(), (xs // 14).tolist(), strict=True))
+        assert len(squares) == len(rec_s["scene"])  # each number inside one 14 x 14 square, one per entity
+        for i, j in squares:  # and centred in it
+            inside = digit[i * 14:(i + 1) * 14, j * 14:(j + 1) * 14]
+            r, c = np.nonzero(inside)
+            assert abs((r.min() + r.max()) / 2 - 6.5) <= 1.5 and abs((c.min() + c.max()) / 2 - 6.5) <= 1.5
+    with pytest.raises(ConfigError, match="label_grid"):
+        generate(tmp_path / "never", 1, cfg=replace(free, label_grid=-1))
+    out = tmp_path / "eg"
+    assert main(["entitygrid", "--preset", "small", "--label-grid", "14", "--out", str(out), "--n", "2"]) == 0
+    assert json.loads((out / "entitygrid.json").read_text())["config"]["label_grid"] == 14
+
+
 def test_cli_writes_images_questions_and_llava_records(tmp_path):
     out = tmp_path / "eg"
     rc = main(["entitygrid", "--out", str(out), "--n", "4", "--seed", "1", "--size", "280", "--grid", "4x5",

@@ -147,12 +147,13 @@ def training_mixtures(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize(("recipe_dir", "data", "cells"), [("", "data", ""), ("attempt2", "data-cells", "--cells 2 "),
                                                        ("attempt3", "data-cells", "--cells 2 "),
-                                                       ("attempt4", "data-inside", "--cells 2 ")])
+                                                       ("attempt4", "data-inside", "--cells 2 "),
+                                                       ("attempt5", "data-grid", "--cells 2 ")])
 def test_recipe_generates_the_data_the_tests_assume(recipe_dir, data, cells):
     recipe = (SMALL / recipe_dir / "recipe.sh").read_text()
     stage1 = load_config(SMALL / recipe_dir / "stage1.yaml")
     mixture = (REPO / stage1.data.mixture).read_text()  # attempt 3 reads attempt 2's mixtures
-    place = "--label-place inside " if recipe_dir == "attempt4" else ""
+    place = {"attempt4": "--label-place inside ", "attempt5": "--label-place inside --label-grid 14 "}.get(recipe_dir, "")
     for folder, seed, n, changes in TRAIN_SETS:
         grid = f"{place}--grid {changes['rows']}x{changes['cols']} " if changes else place
         occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""
@@ -191,9 +192,47 @@ def test_every_small_training_config_and_mixture_parses():
     assert len(configs) >= 10
     for path in configs:
         cfg = load_config(path)
+        if cfg.data.objective == "patch_labels":  # stage 0 reads EntityGrid folders, not a mixture
+            assert all((REPO / f).resolve().is_relative_to(REPO / "runs" / "small") for f in cfg.data.entitygrid)
+            continue
         mixture = REPO / cfg.data.mixture
         sources = yaml.safe_load(mixture.read_text())["sources"]
         assert sources, mixture
         for src in sources:
             resolved = (mixture.parent / src["json"]).resolve()
             assert resolved.is_relative_to(REPO / "runs" / "small"), (path, src)
+
+
+def test_stage0_config_reproduces_first_losses(tmp_path):
+    """Attempt 5's stage 0 (the tower alone on per-patch labels, configs/small/attempt5/stage0.yaml):
+    its three EntityGrid folders rebuilt with every record and only the images the first steps draw."""
+    from dataclasses import asdict
+
+    from shirg.evaluate.entitygrid import generate_sample, preset_config
+    from shirg.train.trainer import train
+
+    stage = "attempt5/stage0"
+    cfg = load_config(SMALL / f"{stage}.yaml")
+    # the folders the recipe writes, in TRAIN_SETS' order (test_recipe_generates_the_data_the_tests_assume)
+    assert cfg.data.entitygrid == [f"runs/small/data-grid/{f}" for f, *_ in TRAIN_SETS]
+    sets, n_total = [], 0
+    for folder, seed, n, changes in TRAIN_SETS:
+        gen = preset_config("small", label_place="inside", label_grid=14, **changes)
+        records = [{"image": f"images/{rec['id']}.png", **rec} for rec in (generate_sample(gen, seed, i)[1]
+                                                                            for i in range(n))]
+        root = tmp_path / folder
+        (root / "images").mkdir(parents=True)
+        (root / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (root / "entitygrid.json").write_text(json.dumps({"config": asdict(gen), "seed": seed, "n": n}))
+        sets.append((root, gen, seed, n_total, n))
+        n_total += n
+    for i in epoch_order(n_total, cfg.run.seed, 0)[: FIRST_STEPS * cfg.run.batch_size]:
+        root, gen, seed, start, n = next(s for s in sets if s[3] <= i < s[3] + s[4])
+        img, rec = generate_sample(gen, seed, i - start)
+        img.save(root / "images" / f"{rec['id']}.png")
+    init = tmp_path / "init"
+    assert main(["make-tiny", "--config", str(SMALL / "attempt3" / "model.yaml"), "--out", str(init)]) == 0
+    cfg = load_config(SMALL / f"{stage}.yaml", [f"model.path={init}", f"run.output_dir={tmp_path / 'run'}",
+                                                 f"data.entitygrid=[{', '.join(str(s[0]) for s in sets)}]"])
+    result = train(cfg, stop_after=FIRST_STEPS)
+    assert result["losses"] == pytest.approx(_reference_losses(stage), rel=2e-3, abs=2e-3)

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-place", choices=("under", "inside"), default=None,
                    help="where the numbers are drawn: under each shape (default) or inside it, black on a white "
                         "tag at the shape's centre (the reading question then asks what is written 'on' it)")
+    p.add_argument("--label-grid", type=int, default=None, metavar="PX",
+                   help="move each entity (by at most PX/2) so its number is centred in a PX x PX square of the "
+                        "image, e.g. 14: one patch of the 24 x 24 grid of a 336-px image (default 0: off)")
     p.add_argument("--train-records", default=None,
                    help="where to write the LLaVA-format records (default OUT/llava_train.json)")
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     rows, cols = parse_grid(args.grid) if args.grid else (None, None)
     cfg = preset_config(args.preset, size=args.size, rows=rows, cols=cols, occupancy=args.occupancy,
                         entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label,
-                        label_place=args.label_place)
+                        label_place=args.label_place, label_grid=args.label_grid)
     meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
                     captions=args.captions, cells=args.cells)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())

@@ -48,6 +48,9 @@ class EntityGridConfig:
     label_px: int = 14  # font size of the numbers (about 4 px at 384, 7 px at 672 for size 1344)
     max_label: int = 99
     label_place: str = "under"  # "under" the shape, or "inside": on a white tag at the shape's centre
+    # > 0: each entity is moved (by at most label_grid / 2 px) so its number's centre falls on the centre
+    # of a label_grid-px square of the image (at 14, a patch of the high-detail grid of a 336-px image)
+    label_grid: int = 0
 
     def validate(self) -> None:
         if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
@@ -62,6 +65,9 @@ class EntityGridConfig:
             raise ConfigError(f"label_px {self.label_px} is too small to render; use 4 or more")
         if self.label_place not in LABEL_PLACES:
             raise ConfigError(f"label_place {self.label_place!r} is not one of {', '.join(LABEL_PLACES)}")
+        if self.label_grid < 0 or self.label_grid > self.size:
+            raise ConfigError(f"label_grid {self.label_grid} must be 0 (off) or a square side in pixels up to "
+                              f"the image size {self.size}, e.g. 14")
         if self.max_label < self.rows * self.cols:
             raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols}")
 
@@ -149,9 +155,14 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
         slack_y = max(0.0, ch / 2 - radius - cfg.label_px - 6)
         cx = (c - 0.5) * cw + rng.uniform(-slack_x, slack_x) * 0.6
         cy = (r - 0.5) * ch - cfg.label_px / 2 + rng.uniform(-slack_y, slack_y) * 0.6
-        _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
         text = str(labels[k])
         tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
+        if cfg.label_grid:  # the number's centre onto the centre of its label_grid square (no rng draw)
+            g = cfg.label_grid
+            ly = cy if cfg.label_place == "inside" else cy + radius + 3 + (ty1 - ty0) / 2
+            cx += (math.floor(cx / g) + 0.5) * g - cx
+            cy += (math.floor(ly / g) + 0.5) * g - ly
+        _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
         tx = cx - (tx1 - tx0) / 2 - tx0
         if cfg.label_place == "inside":  # black on a white tag centred on the shape: legible on every colour
             ty = cy - (ty1 - ty0) / 2 - ty0

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from shirg.errors import ConfigError, ImageError
-from shirg.evaluate.entitygrid import COLOURS, QUESTIONS_FILE, SHAPES, _draw_shape
+from shirg.evaluate.entitygrid import COLOURS, QUESTIONS_FILE, SHAPES, _draw_shape, _font
 
 COLOUR_CLASSES = ("none", *sorted(COLOURS))
 SHAPE_CLASSES = ("none", *SHAPES)
@@ -100,7 +100,8 @@ def entity_geometry(s: SceneImage, e: dict) -> tuple[float, float, float, tuple[
         cy = (max(y0 + radius, y1 - radius - 1) + min(y0 + radius + 1, y1 - radius)) / 2
     if s.label_place == "inside":
         return cx, cy, radius, (cx, cy)
-    return cx, cy, radius, (cx, cy + radius + 3 + s.label_px / 2)
+    x0, y0, x1, y1 = _font(s.label_px).getbbox(str(e["label"]))  # the glyph, drawn 3 px under the shape
+    return cx, cy, radius, (cx, cy + radius + 3 + (y1 - y0) / 2)
 
 
 def patch_targets(s: SceneImage, grid: int) -> np.ndarray:
