@@ -133,9 +133,39 @@ def test_label_grid_centres_each_number_in_one_square_and_keeps_the_scene(tmp_pa
             assert abs((r.min() + r.max()) / 2 - 6.5) <= 1.5 and abs((c.min() + c.max()) / 2 - 6.5) <= 1.5
     with pytest.raises(ConfigError, match="label_grid"):
         generate(tmp_path / "never", 1, cfg=replace(free, label_grid=-1))
+    with pytest.raises(ConfigError, match="label_jitter"):
+        generate(tmp_path / "never", 1, cfg=replace(free, label_jitter=2))  # jitter needs the grid
+    with pytest.raises(ConfigError, match="label_jitter"):
+        generate(tmp_path / "never", 1, cfg=replace(snapped, label_jitter=8))  # more than half a square
     out = tmp_path / "eg"
     assert main(["entitygrid", "--preset", "small", "--label-grid", "14", "--out", str(out), "--n", "2"]) == 0
     assert json.loads((out / "entitygrid.json").read_text())["config"]["label_grid"] == 14
+
+
+def test_label_jitter_moves_numbers_within_their_square_and_keeps_the_scene():
+    from dataclasses import replace
+
+    from shirg.evaluate.entitygrid import preset_config
+
+    snapped = preset_config("small", label_place="inside", label_grid=14)
+    jittered = replace(snapped, label_jitter=3)
+    offsets = set()
+    for index in range(40):
+        _, rec_s = generate_sample(snapped, seed=8, index=index)
+        img, rec_j = generate_sample(jittered, seed=8, index=index)
+        assert rec_s["answers"] == rec_j["answers"] and rec_s["question"] == rec_j["question"]
+        for es, ej in zip(rec_s["scene"], rec_j["scene"], strict=True):
+            assert (es["label"], es["colour"], es["shape"]) == (ej["label"], ej["colour"], ej["shape"])
+            dx, dy = ej["box"][0] - es["box"][0], ej["box"][1] - es["box"][1]
+            assert abs(dx) <= 4 and abs(dy) <= 4  # 3 px, plus the box's rounding
+            offsets.add((dx, dy))
+        arr = np.asarray(img).astype(int)
+        digit = (np.ptp(arr, axis=-1) < 30) & (arr.sum(-1) < 600)
+        ys, xs = np.nonzero(digit)
+        assert len(set(zip((ys // 14).tolist(), (xs // 14).tolist(), strict=True))) == len(rec_j["scene"])
+    assert len(offsets) > 20  # really random, not one fixed shift
+    again, _ = generate_sample(jittered, seed=8, index=39)
+    assert np.array_equal(np.asarray(again), np.asarray(img))  # and deterministic
 
 
 def test_cli_writes_images_questions_and_llava_records(tmp_path):

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-grid", type=int, default=None, metavar="PX",
                    help="move each entity (by at most PX/2) so its number is centred in a PX x PX square of the "
                         "image, e.g. 14: one patch of the 24 x 24 grid of a 336-px image (default 0: off)")
+    p.add_argument("--label-jitter", type=int, default=None, metavar="PX",
+                   help="with --label-grid: then move each entity by a random whole number of pixels in [-PX, PX] "
+                        "per axis (default 0)")
     p.add_argument("--train-records", default=None,
                    help="where to write the LLaVA-format records (default OUT/llava_train.json)")
 
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     rows, cols = parse_grid(args.grid) if args.grid else (None, None)
     cfg = preset_config(args.preset, size=args.size, rows=rows, cols=cols, occupancy=args.occupancy,
                         entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label,
-                        label_place=args.label_place, label_grid=args.label_grid)
+                        label_place=args.label_place, label_grid=args.label_grid,
+                        label_jitter=args.label_jitter)
     meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
                     captions=args.captions, cells=args.cells)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())

@@ -51,6 +51,9 @@ class EntityGridConfig:
     # > 0: each entity is moved (by at most label_grid / 2 px) so its number's centre falls on the centre
     # of a label_grid-px square of the image (at 14, a patch of the high-detail grid of a 336-px image)
     label_grid: int = 0
+    # with label_grid: then moved by a random whole number of pixels in [-label_jitter, label_jitter] per
+    # axis (drawn from its own stream, so the scene and the answers stay those of the same seed)
+    label_jitter: int = 0
 
     def validate(self) -> None:
         if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
@@ -68,6 +71,9 @@ class EntityGridConfig:
         if self.label_grid < 0 or self.label_grid > self.size:
             raise ConfigError(f"label_grid {self.label_grid} must be 0 (off) or a square side in pixels up to "
                               f"the image size {self.size}, e.g. 14")
+        if self.label_jitter and not (self.label_grid and 0 < self.label_jitter <= self.label_grid // 2):
+            raise ConfigError(f"label_jitter {self.label_jitter} needs label_grid > 0 and must be in "
+                              f"[0, label_grid / 2] (label_grid is {self.label_grid})")
         if self.max_label < self.rows * self.cols:
             raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols}")
 
@@ -160,8 +166,12 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
         if cfg.label_grid:  # the number's centre onto the centre of its label_grid square (no rng draw)
             g = cfg.label_grid
             ly = cy if cfg.label_place == "inside" else cy + radius + 3 + (ty1 - ty0) / 2
-            cx += (math.floor(cx / g) + 0.5) * g - cx
-            cy += (math.floor(ly / g) + 0.5) * g - ly
+            jx = jy = 0
+            if cfg.label_jitter:
+                own = random.Random(f"label-jitter-{cx!r}-{cy!r}-{labels[k]}")
+                jx, jy = own.randint(-cfg.label_jitter, cfg.label_jitter), own.randint(-cfg.label_jitter, cfg.label_jitter)
+            cx += (math.floor(cx / g) + 0.5) * g - cx + jx
+            cy += (math.floor(ly / g) + 0.5) * g - ly + jy
         _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
         tx = cx - (tx1 - tx0) / 2 - tx0
         if cfg.label_place == "inside":  # black on a white tag centred on the shape: legible on every colour
