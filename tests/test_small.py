@@ -153,7 +153,7 @@ def test_recipe_generates_the_data_the_tests_assume(recipe_dir, data, cells):
     recipe = (SMALL / recipe_dir / "recipe.sh").read_text()
     stage1 = load_config(SMALL / recipe_dir / "stage1.yaml")
     mixture = (REPO / stage1.data.mixture).read_text()  # attempt 3 reads attempt 2's mixtures
-    place = {"attempt4": "--label-place inside ", "attempt5": "--label-place inside --label-grid 14 --label-jitter 3 "}.get(recipe_dir, "")
+    place = {"attempt4": "--label-place inside ", "attempt5": "--label-place inside --label-grid 14 --label-jitter 2 "}.get(recipe_dir, "")
     for folder, seed, n, changes in TRAIN_SETS:
         grid = f"{place}--grid {changes['rows']}x{changes['cols']} " if changes else place
         occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""
@@ -217,7 +217,7 @@ def test_stage0_config_reproduces_first_losses(tmp_path):
     assert cfg.data.entitygrid == [f"runs/small/data-grid/{f}" for f, *_ in TRAIN_SETS]
     sets, n_total = [], 0
     for folder, seed, n, changes in TRAIN_SETS:
-        gen = preset_config("small", label_place="inside", label_grid=14, label_jitter=3, **changes)
+        gen = preset_config("small", label_place="inside", label_grid=14, label_jitter=2, **changes)
         records = [{"image": f"images/{rec['id']}.png", **rec} for rec in (generate_sample(gen, seed, i)[1]
                                                                             for i in range(n))]
         root = tmp_path / folder

@@ -4,10 +4,10 @@
 # from-scratch tower a head start (each patch's colour, shape and number; data.objective patch_labels),
 # then attempt 4's stage 1 with the tower frozen in 1a. Run from the repository root.
 set -euo pipefail
-shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 3 --grid 1x2 --occupancy 1.0 --seed 11 --n 6000 --captions --cells 2 --out runs/small/data-grid/train1x2
-shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 3 --grid 2x2 --seed 12 --n 8000 --captions --cells 2 --out runs/small/data-grid/train2x2
-shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 3 --seed 1 --n 24000 --captions --cells 2 --out runs/small/data-grid/train
-shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 3 --seed 2026 --n 500 --out runs/small/data-grid/eval
+shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 2 --grid 1x2 --occupancy 1.0 --seed 11 --n 6000 --captions --cells 2 --out runs/small/data-grid/train1x2
+shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 2 --grid 2x2 --seed 12 --n 8000 --captions --cells 2 --out runs/small/data-grid/train2x2
+shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 2 --seed 1 --n 24000 --captions --cells 2 --out runs/small/data-grid/train
+shirg entitygrid --preset small --label-place inside --label-grid 14 --label-jitter 2 --seed 2026 --n 500 --out runs/small/data-grid/eval
 [ -d runs/small/attempt3-init ] || shirg make-tiny --config configs/small/attempt3/model.yaml --out runs/small/attempt3-init
 shirg train --config configs/small/attempt5/stage0.yaml
 shirg train --config configs/small/attempt5/stage1a.yaml
