@@ -35,11 +35,25 @@ def loss_curve(metrics: str | Path, out: str | Path, title: str = "") -> Path | 
     window = max(1, len(rows) // 50)
     smooth = [sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
               for i in range(len(loss))]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    accs = sorted(k for k in rows[-1] if k.startswith("acc_"))  # e.g. stage 0's per-head, per-view accuracy
+    if accs:
+        fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4), dpi=110)
+        for k in accs:
+            vals = [r.get(k, float("nan")) for r in rows]
+            ax_acc.plot(steps, [sum(vals[max(0, i - window + 1) : i + 1]) / len(vals[max(0, i - window + 1) : i + 1])
+                                for i in range(len(vals))], lw=1.2, label=k.removeprefix("acc_"),
+                        ls="--" if k.endswith("lowres") else "-")
+        ax_acc.set_xlabel("optimizer step")
+        ax_acc.set_ylabel(f"accuracy (moving average, {window} logs)")
+        ax_acc.set_ylim(0, 1)
+        ax_acc.grid(alpha=0.3)
+        ax_acc.legend(fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot(steps, loss, color="#9ecae1", lw=0.8, label="loss")
     ax.plot(steps, smooth, color="#08519c", lw=1.6, label=f"moving average ({window} logs)")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("diffusion loss (masked-slot CE)")
+    ax.set_ylabel("loss (mean of the heads' CE)" if accs else "diffusion loss (masked-slot CE)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     lrs = [max(r["lr"].values()) if isinstance(r.get("lr"), dict) and r["lr"] else None for r in rows]
