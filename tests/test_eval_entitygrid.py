@@ -112,7 +112,8 @@ def test_label_grid_centres_each_number_in_one_square_and_keeps_the_scene(tmp_pa
 
     from shirg.evaluate.entitygrid import preset_config
 
-    free = preset_config("small", label_place=place)
+    # under: smaller shapes, so that the number drawn below stays in its cell after the move
+    free = preset_config("small", label_place=place, **({"entity_scale": 0.35} if place == "under" else {}))
     snapped = replace(free, label_grid=14)
     for index in range(12):
         _, rec_f = generate_sample(free, seed=5, index=index)
@@ -135,10 +136,17 @@ def test_label_grid_centres_each_number_in_one_square_and_keeps_the_scene(tmp_pa
         generate(tmp_path / "never", 1, cfg=replace(free, label_grid=-1))
     with pytest.raises(ConfigError, match="label_jitter"):
         generate(tmp_path / "never", 1, cfg=replace(free, label_jitter=2))  # jitter needs the grid
-    with pytest.raises(ConfigError, match="label_jitter"):
-        generate(tmp_path / "never", 1, cfg=replace(snapped, label_jitter=8))  # more than half a square
+    with pytest.raises(ConfigError, match="out of their 14-px square"):
+        generate(tmp_path / "never", 1, cfg=replace(snapped, label_jitter=5))  # (14 - 8 / 2) / 2 = 5
+    if place == "inside":
+        replace(snapped, label_jitter=4).validate()
+    with pytest.raises(ConfigError, match="out of their cells"):
+        generate(tmp_path / "never", 1, cfg=replace(snapped, label_grid=40))
+    with pytest.raises(ConfigError, match="out of their cells"):  # the small preset's shapes leave no room below
+        generate(tmp_path / "never", 1, cfg=replace(preset_config("small"), label_grid=14))
     out = tmp_path / "eg"
-    assert main(["entitygrid", "--preset", "small", "--label-grid", "14", "--out", str(out), "--n", "2"]) == 0
+    assert main(["entitygrid", "--preset", "small", "--label-place", "inside", "--label-grid", "14", "--out", str(out),
+                 "--n", "2"]) == 0
     assert json.loads((out / "entitygrid.json").read_text())["config"]["label_grid"] == 14
 
 

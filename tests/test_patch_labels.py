@@ -31,16 +31,17 @@ from shirg.train.trainer import Trainer, checkpoint_dirs
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _grid_folder(root: Path, place: str, n: int = 6, size: int = 336, seed: int = 3) -> Path:
+def _grid_folder(root: Path, place: str, n: int = 6, size: int = 336, seed: int = 3, **more) -> Path:
     cfg = EntityGridConfig(size=size, rows=3, cols=3, occupancy=0.8, entity_scale=0.45, label_px=8, max_label=9,
-                           label_place=place)
+                           label_place=place, **more)
     generate(root, n, seed=seed, cfg=cfg)
     return root
 
 
-@pytest.mark.parametrize("place", ["inside", "under"])
-def test_targets_match_the_rendered_pixels(tmp_path, place):
-    scenes, max_label = load_scenes([_grid_folder(tmp_path / place, place)])
+@pytest.mark.parametrize(("place", "more"), [("inside", {}), ("under", {}),
+                                             ("inside", {"label_grid": 14, "label_jitter": 2})])
+def test_targets_match_the_rendered_pixels(tmp_path, place, more):
+    scenes, max_label = load_scenes([_grid_folder(tmp_path / place, place, **more)])
     assert max_label == 9 and len(scenes) == 6
     grid, p = 24, 14
     for s in scenes:
@@ -59,8 +60,8 @@ def test_targets_match_the_rendered_pixels(tmp_path, place):
             i, j = divmod(k, grid)
             patch = img[i * p : (i + 1) * p, j * p : (j + 1) * p].reshape(-1, 3)
             share = {c: (patch == COLOURS[c]).all(-1).mean() for c in COLOURS}
-            if t[0, k]:  # a labelled patch shows its entity's colour, and the shape class is set with it
-                assert share[COLOUR_CLASSES[t[0, k]]] > 0 and t[1, k] > 0
+            if t[0, k]:  # a labelled patch shows its entity's colour
+                assert share[COLOUR_CLASSES[t[0, k]]] > 0
             else:  # an empty one shows less than COVER of any colour (the tag only hides colour; the
                 # centre recovered from the integer box is within half a pixel: 7 of 196 pixels)
                 assert t[1, k] == 0 and max(share.values()) <= COVER + 7 / 196 + 1e-9
@@ -101,10 +102,18 @@ def test_bad_folders_and_configs_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="vision tower alone"):
         load_config(None, [*base[:1], "data.resolutions=[112]"])
     with pytest.raises(ConfigError, match="one high-detail resolution"):
-        load_config(None, [*base[:3], "data.resolutions=[112, 168]"])
+        load_config(None, [*base[:3], "data.entitygrid=[runs/a]", "data.resolutions=[112, 168]"])
     with pytest.raises(ConfigError, match="data.objective"):
         load_config(None, ["data.objective=captions"])
-    assert load_config(None, base).data.objective == "patch_labels"
+    assert load_config(None, [*base, "data.entitygrid=[runs/a]"]).data.objective == "patch_labels"
+    with pytest.raises(ConfigError, match="non-empty list"):
+        load_config(None, base)
+    with pytest.raises(ConfigError, match="non-empty list"):
+        load_config(None, [*base, "data.entitygrid=runs/a"])  # a string, not a list
+    with pytest.raises(ConfigError, match="not data.mixture"):
+        load_config(None, [*base, "data.entitygrid=[runs/a]", "data.mixture=mix.yaml"])
+    with pytest.raises(ConfigError, match="read only by data.objective patch_labels"):
+        load_config(None, ["data.entitygrid=[runs/a]"])
     with pytest.raises(ConfigError, match="multiple of the 14-px patch"):
         PatchLabelDataset([], 100, 56)
 
@@ -148,6 +157,36 @@ def test_stage0_trains_the_tower_alone_and_writes_a_lavida_checkpoint(stage0_set
     changed = {k for k in a if not torch.equal(a[k], b[k])}
     assert changed and all(k.startswith("vision_tower.") for k in changed)
     assert (out / "loss.png").is_file()
+    # an intermediate checkpoint exports to the same LaViDa checkpoint (the head is dropped there too)
+    from shirg.cli import main
+
+    exported = tmp_path / "exported"
+    assert main(["export", "--model", str(ckpt), "--checkpoint", str(checkpoint_dirs(out)[-1]),
+                 "--out", str(exported)]) == 0
+    e = shirg.load(exported).model.state_dict()
+    assert all(torch.equal(e[k], a[k]) for k in a)
+
+
+def test_every_trained_tower_weight_gets_a_gradient(stage0_setup):
+    """DDP (find_unused_parameters off) needs a gradient for every trainable weight: the tower's
+    post-LN, which LaViDa never reads, must stay frozen."""
+    from shirg.train.lora import make_trainable
+    from shirg.train.patch_labels import PatchBatch, PatchLabelModule, make_head
+
+    ckpt, data = stage0_setup
+    cfg = _stage0_config(ckpt, data, Path("unused"))
+    model = shirg.load(ckpt)
+    tm = make_trainable(model, cfg)
+    model.patch_head = make_head(model.config.vision.hidden_size, 9)
+    scenes, _ = load_scenes([data])
+    ds = PatchLabelDataset(scenes, 112, 56)
+    items = [ds[(0, i)] for i in range(2)]
+    batch = PatchBatch(views={v: (torch.stack([x[v][0] for x in items]), torch.stack([x[v][1] for x in items]))
+                              for v in ("full", "lowres")})
+    PatchLabelModule(model, model.patch_head, 9)(batch)["loss"].backward()
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and not [n for n, p in trained if p.grad is None]
+    assert not any("post_layernorm" in n for n, _ in tm.named_trainable())
 
 
 def test_stage0_resume_gives_the_uninterrupted_losses(stage0_setup, tmp_path):

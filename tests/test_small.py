@@ -193,6 +193,7 @@ def test_every_small_training_config_and_mixture_parses():
     for path in configs:
         cfg = load_config(path)
         if cfg.data.objective == "patch_labels":  # stage 0 reads EntityGrid folders, not a mixture
+            assert cfg.data.entitygrid
             assert all((REPO / f).resolve().is_relative_to(REPO / "runs" / "small") for f in cfg.data.entitygrid)
             continue
         mixture = REPO / cfg.data.mixture

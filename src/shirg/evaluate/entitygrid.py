@@ -71,9 +71,24 @@ class EntityGridConfig:
         if self.label_grid < 0 or self.label_grid > self.size:
             raise ConfigError(f"label_grid {self.label_grid} must be 0 (off) or a square side in pixels up to "
                               f"the image size {self.size}, e.g. 14")
-        if self.label_jitter and not (self.label_grid and 0 < self.label_jitter <= self.label_grid // 2):
-            raise ConfigError(f"label_jitter {self.label_jitter} needs label_grid > 0 and must be in "
-                              f"[0, label_grid / 2] (label_grid is {self.label_grid})")
+        if self.label_jitter < 0 or (self.label_jitter and not self.label_grid):
+            raise ConfigError(f"label_jitter {self.label_jitter} must be >= 0 and needs label_grid > 0")
+        if self.label_grid and 2 * self.label_jitter >= self.label_grid - self.label_px / 2:
+            raise ConfigError(f"label_jitter {self.label_jitter} would move numbers out of their {self.label_grid}-px "
+                              f"square: keep it below (label_grid - label_px / 2) / 2 = "
+                              f"{(self.label_grid - self.label_px / 2) / 2:g}")
+        if self.label_grid:  # the shape (and a number drawn under it) must stay inside its cell
+            cw, ch = self.size / self.cols, self.size / self.rows
+            radius = self.entity_scale * min(cw, ch) / 2
+            move = self.label_grid / 2 + self.label_jitter
+            slack_x = max(0.0, cw / 2 - radius - 4)
+            slack_y = max(0.0, ch / 2 - radius - self.label_px - 6)
+            below = self.label_px + 3 if self.label_place == "under" else 0
+            if 0.6 * slack_x + move + radius > cw / 2 or \
+                    self.label_px / 2 + 0.6 * slack_y + move + radius + below > ch / 2:
+                raise ConfigError(f"label_grid {self.label_grid} (+ label_jitter {self.label_jitter}) can move "
+                                  f"entities out of their cells at this size, grid and entity_scale; use a smaller "
+                                  "label_grid or entity_scale")
         if self.max_label < self.rows * self.cols:
             raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols}")
 

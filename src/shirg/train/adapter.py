@@ -106,6 +106,9 @@ def write_lavida_checkpoint(model: LavidaModel, out_dir: str | Path, source_dir:
     return out
 
 
+PATCH_HEAD_PREFIX = "patch_head."  # shirg.train.patch_labels' head (LavidaModel.patch_head during stage 0)
+
+
 def load_training_checkpoint(model: LavidaModel, checkpoint: str | Path) -> LavidaModel:
     """Put an intermediate ``shirg train`` checkpoint (``checkpoints/step-N``) into ``model``, the
     base model that run started from: its LoRA layers (unmerged) and every trained weight."""
@@ -120,6 +123,9 @@ def load_training_checkpoint(model: LavidaModel, checkpoint: str | Path) -> Lavi
     if (adapter / ADAPTER_CONFIG).is_file():
         model = apply_adapter(model, adapter, shirg_weights=False)
     weights = load_file(str(weights_file))
+    # a stage-0 run (data.objective patch_labels) also checkpoints its per-patch head, which is not
+    # part of LaViDa and is dropped from the model it writes: drop it here too
+    weights = {k: v for k, v in weights.items() if not k.startswith(PATCH_HEAD_PREFIX)}
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
     if unknown:

@@ -144,9 +144,19 @@ class TrainConfig:
             if self.lora.enabled or self.trainable.components != ["vision"]:
                 raise ConfigError("data.objective patch_labels trains the vision tower alone: set lora.enabled: "
                                   "false and trainable.components: [vision]")
+            folders = self.data.entitygrid
+            if not isinstance(folders, list) or not folders or not all(isinstance(f, str) for f in folders):
+                raise ConfigError(f"data.objective patch_labels needs data.entitygrid: a non-empty list of `shirg "
+                                  f"entitygrid` folders, got {folders!r}")
+            if self.data.mixture or self.data.sources:
+                raise ConfigError("data.objective patch_labels reads data.entitygrid, not data.mixture or "
+                                  "data.sources; remove them")
             if len(self.data.resolutions) != 1:
                 raise ConfigError("data.objective patch_labels takes one high-detail resolution in "
                                   f"data.resolutions, got {self.data.resolutions}")
+        if self.data.objective == "answer" and self.data.entitygrid:
+            raise ConfigError("data.entitygrid is read only by data.objective patch_labels; the answer objective "
+                              "reads data.mixture or data.sources")
         if not self.lora.enabled and not self.trainable.components:
             raise ConfigError("nothing to train: LoRA is disabled and trainable.components is empty")
         return self

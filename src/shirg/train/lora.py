@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PROJECTOR = "model.mm_projector"
 VISION_LAYERS = "model.vision_tower.vision_tower.vision_model.encoder.layers"
 LLM_BLOCKS = "model.transformer.blocks"
+UNUSED_VISION = "model.vision_tower.vision_tower.vision_model.post_layernorm."
 COMPONENT_PREFIXES = {
     "coord": ("shirg.coord_embed.",),
     "vision": ("model.vision_tower.",),
@@ -106,7 +107,9 @@ def make_trainable(model: LavidaModel, cfg: TrainConfig) -> TrainableModel:
         peft_model = get_peft_model(model, lora_config, autocast_adapter_dtype=True)
     for name, p in model.named_parameters():
         if any(name.startswith(pre) for c in cfg.trainable.components for pre in COMPONENT_PREFIXES[c]):
-            if "lora_" not in name:
+            # LaViDa reads the tower before its post-LN: those weights get no gradient, and DDP
+            # (find_unused_parameters off) would fail waiting for one
+            if "lora_" not in name and not name.startswith(UNUSED_VISION):
                 p.requires_grad_(True)
     for _, p in model.named_parameters():
         if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32 and p.device.type != "meta":

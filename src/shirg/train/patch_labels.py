@@ -222,7 +222,7 @@ class PatchLabelModule(nn.Module):
         if len(batch) == 0:  # every image unreadable: a zero loss touching every trainable weight (DDP)
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             nan = torch.full((), float("nan"), device=zero.device)
-            return {"loss": zero, **{f"{m}_{h}_{v}": nan for m in ("ce", "acc") for h in HEADS for v in VIEWS},
+            return {"loss": zero, **{f"{m}_{h}_{v}": nan for m in ("ce", "acc", "none") for h in HEADS for v in VIEWS},
                     "samples": torch.zeros((), device=zero.device)}
         losses, metrics = [], {}
         for view, (pixels, targets) in batch.views.items():
@@ -236,11 +236,12 @@ class PatchLabelModule(nn.Module):
                 start += n
                 ce = balanced_ce(lg, tg)
                 losses.append(ce)
-                with torch.no_grad():
-                    fg = tg > 0
-                    acc = (lg[fg].argmax(-1) == tg[fg]).float().mean() if fg.any() else torch.zeros((), device=device)
+                with torch.no_grad():  # acc: on the patches holding something; none: "none" kept on the rest
+                    pred, fg = lg.argmax(-1), tg > 0
+                    nan = torch.full((), float("nan"), device=device)
+                    metrics[f"acc_{name}_{view}"] = (pred[fg] == tg[fg]).float().mean() if fg.any() else nan
+                    metrics[f"none_{name}_{view}"] = (pred[~fg] == 0).float().mean() if (~fg).any() else nan
                 metrics[f"ce_{name}_{view}"] = ce.detach()
-                metrics[f"acc_{name}_{view}"] = acc
         loss = sum(losses) / len(losses)
         return {"loss": loss, **metrics, "samples": torch.tensor(float(len(batch)), device=loss.device)}
 
