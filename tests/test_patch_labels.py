@@ -75,6 +75,25 @@ def test_targets_match_the_rendered_pixels(tmp_path, place, more):
                 assert i * p >= e["box"][1] + (e["box"][3] - e["box"][1]) / 2
 
 
+def test_numbers_spread_over_their_entity(tmp_path):
+    scenes, _ = load_scenes([_grid_folder(tmp_path / "g", "inside", n=3, label_grid=14, label_jitter=2)])
+    for s in scenes:
+        centre, spread = patch_targets(s, 24), patch_targets(s, 24, number_on="entity")
+        assert np.array_equal(centre[:2], spread[:2])  # colour and shape unchanged
+        on = spread[0] > 0
+        assert (spread[2][on] > 0).all() and (spread[2][~on] == 0).all()  # every entity patch, nothing else
+        for e in s.scene:  # each entity's patches carry its own number, its centre patch among them
+            patches = np.flatnonzero(spread[2] == e["label"])
+            assert np.flatnonzero(centre[2] == e["label"])[0] in patches
+            assert {COLOUR_CLASSES[c] for c in spread[0][patches]} == {e["colour"]}
+        assert (spread[2] > 0).sum() > 4 * (centre[2] > 0).sum()
+    with pytest.raises(ConfigError, match="number_on"):
+        patch_targets(scenes[0], 24, number_on="everywhere")
+    with pytest.raises(ConfigError, match="patch_number"):
+        load_config(None, ["data.objective=patch_labels", "lora.enabled=false", "trainable.components=[vision]",
+                           "data.resolutions=[112]", "data.entitygrid=[a]", "data.patch_number=all"])
+
+
 def test_a_coarser_grid_keeps_every_number_and_class_counts_shrink(tmp_path):
     scenes, _ = load_scenes([_grid_folder(tmp_path / "g", "inside", n=2)])
     fine, coarse = patch_targets(scenes[0], 24), patch_targets(scenes[0], 12)

@@ -83,6 +83,7 @@ class DataSection:
     # scratch, each patch's colour / shape / number on EntityGrid scenes (shirg.train.patch_labels)
     objective: str = "answer"
     entitygrid: list[str] = field(default_factory=list)  # patch_labels: `shirg entitygrid` folders
+    patch_number: str = "centre"  # patch_labels: the number on its centre patch, or on every "entity" patch
 
 
 @dataclass
@@ -148,6 +149,8 @@ class TrainConfig:
             if not isinstance(folders, list) or not folders or not all(isinstance(f, str) for f in folders):
                 raise ConfigError(f"data.objective patch_labels needs data.entitygrid: a non-empty list of `shirg "
                                   f"entitygrid` folders, got {folders!r}")
+            if self.data.patch_number not in ("centre", "entity"):
+                raise ConfigError(f"data.patch_number {self.data.patch_number!r}: choose centre or entity")
             if self.data.mixture or self.data.sources:
                 raise ConfigError("data.objective patch_labels reads data.entitygrid, not data.mixture or "
                                   "data.sources; remove them")

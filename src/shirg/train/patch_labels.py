@@ -104,9 +104,18 @@ def entity_geometry(s: SceneImage, e: dict) -> tuple[float, float, float, tuple[
     return cx, cy, radius, (cx, cy + radius + 3 + (y1 - y0) / 2)
 
 
-def patch_targets(s: SceneImage, grid: int) -> np.ndarray:
+NUMBER_ON = ("centre", "entity")
+
+
+def patch_targets(s: SceneImage, grid: int, number_on: str = "centre") -> np.ndarray:
     """[3, grid * grid] int64 targets (colour, shape, number class; 0 = none) of a ``grid`` x ``grid``
-    patch layout over the whole (square) image, row-major as the tower emits its tokens."""
+    patch layout over the whole (square) image, row-major as the tower emits its tokens.
+
+    ``number_on``: the patch holding the number's centre gets the number ("centre"), or every patch
+    of its entity does as well ("entity": the tower must spread what one patch shows over the whole
+    shape, so the number is as widespread in the visual tokens as the colour)."""
+    if number_on not in NUMBER_ON:
+        raise ConfigError(f"number_on {number_on!r}: choose one of {', '.join(NUMBER_ON)}")
     size = s.size
     mask = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask)
@@ -128,6 +137,8 @@ def patch_targets(s: SceneImage, grid: int) -> np.ndarray:
                 e = s.scene[int(counts.argmax())]
                 out[0, i, j] = COLOUR_CLASSES.index(e["colour"])
                 out[1, i, j] = SHAPE_CLASSES.index(e["shape"])
+                if number_on == "entity":
+                    out[2, i, j] = int(e["label"])
     for e, (x, y) in zip(s.scene, centres, strict=True):
         i = min(grid - 1, max(0, int(y * grid / size)))
         j = min(grid - 1, max(0, int(x * grid / size)))
@@ -139,7 +150,10 @@ class PatchLabelDataset(torch.utils.data.Dataset):
     """Index (epoch, i) -> both views' pixels and targets of scene i (or a skip notice)."""
 
     def __init__(self, scenes: Sequence[SceneImage], full_resolution: int, low_resolution: int,
-                 patch: int = 14) -> None:
+                 patch: int = 14, number_on: str = "centre") -> None:
+        if number_on not in NUMBER_ON:
+            raise ConfigError(f"data.patch_number {number_on!r}: choose one of {', '.join(NUMBER_ON)}")
+        self.number_on = number_on
         for r in (full_resolution, low_resolution):
             if r % patch:
                 raise ConfigError(f"resolution {r} is not a multiple of the {patch}-px patch")
@@ -167,7 +181,7 @@ class PatchLabelDataset(torch.utils.data.Dataset):
             # the same resampling as the VLM's modes: prepare_image (bicubic, square images unpadded)
             # for the high-detail canvas, expand2square + bicubic for the low-resolution view
             pixels = to_tensor(expand2square(image).resize((r, r), Image.Resampling.BICUBIC))
-            item[view] = (pixels, torch.from_numpy(patch_targets(s, r // self.patch)))
+            item[view] = (pixels, torch.from_numpy(patch_targets(s, r // self.patch, self.number_on)))
         return item
 
 

@@ -264,7 +264,8 @@ class Trainer:
 
             samples, max_label = load_scenes(cfg.data.entitygrid)
             self.dataset = PatchLabelDataset(samples, snap_resolution(cfg.data.resolutions[0], cfg.data.snap),
-                                             lavida.config.vision.image_size)
+                                             lavida.config.vision.image_size,
+                                             number_on=cfg.data.patch_number)
             # the head lives on the LavidaModel (so checkpoints and resume hold it) but outside
             # model.model, so the LaViDa checkpoint written at the end does not
             lavida.patch_head = make_head(lavida.config.vision.hidden_size, max_label).to(acc.device)
