@@ -5,7 +5,7 @@ the answer loss, learnt colour and (slowly) shape but never the digits (docs/sma
 objective gives it a head start on the same generated scenes: EntityGrid knows where every entity
 and number is, so each patch of the tower's output grid gets three targets -- the colour and the
 shape of the entity covering most of it (or background), and the number whose centre lies in it
-(or none) -- predicted by one linear head on the features the projector reads. The head is thrown
+(or none; ``data.patch_number: entity`` puts it on every patch of its entity) -- predicted by one linear head on the features the projector reads. The head is thrown
 away; the model written at the end is the LaViDa checkpoint with the new tower.
 
 Every image is seen in both of the views the VLM uses: the whole image at the high-detail canvas
@@ -36,7 +36,7 @@ SHAPE_CLASSES = ("none", *SHAPES)
 HEADS = ("colour", "shape", "number")
 COVER = 0.25  # a patch takes an entity's colour/shape when the shape covers at least this share of it
 VIEWS = ("full", "lowres")
-_FIELDS = ("rows", "cols", "size", "entity_scale", "label_px", "max_label", "label_place")
+_FIELDS = ("rows", "cols", "size", "entity_scale", "label_px", "max_label")  # label_place: "under" if absent
 
 
 @dataclass
@@ -65,7 +65,7 @@ def load_scenes(folders: Sequence[str | Path]) -> tuple[list[SceneImage], int]:
             raise ConfigError(f"{root} is not a `shirg entitygrid` folder (needs entitygrid.json and "
                               f"{QUESTIONS_FILE}); make one with `shirg entitygrid --out {root}`")
         cfg = json.loads(meta_file.read_text())["config"]
-        missing = [k for k in _FIELDS if k not in cfg and k != "label_place"]
+        missing = [k for k in _FIELDS if k not in cfg]
         if missing:
             raise ConfigError(f"{meta_file}: config lacks {missing}; regenerate the folder with this shirg")
         max_label = max(max_label, int(cfg["max_label"]))
@@ -95,11 +95,10 @@ def entity_geometry(s: SceneImage, e: dict) -> tuple[float, float, float, tuple[
     # box = [floor(cx - r), floor(cy - r), ceil(cx + r), ceil(...)]: each floor/ceil pins the centre to
     # a 1-px interval; the middle of their intersection is within half a pixel of the drawn centre
     cx = (max(x0 + radius, x1 - radius - 1) + min(x0 + radius + 1, x1 - radius)) / 2
-    cy = y0 + radius + 0.5
-    if s.label_place == "inside":
+    if s.label_place == "inside":  # the box's bottom is the shape's too
         cy = (max(y0 + radius, y1 - radius - 1) + min(y0 + radius + 1, y1 - radius)) / 2
-    if s.label_place == "inside":
         return cx, cy, radius, (cx, cy)
+    cy = y0 + radius + 0.5
     x0, y0, x1, y1 = _font(s.label_px).getbbox(str(e["label"]))  # the glyph, drawn 3 px under the shape
     return cx, cy, radius, (cx, cy + radius + 3 + (y1 - y0) / 2)
 

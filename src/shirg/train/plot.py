@@ -19,6 +19,12 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
+def _moving_average(values: list[float], window: int) -> list[float]:
+    """Mean of each value and the ``window - 1`` before it (fewer at the start)."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+            for i in range(len(values))]
+
+
 def loss_curve(metrics: str | Path, out: str | Path, title: str = "") -> Path | None:
     """Plot loss per logged step (raw and a moving average) with the learning rate on a second axis.
     Returns the PNG path, or None when there is nothing logged yet."""
@@ -33,15 +39,13 @@ def loss_curve(metrics: str | Path, out: str | Path, title: str = "") -> Path | 
     steps = [r["step"] for r in rows]
     loss = [r["loss"] for r in rows]
     window = max(1, len(rows) // 50)
-    smooth = [sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
-              for i in range(len(loss))]
+    smooth = _moving_average(loss, window)
     accs = sorted(k for k in rows[-1] if k.startswith("acc_"))  # e.g. stage 0's per-head, per-view accuracy
     if accs:
         fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4), dpi=110)
         for k in accs:
             vals = [r.get(k, float("nan")) for r in rows]
-            ax_acc.plot(steps, [sum(vals[max(0, i - window + 1) : i + 1]) / len(vals[max(0, i - window + 1) : i + 1])
-                                for i in range(len(vals))], lw=1.2, label=k.removeprefix("acc_"),
+            ax_acc.plot(steps, _moving_average(vals, window), lw=1.2, label=k.removeprefix("acc_"),
                         ls="--" if k.endswith("lowres") else "-")
         ax_acc.set_xlabel("optimizer step")
         ax_acc.set_ylabel(f"accuracy (moving average, {window} logs)")
