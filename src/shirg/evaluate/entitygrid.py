@@ -184,7 +184,8 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
             jx = jy = 0
             if cfg.label_jitter:
                 own = random.Random(f"label-jitter-{cx!r}-{cy!r}-{labels[k]}")
-                jx, jy = own.randint(-cfg.label_jitter, cfg.label_jitter), own.randint(-cfg.label_jitter, cfg.label_jitter)
+                j = cfg.label_jitter
+                jx, jy = own.randint(-j, j), own.randint(-j, j)
             cx += (math.floor(cx / g) + 0.5) * g - cx + jx
             cy += (math.floor(ly / g) + 0.5) * g - ly + jy
         _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
