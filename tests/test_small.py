@@ -153,7 +153,8 @@ def test_recipe_generates_the_data_the_tests_assume(recipe_dir, data, cells):
     recipe = (SMALL / recipe_dir / "recipe.sh").read_text()
     stage1 = load_config(SMALL / recipe_dir / "stage1.yaml")
     mixture = (REPO / stage1.data.mixture).read_text()  # attempt 3 reads attempt 2's mixtures
-    place = {"attempt4": "--label-place inside ", "attempt5": "--label-place inside --label-grid 14 --label-jitter 2 "}.get(recipe_dir, "")
+    place = {"attempt4": "--label-place inside ",
+             "attempt5": "--label-place inside --label-grid 14 --label-jitter 2 "}.get(recipe_dir, "")
     for folder, seed, n, changes in TRAIN_SETS:
         grid = f"{place}--grid {changes['rows']}x{changes['cols']} " if changes else place
         occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""

@@ -6,7 +6,8 @@ objective gives it a head start on the same generated scenes: EntityGrid knows w
 and number is, so each patch of the tower's output grid gets three targets -- the colour and the
 shape of the entity covering most of it (or background), and the number whose centre lies in it
 (or none; ``data.patch_number: entity`` puts it on every patch of its entity) -- predicted by one
-linear head on the features the projector reads. The head is thrown away; the model written at the end is the LaViDa checkpoint with the new tower.
+linear head on the features the projector reads. The head is thrown away; the model written at the
+end is the LaViDa checkpoint with the new tower.
 
 Every image is seen in both of the views the VLM uses: the whole image at the high-detail canvas
 (``full``/``shirg``: R x R with interpolated positions) and LaViDa's low-resolution view (the
