@@ -257,7 +257,6 @@ class Trainer:
             log.info("%s", describe(tm))
             log.info("device %s, %d process(es), mixed precision %s, %d CPU thread(s) per process",
                      acc.device, acc.num_processes, acc.mixed_precision, torch.get_num_threads())
-        self.trainable_names = [n for n, _ in tm.named_trainable()]
 
         if cfg.data.objective == "patch_labels":
             from shirg.train.patch_labels import PatchLabelDataset, PatchLabelModule, load_scenes, make_head
@@ -269,7 +268,6 @@ class Trainer:
             # the head lives on the LavidaModel (so checkpoints and resume hold it) but outside
             # model.model, so the LaViDa checkpoint written at the end does not
             lavida.patch_head = make_head(lavida.config.vision.hidden_size, max_label).to(acc.device)
-            self.trainable_names = [n for n, _ in tm.named_trainable()]
             module = PatchLabelModule(lavida, lavida.patch_head, max_label)
         else:
             if cfg.data.mixture:
@@ -289,6 +287,7 @@ class Trainer:
                                         resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
                                         modes=modes)
             module = LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
+        self.trainable_names = [n for n, _ in tm.named_trainable()]  # after stage 0's head is attached
         self.global_batch = cfg.run.batch_size * acc.num_processes
         self.micro_per_epoch = len(samples) // self.global_batch
         if self.micro_per_epoch == 0:
