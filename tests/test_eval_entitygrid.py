@@ -192,6 +192,32 @@ def test_cli_writes_images_questions_and_llava_records(tmp_path):
     assert main(["entitygrid", "--out", str(out), "--grid", "eight"]) == 2
 
 
+def test_types_restrict_the_questions_and_keep_the_scenes(tmp_path):
+    out_all, out_read = tmp_path / "all", tmp_path / "read"
+    base = ["entitygrid", "--preset", "small", "--n", "6", "--seed", "3"]
+    assert main([*base, "--out", str(out_all)]) == 0
+    assert main([*base, "--out", str(out_read), "--types", "reading"]) == 0
+    every = [json.loads(line) for line in (out_all / "questions.jsonl").read_text().splitlines()]
+    read = [json.loads(line) for line in (out_read / "questions.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in read] == ["reading"] * 6
+    assert [r["scene"] for r in read] == [r["scene"] for r in every]  # same scenes, other questions
+    assert (out_all / every[2]["image"]).read_bytes() == (out_read / read[2]["image"]).read_bytes()
+    assert read[3]["question"] == every[3]["question"]  # index 3 is a reading question in both
+    for r in read:  # the answer is the queried entity's number
+        (target,) = r["targets"]
+        assert r["answers"] == [str(next(e["label"] for e in r["scene"] if (e["row"], e["col"]) ==
+                                         (target["row"], target["col"])))]
+    meta = json.loads((out_read / "entitygrid.json").read_text())
+    assert meta["types"] == ["reading"] and meta["counts"]["reading"] == 6 and meta["counts"]["position"] == 0
+    _, rec = generate_sample(EntityGridConfig(size=280, rows=4, cols=5), 1, 5, ["counting", "position"])
+    assert rec["type"] == "position"  # the types cycle by index
+    for bad in (["reading", "reading"], ["spelling"], []):
+        with pytest.raises(ConfigError, match="--types reading"):
+            generate_sample(EntityGridConfig(), 0, 0, bad)
+    assert main([*base, "--out", str(tmp_path / "bad"), "--types", "reading,spelling"]) == 2
+    assert not (tmp_path / "bad").exists()  # checked before anything is written
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="ROWSxCOLS"):
         parse_grid("8by8")

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-jitter", type=int, default=None, metavar="PX",
                    help="with --label-grid: then move each entity by a random whole number of pixels in [-PX, PX] "
                         "per axis (default 0)")
+    p.add_argument("--types", default=None, metavar="T1,T2",
+                   help="question types to cycle through, comma-separated, from recognition, position, counting, "
+                        "reading (default: all four); scenes stay those of the same seed, e.g. --types reading")
     p.add_argument("--train-records", default=None,
                    help="where to write the LLaVA-format records (default OUT/llava_train.json)")
 
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                         label_place=args.label_place, label_grid=args.label_grid,
                         label_jitter=args.label_jitter)
     meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
-                    captions=args.captions, cells=args.cells)
+                    captions=args.captions, cells=args.cells,
+                    types=args.types.split(",") if args.types is not None else None)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
     print(f"wrote {args.n} EntityGrid samples ({counts}) to {args.out}; training records: {meta['llava_records']}")
     return 0

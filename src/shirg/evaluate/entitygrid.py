@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -294,11 +295,27 @@ def sample_id(seed: int, index: int) -> str:
     return f"eg{seed}-{index:06d}"
 
 
-def generate_sample(cfg: EntityGridConfig, seed: int, index: int) -> tuple[Image.Image, dict]:
-    """Sample ``index`` of the benchmark with this seed: the image and its record (no image path yet)."""
+def check_types(types: Sequence[str] | None) -> tuple[str, ...]:
+    """The question types to cycle through (None: all of :data:`TYPES`, in that order)."""
+    if types is None:
+        return TYPES
+    types = tuple(types)
+    bad = [t for t in types if t not in TYPES]
+    if bad or not types or len(set(types)) != len(types):
+        raise ConfigError(f"question types {','.join(types) or '(none)'}: give each of {', '.join(TYPES)} at most "
+                          "once, e.g. --types reading")
+    return types
+
+
+def generate_sample(cfg: EntityGridConfig, seed: int, index: int,
+                    types: Sequence[str] | None = None) -> tuple[Image.Image, dict]:
+    """Sample ``index`` of the benchmark with this seed: the image and its record (no image path yet).
+    The question type cycles through ``types`` (default: all four) by index; the scene depends only on
+    (seed, index), so a ``types``-restricted set shows the same scenes as the full one."""
+    types = check_types(types)
     rng = random.Random(f"entitygrid-v{VERSION}-{seed}-{index}")
     img, entities = render_scene(cfg, rng)
-    qtype = TYPES[index % len(TYPES)]
+    qtype = types[index % len(types)]
     q = make_question(qtype, entities, rng, cfg.label_place)
     record = {
         "id": sample_id(seed, index),
@@ -317,7 +334,7 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int) -> tuple[Image
 
 def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | None = None,
              train_records: str | Path | None = None, progress: bool = False, captions: bool = False,
-             cells: int = 0) -> dict:
+             cells: int = 0, types: Sequence[str] | None = None) -> dict:
     """Write ``images/*.png``, ``questions.jsonl``, LLaVA training records and ``entitygrid.json``.
 
     ``captions``: the training records also get one dense caption per image (question
@@ -328,6 +345,7 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
     """
     cfg = cfg or EntityGridConfig()
     cfg.validate()
+    types = check_types(types)
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     out = Path(out)
@@ -339,7 +357,7 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
 
         indices = tqdm(indices, desc="entitygrid", unit="img")
     for i in indices:
-        img, record = generate_sample(cfg, seed, i)
+        img, record = generate_sample(cfg, seed, i, types)
         rel = f"images/{record['id']}.png"
         atomic_write(out / rel, lambda p, img=img: img.save(p, format="PNG"))
         records.append({"image": rel, **record})
@@ -354,7 +372,8 @@ def generate(out: str | Path, n: int, seed: int = 0, cfg: EntityGridConfig | Non
     write_json(llava_path, llava)
     counts = {t: sum(1 for r in records if r["type"] == t) for t in TYPES}
     meta = {"benchmark": "entitygrid", "version": VERSION, "seed": seed, "n": n, "config": asdict(cfg),
-            "counts": counts, "captions": captions, "cells": cells, "questions": QUESTIONS_FILE,
+            "types": list(types), "counts": counts, "captions": captions, "cells": cells,
+            "questions": QUESTIONS_FILE,
             "llava_records": str(llava_path)}
     write_json(out / META_FILE, meta)
     return meta
