@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for overlay.png and demo.json (default runs/demo)")
     add_device_options(p)
     add_generation_options(p)
-    # the bundled model was trained with 40 answer slots; 20 steps unmask two slots per step
-    p.set_defaults(gen_length=40, steps=20, block_length=40)
+    # the bundled model was trained with 20 answer slots; 10 steps unmask two slots per step
+    p.set_defaults(gen_length=20, steps=10, block_length=20)
 
 
 def _options(resolution: int, k: int | None):
