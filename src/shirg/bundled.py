@@ -1,8 +1,9 @@
 """The small SHIRG-LaViDa shipped inside the package (trained here on EntityGrid; configs/small/).
 
 ``assets/small/model/`` is a checkpoint in LaViDa's exact layout (config.json, model.safetensors,
-tokenizer), trained from scratch by stage 1; ``assets/small/adapter/`` is the stage-2 SHIRG
-adapter (PEFT LoRA on the projector and tower layers 0-3, plus the coordinate embedding);
+tokenizer), trained from scratch (stage 0: the tower; stage 1: projector and LM);
+``assets/small/adapter/`` is the stage-2 SHIRG adapter (PEFT LoRA on the projector and tower layers
+0-3, plus the coordinate embedding);
 ``assets/small/demo.png`` + ``demo.json`` is a held-out EntityGrid sample for ``shirg demo``.
 """
 

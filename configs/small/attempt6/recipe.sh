@@ -19,7 +19,25 @@ shirg entitygrid $G --seed 2026 --n 500 --out runs/small/data-grid/eval
 shirg train --config configs/small/attempt6/stage1r_single.yaml   # one entity, reading only, 300 steps
 shirg train --config configs/small/attempt6/stage1r_grid.yaml     # 2x2 + 3x3, reading only, 1500 steps
 shirg train --config configs/small/attempt6/stage1c.yaml          # every type, full + lowres
-shirg train --config configs/small/attempt6/stage2.yaml           # SHIRG LoRA + coordinate embedding
+shirg train --config configs/small/attempt6/stage2.yaml           # SHIRG LoRA + coordinate embedding, reading only
+# tried first, not shipped (docs/small.md): stage2_lr1e3.yaml, stage2_mixed.yaml
+
+# 3. ship: the stage-1c model and the stage-2 adapter become the package's bundled model
+rm -rf src/shirg/assets/small/model src/shirg/assets/small/adapter
+cp -r runs/small/attempt6-stage1c/model src/shirg/assets/small/model
+cp -r runs/small/attempt6-stage2/adapter src/shirg/assets/small/adapter
+
+# 4. the evidence tables (docs/small.md): every mode on the stage-1c model; shirg with the adapter,
+#    its ablations and the saliency score; the baselines with the adapter
+A="--task entitygrid --data runs/small/data-grid/eval --gen-length 20 --steps 10 --block-length 20"
+M=src/shirg/assets/small/model
+shirg eval --model $M $A --modes lowres,full,shirg,uniform,pool,random,text-topk,saint,tome,visionzip,divprune \
+  --out runs/small/eval-attempt6-stage1
+shirg eval --model $M --adapter src/shirg/assets/small/adapter $A --modes shirg --ablation --out runs/small/eval-attempt6-stage2
+shirg eval --model $M --adapter src/shirg/assets/small/adapter $A --modes shirg --score saliency \
+  --out runs/small/eval-attempt6-stage2-saliency
+shirg eval --model $M --adapter src/shirg/assets/small/adapter $A \
+  --modes uniform,pool,random,text-topk,saint,tome,visionzip,divprune --out runs/small/eval-attempt6-stage2-baselines
 
 # the probes quoted in docs/small.md (reading accuracy with the sample's own image vs another's)
 shirg image-use --model runs/small/attempt6-single/model --records runs/small/data-grid/single/llava_train.json \
