@@ -290,11 +290,11 @@ def test_attempt6_stage2_reproduces_first_losses(tmp_path):
     cfg = load_config(SMALL / f"{stage}.yaml")
     sets = _attempt6_sets()
     mixture = REPO / cfg.data.mixture
-    sources = []
+    sources, gens = [], {}  # gens: folder -> its generator config
     for src in yaml.safe_load(mixture.read_text())["sources"]:
         folder = Path(src["json"]).parent.name
         seed, n, changes, types = sets[folder]
-        gen = preset_config("small", **changes)
+        gen = gens[folder] = preset_config("small", **changes)
         records = [{"image": f"images/{rec['id']}.png", **rec}
                    for rec in (generate_sample(gen, seed, i, types)[1] for i in range(n))]
         root = tmp_path / folder
@@ -306,8 +306,9 @@ def test_attempt6_stage2_reproduces_first_losses(tmp_path):
     samples = load_mixture(rebuilt, seed=cfg.run.seed)
     for i in epoch_order(len(samples), cfg.run.seed, 0)[: FIRST_STEPS * cfg.run.batch_size]:
         path = Path(samples[i].image)
-        seed, _, changes, types = sets[path.parent.parent.name]
-        img, rec = generate_sample(preset_config("small", **changes), seed, int(path.stem.split("-")[1]), types)
+        folder = path.parent.parent.name
+        seed, _, _, types = sets[folder]
+        img, rec = generate_sample(gens[folder], seed, int(path.stem.split("-")[1]), types)
         assert rec["id"] == path.stem
         img.save(path)
     cfg = load_config(SMALL / f"{stage}.yaml", [f"model.path={bundled.model_dir()}", f"data.mixture={rebuilt}",
