@@ -1,38 +1,53 @@
 #!/usr/bin/env bash
-# How the bundled small SHIRG-LaViDa (src/shirg/assets/small/) was made, and how its evidence table
-# was measured. Run from the repository root; every step is a shirg command. About 70 min of training
-# on 2 CPU cores (stage 1a ~16 min, stage 1b ~42 min, stage 2 ~12 min), then about 15 min of evaluation.
+# How the bundled small SHIRG-LaViDa (src/shirg/assets/small/) was made, and how its evidence tables
+# (docs/small.md) were measured. Run from the repository root; every step is a shirg command. Each
+# training stage takes under 25 min on 2 CPU cores (about 2 h 30 min in all), then about 30 min of evaluation.
 set -euo pipefail
+G="--preset small --label-place inside --label-grid 14 --label-jitter 2"
 
-# 1. data: training seeds 11, 12 and 1; the held-out evaluation seed 2026 is never used in training
-shirg entitygrid --preset small --grid 1x2 --occupancy 1.0 --seed 11 --n 6000 --captions --out runs/small/data/train1x2
-shirg entitygrid --preset small --grid 2x2 --seed 12 --n 8000 --captions --out runs/small/data/train2x2
-shirg entitygrid --preset small --seed 1 --n 24000 --captions --out runs/small/data/train
-shirg entitygrid --preset small --seed 2026 --n 500 --out runs/small/data/eval
+# 1. data: training seeds 11, 12, 1 (stage 0, stage 1a) and 41-44 (stages 1r, 1c, 2); validation seeds 32
+#    and 31 (the reading probes of step 5); the held-out evaluation seed 2026 is never used in training
+shirg entitygrid $G --grid 1x2 --occupancy 1.0 --seed 11 --n 6000 --captions --cells 2 --out runs/small/data/train1x2
+shirg entitygrid $G --grid 2x2 --seed 12 --n 8000 --captions --cells 2 --out runs/small/data/train2x2
+shirg entitygrid $G --seed 1 --n 24000 --captions --cells 2 --out runs/small/data/train
+shirg entitygrid $G --occupancy 0.01 --types reading --seed 41 --n 8000 --out runs/small/data/single-read
+shirg entitygrid $G --grid 2x2 --types reading --seed 42 --n 6000 --out runs/small/data/read2x2
+shirg entitygrid $G --types reading --seed 43 --n 12000 --out runs/small/data/read3x3
+shirg entitygrid $G --seed 44 --n 12000 --out runs/small/data/mixed
+shirg entitygrid $G --types reading --seed 32 --n 256 --out runs/small/data/val-read
+shirg entitygrid $G --occupancy 0.01 --seed 31 --n 512 --out runs/small/data/val-single
+shirg entitygrid $G --seed 2026 --n 500 --out runs/small/data/eval
 
-# 2. the random init in LaViDa's layout, then stage 1 (whole model, full + lowres: 1a on the easy sets,
-#    1b on everything) and stage 2 (SHIRG LoRA + coordinate embedding)
+# 2. the random init in LaViDa's layout, then the stages (configs/small/*.yaml say what each trains)
 shirg make-tiny --config configs/small/model.yaml --out runs/small/init
-shirg train --config configs/small/stage1a.yaml         # -> runs/small/stage1a/model, loss.png
-shirg train --config configs/small/stage1.yaml          # -> runs/small/stage1/model, loss.png
-shirg train --config configs/small/stage2.yaml          # -> runs/small/stage2/adapter, loss.png
+shirg train --config configs/small/stage0.yaml            # tower alone, per-patch labels, 800 steps
+shirg train --config configs/small/stage0_spread.yaml     # the same, every patch of an entity, 400 steps
+shirg train --config configs/small/stage1a.yaml           # projector + LM, easy sets, 900 steps
+shirg train --config configs/small/stage1r_single.yaml    # reading, one entity, 300 steps
+shirg train --config configs/small/stage1r_grid.yaml      # reading, 2x2 + 3x3, 1500 steps
+shirg train --config configs/small/stage1c.yaml           # every question type, full + lowres, 700 steps
+shirg train --config configs/small/stage2.yaml            # SHIRG LoRA + coordinate embedding, 400 steps
 
-# 3. ship: the stage-1 model and the stage-2 adapter become the package's bundled model
+# 3. ship: the stage-1c model and the stage-2 adapter become the package's bundled model
 rm -rf src/shirg/assets/small/model src/shirg/assets/small/adapter
-cp -r runs/small/stage1/model src/shirg/assets/small/model
+cp -r runs/small/stage1c/model src/shirg/assets/small/model
 cp -r runs/small/stage2/adapter src/shirg/assets/small/adapter
-cp runs/small/stage1a/metrics.jsonl docs/small/stage1a_metrics.jsonl
-cp runs/small/stage1/metrics.jsonl docs/small/stage1_metrics.jsonl
-cp runs/small/stage2/metrics.jsonl docs/small/stage2_metrics.jsonl
-cp runs/small/stage1a/loss.png docs/small/stage1a_loss.png
-cp runs/small/stage1/loss.png docs/small/stage1_loss.png
-cp runs/small/stage2/loss.png docs/small/stage2_loss.png
 
-# 4. the evidence table: every mode on the 500 held-out samples with the stage-1 model, then SHIRG with
-#    its stage-2 adapter and the SHIRG ablations (the adapter changes the tower, so the other modes
-#    are compared on the model they were trained with)
-MODES=lowres,full,shirg,uniform,pool,random,text-topk,saint,tome,visionzip,divprune
-shirg eval --model src/shirg/assets/small/model --task entitygrid --data runs/small/data/eval \
-  --modes "$MODES" --gen-length 40 --steps 20 --block-length 40 --out runs/small/eval-stage1
-shirg eval --model src/shirg/assets/small/model --adapter src/shirg/assets/small/adapter --task entitygrid \
-  --data runs/small/data/eval --modes shirg --ablation --gen-length 40 --steps 20 --block-length 40 --out runs/small/eval-stage2
+# 4. the evidence tables: every mode on the stage-1c model; shirg with the adapter, its ablations and
+#    the saliency score; the baselines with the adapter
+A="--task entitygrid --data runs/small/data/eval --gen-length 20 --steps 10 --block-length 20"
+M=src/shirg/assets/small/model
+shirg eval --model $M $A --modes lowres,full,shirg,uniform,pool,random,text-topk,saint,tome,visionzip,divprune \
+  --out runs/small/eval-stage1
+shirg eval --model $M --adapter src/shirg/assets/small/adapter $A --modes shirg --ablation --out runs/small/eval-stage2
+shirg eval --model $M --adapter src/shirg/assets/small/adapter $A --modes shirg --score saliency \
+  --out runs/small/eval-stage2-saliency
+shirg eval --model $M --adapter src/shirg/assets/small/adapter $A \
+  --modes uniform,pool,random,text-topk,saint,tome,visionzip,divprune --out runs/small/eval-stage2-baselines
+
+# 5. the reading probes (accuracy with the sample's own image vs another's): after stage 1r (one entity)
+#    and after stage 1r (grid)
+shirg image-use --model runs/small/stage1r-single/model --records runs/small/data/val-single/llava_train.json \
+  --match "written on" --mode full --slots 4
+shirg image-use --model runs/small/stage1r-grid/model --records runs/small/data/val-read/llava_train.json \
+  --mode full --slots 4

@@ -1,28 +1,18 @@
-"""shirg: static, text-conditioned high-resolution token selection for LaViDa."""
+"""shirg: static, text-conditioned high-resolution token selection for LaViDa.
+
+``shirg.load(folder)`` gives a :class:`shirg.model.LavidaModel`; ``model.answer(images, questions,
+mode=...)`` answers. The rooms, lowest first: ``tokens`` (selection), ``vision`` (the tower),
+``model`` (LaViDa-LLaDA, answering), ``entitygrid`` (the generated benchmark), then ``train``,
+``evaluate``, ``bench`` and the ``commands`` of the CLI (docs/architecture.md).
+"""
 
 __version__ = "0.1.0"
+__all__ = ["load", "__version__"]
 
 
 def load(path, device="cpu", dtype=None, shirg_weights=None, adapter=None):
-    """Load a LaViDa-LLaDA checkpoint folder; see :func:`shirg.model.loading.load`.
+    """Load a LaViDa-LLaDA checkpoint folder, optionally with a trained adapter; see
+    :func:`shirg.model.adapter.load_model`."""
+    from shirg.model.adapter import load_model  # torch-backed: `import shirg` (and the CLI) stays fast
 
-    ``adapter``: a folder written by ``shirg train`` (PEFT LoRA adapter and/or
-    ``shirg_weights.safetensors``); its LoRA layers are applied unmerged and its SHIRG weights
-    loaded (an explicit ``shirg_weights`` file wins). A ``.safetensors`` file is plain SHIRG
-    weights, the same as ``shirg_weights`` (passing both is an error).
-    """
-    from pathlib import Path
-
-    from shirg.model.loading import load as _load
-
-    if adapter is not None and shirg_weights is not None and Path(adapter).is_file():
-        from shirg.errors import ConfigError
-
-        raise ConfigError(f"adapter {adapter} is a SHIRG weights file and shirg_weights is given too; pass one of them")
-
-    model = _load(path, device=device, dtype=dtype, shirg_weights=shirg_weights)
-    if adapter is not None:
-        from shirg.train.adapter import apply_adapter
-
-        model = apply_adapter(model, adapter, shirg_weights=shirg_weights is None)
-    return model
+    return load_model(path, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter)

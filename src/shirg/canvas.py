@@ -2,7 +2,7 @@
 
 LaViDa's SHIRG encodes 672 x 672. A checkpoint trained for another canvas (the bundled small model:
 336) says so with the optional config.json key ``shirg_resolution``; ``shirg answer``, ``eval``,
-``demo`` and :func:`shirg.model.inference.answer` all take their default from here.
+``demo`` and :func:`shirg.model.answer.answer` all take their default from here.
 """
 
 from __future__ import annotations

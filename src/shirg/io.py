@@ -4,12 +4,15 @@ never half-written."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -65,3 +68,21 @@ def write_dir(final: str | Path, write: Callable[[Path], Any]) -> Path:
     finally:
         shutil.rmtree(holder, ignore_errors=True)
     return final
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSONL file; a truncated or corrupt line is skipped with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            where = "truncated last line" if n >= len(lines) - 1 else f"corrupt line {n}"
+            log.warning("%s: skipping %s", path, where)
+    return out

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shirg.bench_analytic import (
+from shirg.bench.analytic import (
     GPUS,
     analyze,
     kv_bytes_per_token,
@@ -22,8 +22,8 @@ from shirg.bench_analytic import (
 )
 from shirg.cli import main
 from shirg.memory import PeakRss
-from shirg.model.inference import MODES
 from shirg.model.lavida import LavidaConfig, LavidaModel
+from shirg.model.options import MODES
 from shirg.presets import preset_config
 
 MiB = 2**20

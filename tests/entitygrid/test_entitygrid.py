@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from shirg.cli import main
+from shirg.entitygrid import COLOURS, EntityGridConfig, generate, generate_sample, parse_grid
 from shirg.errors import ConfigError
-from shirg.evaluate.entitygrid import COLOURS, EntityGridConfig, generate, generate_sample, parse_grid
 from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches
 from shirg.evaluate.metrics import entitygrid_score
 from shirg.tokens.types import KIND_HI, KIND_MERGED, KIND_SCAFFOLD, TokenSet
@@ -110,7 +110,7 @@ def test_cli_label_place_inside(tmp_path):
 def test_label_grid_centres_each_number_in_one_square_and_keeps_the_scene(tmp_path, place):
     from dataclasses import replace
 
-    from shirg.evaluate.entitygrid import preset_config
+    from shirg.entitygrid import preset_config
 
     # under: smaller shapes, so that the number drawn below stays in its cell after the move
     free = preset_config("small", label_place=place, **({"entity_scale": 0.35} if place == "under" else {}))
@@ -153,7 +153,7 @@ def test_label_grid_centres_each_number_in_one_square_and_keeps_the_scene(tmp_pa
 def test_label_jitter_moves_numbers_within_their_square_and_keeps_the_scene():
     from dataclasses import replace
 
-    from shirg.evaluate.entitygrid import preset_config
+    from shirg.entitygrid import preset_config
 
     snapped = preset_config("small", label_place="inside", label_grid=14)
     jittered = replace(snapped, label_jitter=3)
@@ -262,7 +262,7 @@ def test_evidence_recall_counts_hi_and_merged_tokens():
 
 
 def test_captions_describe_every_cell_and_stay_out_of_the_benchmark(tmp_path):
-    from shirg.evaluate.entitygrid import CAPTION_QUESTION, describe_scene, preset_config
+    from shirg.entitygrid import CAPTION_QUESTION, describe_scene, preset_config
 
     meta = generate(tmp_path / "eg", 4, seed=5, cfg=preset_config("small"), captions=True)
     questions = [json.loads(ln) for ln in (tmp_path / "eg" / "questions.jsonl").read_text().splitlines()]
@@ -286,7 +286,7 @@ def test_captions_describe_every_cell_and_stay_out_of_the_benchmark(tmp_path):
 
 
 def test_cell_records_name_each_cell_and_stay_out_of_the_benchmark(tmp_path):
-    from shirg.evaluate.entitygrid import preset_config, training_records
+    from shirg.entitygrid import preset_config, training_records
 
     meta = generate(tmp_path / "eg", 3, seed=6, cfg=preset_config("small", rows=2, cols=3), cells=6)
     questions = [json.loads(ln) for ln in (tmp_path / "eg" / "questions.jsonl").read_text().splitlines()]

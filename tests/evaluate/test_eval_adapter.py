@@ -11,10 +11,10 @@ import torch
 
 import shirg
 from shirg.cli import main
+from shirg.entitygrid import EntityGridConfig, generate
 from shirg.evaluate.data import load_samples
-from shirg.evaluate.entitygrid import EntityGridConfig, generate
 from shirg.evaluate.runner import PRED_FILE, read_jsonl
-from shirg.model.inference import VisualOptions
+from shirg.model.options import VisualOptions
 from shirg.testing import write_tiny_lavida_checkpoint
 
 GEN = dict(gen_length=8, steps=4, block_length=8, temperature=0.0, schedule="uniform", seed=0, kv_cache="native")

@@ -13,7 +13,7 @@ import shirg
 from shirg.errors import ConfigError
 from shirg.evaluate import lmms_plugin
 from shirg.evaluate.lmms_plugin import GenerationRequest, generate_until, load_model, parse_model_args
-from shirg.model.inference import VisualOptions
+from shirg.model.options import VisualOptions
 from shirg.testing import write_tiny_lavida_checkpoint
 
 
@@ -94,6 +94,24 @@ def test_generate_until_cuts_the_real_answer_at_the_first_stop_string(model):
     assert absent == full
     with pytest.raises(ConfigError, match="image"):
         generate_until(model, [GenerationRequest("q", {}, [])])
+
+
+def test_a_failed_high_resolution_pass_is_a_failed_answer_of_that_mode(model, monkeypatch):
+    """lmms-eval compares modes: a request whose shirg pass fails gets an empty (wrong) answer and is
+    reported, never an answer of the lavida layout."""
+    import shirg.model.visual as visual
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    img = _image()
+    ok = generate_until(model, [GenerationRequest("How many?", {"max_new_tokens": 16}, [img])], mode="lavida")
+    monkeypatch.setattr(visual, "dual_scale", out_of_memory)
+    failures: list = []
+    got = generate_until(model, [GenerationRequest("How many?", {"max_new_tokens": 16}, [img])] * 2, mode="shirg",
+                         options=VisualOptions(resolution=336), failures=failures)
+    assert got == ["", ""] and got != ok * 2
+    assert [i for i, _ in failures] == [0, 1] and all("CUDA out of memory" in r for _, r in failures)
 
 
 def test_load_model_applies_an_adapter_like_shirg_load(tmp_path, model):

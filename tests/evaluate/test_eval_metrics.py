@@ -1,4 +1,4 @@
-"""Metric definitions against hand-worked cases (LAVIDA_FACTS section 9)."""
+"""Metric definitions against hand-worked cases (docs/lavida_facts.md section 9)."""
 
 from __future__ import annotations
 

@@ -15,12 +15,12 @@ from PIL import Image
 
 import shirg
 from shirg.cli import main
+from shirg.entitygrid import EntityGridConfig, generate
 from shirg.errors import ConfigError
 from shirg.evaluate.data import load_samples
-from shirg.evaluate.entitygrid import EntityGridConfig, generate
 from shirg.evaluate.modes import ABLATIONS, build_modes
 from shirg.evaluate.runner import PRED_FILE, EvalSettings, evaluate, rank_file, read_jsonl, run_shard
-from shirg.model.inference import VisualOptions
+from shirg.model.options import VisualOptions
 from shirg.testing import write_tiny_lavida_checkpoint
 
 GEN = dict(gen_length=8, steps=4, block_length=8, temperature=0.0, schedule="uniform", seed=0, kv_cache="native")
@@ -249,3 +249,35 @@ def test_overlays_encode_each_sample_once_per_resolution(world, tmp_path):
     finally:
         handle.remove()
     assert calls == [1, 1]  # one pass per sample shared by the three modes
+
+
+def test_a_failed_high_resolution_pass_is_counted_against_its_mode(world, tmp_path, monkeypatch):
+    """A comparison never answers in another mode: the sample whose shirg pass fails is an empty, wrong
+    answer of shirg, counted in the table and named in the report."""
+    import shirg.model.visual as visual
+
+    real, calls = visual.dual_scale, []
+
+    def flaky(feats, *args, **kwargs):
+        calls.append(feats.shape[0])
+        if len(calls) in (2, 3):  # the second sample's pass, and answer()'s retry of it alone
+            raise RuntimeError("CUDA out of memory")
+        return real(feats, *args, **kwargs)
+
+    monkeypatch.setattr(visual, "dual_scale", flaky)
+    samples = load_samples("entitygrid", world["data"])[:3]
+    out = tmp_path / "failing"
+    summary = evaluate(world["model"], samples, _modes(), out, _settings(), overlays=0, progress=False)
+    monkeypatch.undo()
+    recs = {(r["id"], r["mode"]): r for r in read_jsonl(out / PRED_FILE)}
+    failed = recs[(samples[1].id, "shirg")]
+    assert failed["failed"] is True and failed["prediction"] == "" and "CUDA out of memory" in failed["error"]
+    assert failed["fallback"] is False and failed["visual_tokens"] is None and failed["scores"]["accuracy"] == 0
+    assert not recs[(samples[0].id, "shirg")].get("failed") and not recs[(samples[1].id, "lowres")].get("failed")
+    rows = {r["mode"]: r for r in summary["rows"]}
+    assert rows["shirg"]["failures"] == 1 and rows["lowres"]["failures"] == 0 and rows["shirg"]["n"] == 3
+    assert rows["shirg"]["visual_tokens"] == 36 + 192  # the cost columns average the answered samples
+    assert "failures" in (out / "summary.md").read_text()
+    assert main(["report", "--eval", str(out), "--out", str(tmp_path / "REPORT.md")]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "failed high-resolution passes, scored as wrong answers: shirg (1)" in report

@@ -1,4 +1,4 @@
-"""Prefix KV cache storage formats (SHIRG spec section 7) on a tiny LaViDa checkpoint.
+"""Prefix KV cache storage formats (docs/method.md section 7) on a tiny LaViDa checkpoint.
 
 The tiny checkpoint's N(0, 0.02) weights make a near-constant language model: every prompt gets the
 same greedy answer, so "quantized answers agree with native ones" would pass for any cache, even a
@@ -16,9 +16,10 @@ from PIL import Image
 
 import shirg
 from shirg.errors import ConfigError
-from shirg.model.inference import Stopwatch, lavida_visual, splice
 from shirg.model.kv_cache import KV_FORMATS, QuantCache, cache_factory, fp8_available
+from shirg.model.profile import Stopwatch
 from shirg.model.prompt import build_prompt, tokenize_prompt
+from shirg.model.visual import lavida_visual, splice
 from shirg.testing import write_tiny_lavida_checkpoint
 
 SHARPEN = 8.0

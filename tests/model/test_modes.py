@@ -1,4 +1,4 @@
-"""Every visual mode through one model and sampler (SHIRG spec section 6) on a tiny LaViDa checkpoint.
+"""Every visual mode through one model and sampler (docs/method.md section 6) on a tiny LaViDa checkpoint.
 
 Spies wrap our own functions (pytest's monkeypatch around the real function) or hook our modules,
 to count how often each stage runs and to look at what selection returned.
@@ -17,11 +17,12 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import shirg
-import shirg.model.inference as inference
+import shirg.model.visual as visual
 from shirg.errors import CheckpointError, ConfigError
 from shirg.memory import rss_bytes
-from shirg.model.inference import HIRES_MODES, MODES, VisualOptions
+from shirg.model.answer import HiresFailure
 from shirg.model.loading import SHIRG_WEIGHTS, load_shirg_weights, save_shirg_weights
+from shirg.model.options import HIRES_MODES, MODES, VisualOptions
 from shirg.model.prompt import IMAGE_TOKEN_ID, build_prompt, question_token_ids, tokenize_prompt
 from shirg.testing import write_tiny_lavida_checkpoint
 from shirg.tokens.types import KIND_SCAFFOLD
@@ -142,7 +143,7 @@ def test_modes_cover_the_spec():
     ids=["shirg-no-scaffold", "uniform-no-scaffold", "shirg-k300", "random-k200", "shirg-504", "uniform-504"],
 )
 def test_options_set_the_token_budget(model, monkeypatch, mode, options, tokens, grid, scaffold_grid):
-    select = spy(monkeypatch, inference, "select_tokens")
+    select = spy(monkeypatch, visual, "select_tokens")
     (ans,) = model.answer(chart(), QUESTION, mode=mode, options=options, **GEN)
     assert ans.meta["visual_tokens"] == tokens and ans.meta["mode"] == mode
     sel = select.outputs[0]
@@ -156,10 +157,10 @@ def test_options_set_the_token_budget(model, monkeypatch, mode, options, tokens,
 def test_visual_tokens_and_prefix_are_built_once_per_request(model, monkeypatch, hooks):
     """30 denoising steps: one tower pass, one selection, one coordinate embedding, one prefill, 30 cached
     forwards. The projector runs twice per request, never per step: once on all 2304 hi tokens for the
-    text-relevance term (v_i = projector(H_i), spec section 2) and once on the 912 chosen tokens after
+    text-relevance term (v_i = projector(H_i), docs/method.md section 2) and once on the 912 chosen tokens after
     their coordinate embedding."""
-    select = spy(monkeypatch, inference, "select_tokens")
-    duals = spy(monkeypatch, inference, "dual_scale")
+    select = spy(monkeypatch, visual, "select_tokens")
+    duals = spy(monkeypatch, visual, "dual_scale")
     prefill = spy(monkeypatch, model.model, "prefill")
     cached = spy(monkeypatch, model.model, "forward_cached")
     (ans,) = model.answer(chart(), QUESTION, mode="shirg", gen_length=30, steps=30, block_length=30)
@@ -190,7 +191,7 @@ def _run(model, monkeypatch, options: VisualOptions, image=None, question: str =
     """Answer in shirg mode; return (answer, prefill embeddings, first-step logits, selection)."""
     prefill = spy(monkeypatch, model.model, "prefill")
     cached = spy(monkeypatch, model.model, "forward_cached")
-    select = spy(monkeypatch, inference, "select_tokens")
+    select = spy(monkeypatch, visual, "select_tokens")
     (ans,) = model.answer(image or chart(), question, mode="shirg", options=options, **GEN)
     monkeypatch.undo()
     return ans, prefill.args[0][0], cached.outputs[0], select.outputs[0]
@@ -270,7 +271,7 @@ def test_text_term_uses_the_question(model, monkeypatch):
 
 def test_text_context_is_the_question_token_embeddings(model, monkeypatch):
     """The text term reads the LLM input embeddings of the question's own tokens (no template tokens)."""
-    context = spy(monkeypatch, inference, "question_context")
+    context = spy(monkeypatch, visual, "question_context")
     model.answer(chart(), QUESTION, mode="shirg", **GEN)
     ctx = context.outputs[0]
     ids = question_token_ids(QUESTION, model.tokenizer)
@@ -282,7 +283,7 @@ def test_text_context_is_the_question_token_embeddings(model, monkeypatch):
 def test_shirg_batch_equals_each_alone(model, monkeypatch):
     images = [chart(500, 300, 0), chart(300, 600, 1)]
     questions = ["what?", "how many red bars are there in the table?"]
-    select = spy(monkeypatch, inference, "select_tokens")
+    select = spy(monkeypatch, visual, "select_tokens")
     batch = model.answer(images, questions, mode="shirg", **GEN)
     batch_sel = select.outputs[0]
     for b, (img, q) in enumerate(zip(images, questions, strict=True)):
@@ -299,10 +300,11 @@ def test_failure_in_selection_falls_back_to_lavida_loudly(model, monkeypatch, ca
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(inference, "dual_scale", out_of_memory)
+    monkeypatch.setattr(visual, "dual_scale", out_of_memory)
     images, questions = [chart(800, 600, 0), chart(1000, 500, 1)], ["what is the title?", "how many bars?"]
-    with caplog.at_level(logging.WARNING, logger="shirg.model.inference"):
-        answers = model.answer(images, questions, mode="shirg", options=VisualOptions(resolution=336), **GEN)
+    with caplog.at_level(logging.WARNING, logger="shirg.model.answer"):
+        answers = model.answer(images, questions, mode="shirg", options=VisualOptions(resolution=336),
+                               fallback="lavida", **GEN)
     monkeypatch.undo()
     reference = model.answer(images, questions, mode="lavida", **GEN)
     for i, (ans, ref) in enumerate(zip(answers, reference, strict=True)):
@@ -316,7 +318,7 @@ def test_failure_in_selection_falls_back_to_lavida_loudly(model, monkeypatch, ca
 
 
 def test_only_the_failing_sample_falls_back(model, monkeypatch, caplog):
-    real = inference.dual_scale
+    real = visual.dual_scale
     calls = []
 
     def flaky(feats, *args, **kwargs):
@@ -325,15 +327,38 @@ def test_only_the_failing_sample_falls_back(model, monkeypatch, caplog):
             raise RuntimeError("CUDA out of memory")
         return real(feats, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "dual_scale", flaky)
-    with caplog.at_level(logging.WARNING, logger="shirg.model.inference"):
+    monkeypatch.setattr(visual, "dual_scale", flaky)
+    with caplog.at_level(logging.WARNING, logger="shirg.model.answer"):
         first, second = model.answer([chart(seed=0), chart(seed=1)], ["what?", "which?"], mode="shirg",
-                                     options=VisualOptions(resolution=336), **GEN)
+                                     options=VisualOptions(resolution=336), fallback="lavida", **GEN)
     assert calls == [2, 1, 1]
     assert first.meta["mode"] == "shirg" and "fallback" not in first.meta
     assert first.meta["visual_tokens"] == 36 + 192  # G = 24: S = 6, K = round(576 / 3)
     assert second.meta["mode"] == "lavida" and second.meta["fallback"] == "lavida"
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1
+
+
+def test_without_fallback_a_failed_hires_pass_is_a_failure_of_the_mode(model, monkeypatch):
+    """Comparisons (eval, bench, lmms-eval) answer with fallback=None: a failing sample raises
+    HiresFailure naming it, instead of being answered silently in another mode."""
+    real = visual.dual_scale
+
+    def flaky(feats, *args, **kwargs):
+        if feats.shape[0] > 1 or flaky.calls == 2:  # the batch, then the second sample alone
+            flaky.calls += 1
+            raise RuntimeError("CUDA out of memory")
+        flaky.calls += 1
+        return real(feats, *args, **kwargs)
+
+    flaky.calls = 0
+    monkeypatch.setattr(visual, "dual_scale", flaky)
+    with pytest.raises(HiresFailure) as err:
+        model.answer([chart(seed=0), chart(seed=1)], ["what?", "which?"], mode="shirg",
+                     options=VisualOptions(resolution=336), **GEN)
+    assert err.value.mode == "shirg" and list(err.value.reasons) == [1]
+    assert "CUDA out of memory" in err.value.reasons[1] and "1 sample(s)" in str(err.value)
+    with pytest.raises(ConfigError, match="fallback must be"):
+        model.answer(chart(seed=0), "what?", mode="shirg", options=VisualOptions(resolution=336), fallback="full")
 
 
 # ----------------------------------------------------------------------------- bad options
@@ -356,7 +381,7 @@ def test_only_the_failing_sample_falls_back(model, monkeypatch, caplog):
          "resolution"],
 )
 def test_bad_options_fail_before_any_work(model, monkeypatch, hooks, mode, options, named):
-    select = spy(monkeypatch, inference, "select_tokens")
+    select = spy(monkeypatch, visual, "select_tokens")
     with pytest.raises(ConfigError) as err:
         model.answer(chart(), QUESTION, mode=mode, options=options, **GEN)
     for text in named:

@@ -1,4 +1,4 @@
-"""Property and case tests for the budget-matched baselines (spec section 6)."""
+"""Property and case tests for the budget-matched baselines (docs/method.md section 6)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shirg.errors import ConfigError
+from shirg.tokens import select_tokens, strategy_names
 from shirg.tokens.baselines import VISIONZIP_DOMINANT, tome_merge
 from shirg.tokens.dual_scale import dual_scale, scaffold_size
-from shirg.tokens.registry import get_strategy, select_tokens, strategy_names
+from shirg.tokens.registry import get_strategy
 from shirg.tokens.scoring import saliency
 from shirg.tokens.types import KIND_HI, KIND_MERGED, KIND_POOLED, KIND_SCAFFOLD, TextContext
 
@@ -227,7 +228,7 @@ def test_text_topk_is_top_k_by_similarity(seed, k):
 
 
 def test_text_topk_text_pool_reaches_the_strategy():
-    from shirg.model.inference import VisualOptions
+    from shirg.model.options import VisualOptions
 
     assert VisualOptions(text_pool="mean").strategy_options("text-topk") == {"text_pool": "mean"}
     assert VisualOptions().strategy_options("text-topk") == {"text_pool": "max"}

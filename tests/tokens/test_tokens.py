@@ -1,4 +1,4 @@
-"""Property and case tests for the SHIRG token core (spec sections 1-5)."""
+"""Property and case tests for the SHIRG token core (docs/method.md sections 1-5)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shirg.errors import ConfigError
+from shirg.tokens import ShirgOptions, select_shirg, select_tokens
 from shirg.tokens.coords import CoordinateEmbedding, count_parameters
 from shirg.tokens.dual_scale import cell_of_boxes, default_k, dual_scale, scaffold_size
-from shirg.tokens.registry import ShirgOptions, select_shirg, select_tokens
 from shirg.tokens.scoring import neighbour_distance, relevance, saliency, shirg_scores, text_similarity
 from shirg.tokens.selection import Candidates, covered_topk, merge_neighbours
 from shirg.tokens.types import KIND_HI, KIND_MERGED, KIND_SCAFFOLD, TextContext

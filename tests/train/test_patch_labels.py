@@ -13,8 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import shirg
+from shirg.entitygrid import COLOURS, EntityGridConfig, generate
 from shirg.errors import ConfigError
-from shirg.evaluate.entitygrid import COLOURS, EntityGridConfig, generate
 from shirg.testing import tiny_lavida_config, write_tiny_lavida_checkpoint
 from shirg.train.config import load_config
 from shirg.train.patch_labels import (

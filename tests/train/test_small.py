@@ -1,9 +1,10 @@
 """The bundled small SHIRG-LaViDa: its files, `shirg demo`, and the shipped training recipe.
 
-The recipe test rebuilds the init from configs/small/model.yaml, regenerates the exact training
-samples the first optimizer steps draw (EntityGrid is deterministic per (seed, index)) and checks
-that `shirg train` with the shipped configs reproduces the losses logged by the real runs
-(docs/small/stage*_metrics.jsonl).
+The recipe tests rebuild the init from configs/small/model.yaml, regenerate the exact training
+samples the first optimizer steps draw (EntityGrid is deterministic per (seed, index)) and check
+that `shirg train` with the shipped configs reproduces the first losses logged by the real runs
+(stage 0 from the make-tiny init, stage 2 from the bundled model; the other stages start from
+weights that are not shipped).
 """
 
 from __future__ import annotations
@@ -20,25 +21,20 @@ from shirg.cli import main
 from shirg.train.config import load_config
 from shirg.train.data import epoch_order
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = REPO / "configs" / "small"
-DOCS = REPO / "docs" / "small"
 FIRST_STEPS = 2
-# configs/small/mixture_train.yaml, in its order: (folder, seed, n, generator changes over the small preset)
+# the first losses the real runs logged (metrics.jsonl, steps 1-2), with the data of configs/small/recipe.sh
+REFERENCE_LOSSES = {"stage0": [2.183593988418579, 2.1488420963287354],
+                    "stage2": [0.6415353417396545, 0.567467987537384]}
+# configs/small/recipe.sh's stage-0 / stage-1a sets, in stage0.yaml's order:
+# (folder, seed, n, generator changes over the small preset)
 TRAIN_SETS = [
     ("train1x2", 11, 6000, {"rows": 1, "cols": 2, "occupancy": 1.0}),
     ("train2x2", 12, 8000, {"rows": 2, "cols": 2}),
     ("train", 1, 24000, {}),
 ]
-# Checked stage -> (cell records per image in its data (--cells), where the numbers are drawn
-# (--label-place)). Stage 1a starts from the make-tiny init; stage 1b starts from stage 1a's weights,
-# which are not shipped, so its first losses cannot be rechecked here (nor can the first recipe's stage 2:
-# the bundled model is now attempt 6's, whose stage 2 has its own test below).
-# attempt2/, attempt3/, attempt4/: the later stage-1 recipes (docs/small.md).
-CHECKED_STAGES = {"stage1a": (0, "under"), "attempt2/stage1a": (2, "under"),
-                  "attempt3/stage1a": (2, "under"), "attempt4/stage1a": (2, "inside")}
-# attempt 4 starts from attempt 3's init (the same make-tiny spec)
-INIT_SPEC = {"attempt4": "attempt3"}
+RECIPE_G = "--preset small --label-place inside --label-grid 14 --label-jitter 2"
 
 
 def test_bundled_files_load_in_lavida_layout():
@@ -50,7 +46,7 @@ def test_bundled_files_load_in_lavida_layout():
     model_dir, adapter_dir = bundled.model_dir(), bundled.adapter_dir()
     size = sum(f.stat().st_size for f in bundled.ROOT.rglob("*") if f.is_file())
     assert size <= 20 * 2**20, f"bundled files take {size / 2**20:.1f} MiB"
-    spec = load_model_spec(str(SMALL / "attempt3" / "model.yaml"))  # the init of attempts 3-6
+    spec = load_model_spec(str(SMALL / "model.yaml"))  # the init of the shipped recipe
     expected = expected_lavida_keys(tiny_lavida_config(**spec["config"]))
     with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
@@ -87,97 +83,20 @@ def test_demo_bad_input(tmp_path, capsys):
     assert "--question" in capsys.readouterr().err
 
 
-def _reference_losses(stage: str) -> list[float]:
-    rows = [json.loads(line) for line in (DOCS / f"{stage}_metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows[:FIRST_STEPS]]
-
-
-def _mixture_sets(stage: str) -> list[str]:
-    """The TRAIN_SETS folders a stage's mixture reads, in its order."""
-    import yaml
-
-    cfg = load_config(SMALL / f"{stage}.yaml")
-    mixture = Path(cfg.data.mixture)
-    sources = yaml.safe_load((mixture if mixture.is_absolute() else REPO / mixture).read_text())["sources"]
-    return [Path(src["json"]).parent.name for src in sources]
-
-
-@pytest.fixture(scope="module")
-def training_mixtures(tmp_path_factory) -> dict[str, Path]:
-    """Per checked stage, its mixture's records (all of them) with images only for the samples the
-    first steps draw (EntityGrid is deterministic per (seed, index), so these are the real ones)."""
-    from shirg.evaluate.entitygrid import generate_sample, preset_config, training_records
-
-    root = tmp_path_factory.mktemp("small-data")
-    places = sorted({place for _, place in CHECKED_STAGES.values()})
-    records = {}  # (folder, place) -> the set's benchmark records
+def test_recipe_generates_the_data_the_tests_assume():
+    recipe = (SMALL / "recipe.sh").read_text()
+    assert f'G="{RECIPE_G}"' in recipe
+    stage0 = load_config(SMALL / "stage0.yaml")
+    mixture = (REPO / load_config(SMALL / "stage1a.yaml").data.mixture).read_text()
     for folder, seed, n, changes in TRAIN_SETS:
-        for place in places:
-            cfg = preset_config("small", label_place=place, **changes)
-            records[folder, place] = [{"image": f"images/{rec['id']}.png", **rec}
-                                      for rec in (generate_sample(cfg, seed, i)[1] for i in range(n))]
-    index = {key: {rec["image"]: i for i, rec in enumerate(recs)} for key, recs in records.items()}
-    want: dict[tuple, set[int]] = {key: set() for key in records}
-    mixtures, built = {}, {}  # built: (folder, place, cells) -> its LLaVA records, made and written once
-    for stage, (cells, place) in CHECKED_STAGES.items():
-        sets = _mixture_sets(stage)
-        for f in sets:
-            if (f, place, cells) not in built:
-                built[f, place, cells] = training_records(records[f, place], captions=True, cells=cells)
-                (root / f"{f}-{place}-cells{cells}.json").write_text(json.dumps(built[f, place, cells]))
-        llava = {f: built[f, place, cells] for f in sets}
-        run = load_config(SMALL / f"{stage}.yaml").run
-        for i in epoch_order(sum(len(llava[f]) for f in sets), run.seed, 0)[: FIRST_STEPS * run.batch_size]:
-            for folder in sets:
-                if i < len(llava[folder]):
-                    want[folder, place].add(index[folder, place][llava[folder][i]["image"]])
-                    break
-                i -= len(llava[folder])
-        lines = ["sources:"] + [f"  - {{name: {f}, json: {root / f'{f}-{place}-cells{cells}.json'}, "
-                                f"image_root: {root / f'{f}-{place}'}}}" for f in sets]
-        mixtures[stage] = root / f"{stage.replace('/', '-')}-mixture.yaml"
-        mixtures[stage].write_text("\n".join(lines) + "\n")
-    for folder, seed, _, changes in TRAIN_SETS:
-        for place in places:
-            (root / f"{folder}-{place}" / "images").mkdir(parents=True)
-            for i in sorted(want[folder, place]):
-                img, rec = generate_sample(preset_config("small", label_place=place, **changes), seed, i)
-                img.save(root / f"{folder}-{place}" / "images" / f"{rec['id']}.png")
-    return mixtures
-
-
-@pytest.mark.parametrize(("recipe_dir", "data", "cells"), [("", "data", ""), ("attempt2", "data-cells", "--cells 2 "),
-                                                       ("attempt3", "data-cells", "--cells 2 "),
-                                                       ("attempt4", "data-inside", "--cells 2 "),
-                                                       ("attempt5", "data-grid", "--cells 2 ")])
-def test_recipe_generates_the_data_the_tests_assume(recipe_dir, data, cells):
-    recipe = (SMALL / recipe_dir / "recipe.sh").read_text()
-    stage1 = load_config(SMALL / recipe_dir / "stage1.yaml")
-    mixture = (REPO / stage1.data.mixture).read_text()  # attempt 3 reads attempt 2's mixtures
-    place = {"attempt4": "--label-place inside ",
-             "attempt5": "--label-place inside --label-grid 14 --label-jitter 2 "}.get(recipe_dir, "")
-    for folder, seed, n, changes in TRAIN_SETS:
-        grid = f"{place}--grid {changes['rows']}x{changes['cols']} " if changes else place
+        grid = f"--grid {changes['rows']}x{changes['cols']} " if changes else ""
         occupancy = f"--occupancy {changes['occupancy']} " if "occupancy" in changes else ""
-        command = (f"shirg entitygrid --preset small {grid}{occupancy}--seed {seed} --n {n} --captions "
-                   f"{cells}--out runs/small/{data}/{folder}")
+        command = (f"shirg entitygrid $G {grid}{occupancy}--seed {seed} --n {n} --captions --cells 2 "
+                   f"--out runs/small/data/{folder}")
         assert command in recipe
-        assert f"runs/small/{data}/{folder}/llava_train.json" in mixture
-
-
-@pytest.mark.parametrize("stage", list(CHECKED_STAGES))
-def test_shipped_configs_reproduce_first_losses(tmp_path, stage, training_mixtures):
-    from shirg.train.trainer import train
-
-    mixture = training_mixtures[stage]
-    init = tmp_path / "init"  # every checked stage starts from its recipe's make-tiny init
-    parent = Path(stage).parent.name
-    spec = SMALL / INIT_SPEC.get(parent, parent) / "model.yaml"
-    assert main(["make-tiny", "--config", str(spec), "--out", str(init)]) == 0
-    cfg = load_config(SMALL / f"{stage}.yaml", [f"model.path={init}", f"data.mixture={mixture}",
-                                                  f"run.output_dir={tmp_path / 'run'}", "run.log_every=1"])
-    result = train(cfg, stop_after=FIRST_STEPS)
-    assert result["losses"] == pytest.approx(_reference_losses(stage), rel=2e-3, abs=2e-3)
+        assert f"runs/small/data/{folder}" in stage0.data.entitygrid
+        if folder != "train":  # stage 1a reads the two easy sets
+            assert f"runs/small/data/{folder}/llava_train.json" in mixture
 
 
 def test_every_small_training_config_and_mixture_parses():
@@ -186,7 +105,7 @@ def test_every_small_training_config_and_mixture_parses():
     import yaml
 
     configs = [p for p in SMALL.rglob("*.yaml") if not p.name.startswith(("mixture", "model"))]
-    assert len(configs) >= 10
+    assert len(configs) >= 7
     for path in configs:
         cfg = load_config(path)
         if cfg.data.objective == "patch_labels":  # stage 0 reads EntityGrid folders, not a mixture
@@ -202,17 +121,17 @@ def test_every_small_training_config_and_mixture_parses():
 
 
 def test_stage0_config_reproduces_first_losses(tmp_path):
-    """Attempt 5's stage 0 (the tower alone on per-patch labels, configs/small/attempt5/stage0.yaml):
-    its three EntityGrid folders rebuilt with every record and only the images the first steps draw."""
+    """Stage 0 (the tower alone on per-patch labels, configs/small/stage0.yaml): its three EntityGrid
+    folders rebuilt with every record and only the images the first steps draw."""
     from dataclasses import asdict
 
-    from shirg.evaluate.entitygrid import generate_sample, preset_config
+    from shirg.entitygrid import generate_sample, preset_config
     from shirg.train.trainer import train
 
-    stage = "attempt5/stage0"
+    stage = "stage0"
     cfg = load_config(SMALL / f"{stage}.yaml")
     # the folders the recipe writes, in TRAIN_SETS' order (test_recipe_generates_the_data_the_tests_assume)
-    assert cfg.data.entitygrid == [f"runs/small/data-grid/{f}" for f, *_ in TRAIN_SETS]
+    assert cfg.data.entitygrid == [f"runs/small/data/{f}" for f, *_ in TRAIN_SETS]
     sets, n_total = [], 0
     for folder, seed, n, changes in TRAIN_SETS:
         gen = preset_config("small", label_place="inside", label_grid=14, label_jitter=2, **changes)
@@ -229,26 +148,28 @@ def test_stage0_config_reproduces_first_losses(tmp_path):
         img, rec = generate_sample(gen, seed, i - start)
         img.save(root / "images" / f"{rec['id']}.png")
     init = tmp_path / "init"
-    assert main(["make-tiny", "--config", str(SMALL / "attempt3" / "model.yaml"), "--out", str(init)]) == 0
+    assert main(["make-tiny", "--config", str(SMALL / "model.yaml"), "--out", str(init)]) == 0
     cfg = load_config(SMALL / f"{stage}.yaml", [f"model.path={init}", f"run.output_dir={tmp_path / 'run'}",
                                                  f"data.entitygrid=[{', '.join(str(s[0]) for s in sets)}]"])
     result = train(cfg, stop_after=FIRST_STEPS)
-    assert result["losses"] == pytest.approx(_reference_losses(stage), rel=2e-3, abs=2e-3)
+    assert result["losses"] == pytest.approx(REFERENCE_LOSSES[stage], rel=2e-3, abs=2e-3)
 
 
-def _attempt6_sets() -> dict[str, tuple[int, int, dict, list[str] | None]]:
-    """configs/small/attempt6/recipe.sh's `shirg entitygrid` lines: folder -> (seed, n, generator changes
+def _recipe_sets() -> dict[str, tuple[int, int, dict, list[str] | None]]:
+    """configs/small/recipe.sh's `shirg entitygrid $G` lines: folder -> (seed, n, generator changes
     over the small preset, question types)."""
     import shlex
 
-    recipe = (SMALL / "attempt6" / "recipe.sh").read_text()
-    assert 'G="--preset small --label-place inside --label-grid 14 --label-jitter 2"' in recipe
+    recipe = (SMALL / "recipe.sh").read_text()
+    assert f'G="{RECIPE_G}"' in recipe
     sets = {}
     for line in recipe.splitlines():
         if not line.startswith("shirg entitygrid $G "):
             continue
-        args = shlex.split(line)[3:]
-        opts = dict(zip(args[::2], args[1::2], strict=True))
+        args, opts = shlex.split(line)[3:], {}
+        while args:
+            key = args.pop(0)
+            opts[key] = args.pop(0) if args and not args[0].startswith("--") else True
         changes = {"label_place": "inside", "label_grid": 14, "label_jitter": 2}
         if "--grid" in opts:
             changes["rows"], changes["cols"] = map(int, opts["--grid"].split("x"))
@@ -259,36 +180,36 @@ def _attempt6_sets() -> dict[str, tuple[int, int, dict, list[str] | None]]:
     return sets
 
 
-def test_attempt6_mixtures_read_what_its_recipe_writes():
+def test_mixtures_read_what_the_recipe_writes():
     import yaml
 
-    sets = _attempt6_sets()
+    sets = _recipe_sets()
     assert sets["eval"][:2] == (2026, 500)  # the held-out evaluation seed, never a training seed
     train_seeds = set()
     for stage in ("stage1r_single", "stage1r_grid", "stage1c", "stage2"):
-        cfg = load_config(SMALL / "attempt6" / f"{stage}.yaml")
+        cfg = load_config(SMALL / f"{stage}.yaml")
         mixture = REPO / cfg.data.mixture
         for src in yaml.safe_load(mixture.read_text())["sources"]:
             folder = (mixture.parent / src["json"]).resolve().parent
-            assert folder.parent == (REPO / "runs" / "small" / "data-grid").resolve(), (stage, src)
+            assert folder.parent == (REPO / "runs" / "small" / "data").resolve(), (stage, src)
             assert folder.name in sets, (stage, folder.name)
             train_seeds.add(sets[folder.name][0])
     assert 2026 not in train_seeds and len(train_seeds) == 4
 
 
-def test_attempt6_stage2_reproduces_first_losses(tmp_path):
-    """Attempt 6's stage 2 (configs/small/attempt6/stage2.yaml) from the bundled model it started from:
-    the mixture's sets rebuilt from the recipe's generator lines (every record, only the images the
-    first steps draw), then the first logged losses of the real run (docs/small/attempt6/)."""
+def test_stage2_reproduces_first_losses(tmp_path):
+    """Stage 2 (configs/small/stage2.yaml) from the bundled model it started from: the mixture's sets
+    rebuilt from the recipe's generator lines (every record, only the images the first steps draw),
+    then the first logged losses of the real run."""
     import yaml
 
-    from shirg.evaluate.entitygrid import generate_sample, preset_config, training_records
+    from shirg.entitygrid import generate_sample, preset_config, training_records
     from shirg.train.data import load_mixture
     from shirg.train.trainer import train
 
-    stage = "attempt6/stage2"
+    stage = "stage2"
     cfg = load_config(SMALL / f"{stage}.yaml")
-    sets = _attempt6_sets()
+    sets = _recipe_sets()
     mixture = REPO / cfg.data.mixture
     sources, gens = [], {}  # gens: folder -> its generator config
     for src in yaml.safe_load(mixture.read_text())["sources"]:
@@ -314,4 +235,4 @@ def test_attempt6_stage2_reproduces_first_losses(tmp_path):
     cfg = load_config(SMALL / f"{stage}.yaml", [f"model.path={bundled.model_dir()}", f"data.mixture={rebuilt}",
                                                  f"run.output_dir={tmp_path / 'run'}", "run.log_every=1"])
     result = train(cfg, stop_after=FIRST_STEPS)
-    assert result["losses"] == pytest.approx(_reference_losses(stage), rel=2e-3, abs=2e-3)
+    assert result["losses"] == pytest.approx(REFERENCE_LOSSES[stage], rel=2e-3, abs=2e-3)

@@ -239,7 +239,7 @@ def test_complementary_masks_cover_each_slot_once():
 
 def _batch_logits(trainer_or_model, dataset, keys):
     """Deterministic answer logits of a batch (fixed masks), for round-trip comparisons."""
-    from shirg.model.inference import splice
+    from shirg.model.visual import splice
     from shirg.train.loss import answer_logits
 
     model = trainer_or_model

@@ -21,34 +21,24 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from shirg.bench.hardware import ANALYTIC_MODES, GPU, GPUS
+from shirg.canvas import DEFAULT_RESOLUTION
 from shirg.errors import ConfigError
 from shirg.io import write_json, write_text
+from shirg.model.lavida import LavidaConfig
+from shirg.model.options import MODES
+from shirg.presets import preset_config
+from shirg.tokens.registry import strategy_spec
+from shirg.vision.preprocess import PATCH
+
+DEFAULT_MODES = ANALYTIC_MODES
 
 BF16 = 2  # bytes per value
 
 
-@dataclass(frozen=True)
-class GPU:
-    name: str
-    peak_flops: float  # dense bf16 tensor-core FLOP/s (no 2:4 sparsity)
-    bandwidth: float  # HBM bytes/s
-    memory: float  # bytes of HBM
-
-
-# NVIDIA spec sheets: H100 SXM5 80GB "BF16 Tensor Core 1,979 TFLOPS*" (* with sparsity -> 989 dense),
-# "GPU memory bandwidth 3.35 TB/s"; H200 SXM 141GB: same 1,979* TFLOPS, 4.8 TB/s; A100 80GB SXM:
-# "BF16 Tensor Core 312 TFLOPS" (624 with sparsity), "2,039 GB/s".
-GPUS = {
-    "h100": GPU("NVIDIA H100 SXM5 80GB", 989e12, 3.35e12, 80e9),
-    "h200": GPU("NVIDIA H200 SXM 141GB", 989e12, 4.8e12, 141e9),
-    "a100": GPU("NVIDIA A100 SXM 80GB", 312e12, 2.039e12, 80e9),
-}
-
-DEFAULT_MODES = "lowres,lavida,full,shirg,pool"
-BUDGET_MODES = ("uniform", "random", "saint", "tome", "visionzip", "divprune")
 QUESTION_TOKENS = 16  # question tokens SHIRG's text score compares against (cosine; negligible cost)
 
-# The checklist's claims (seed/SHIRG_CHECKLIST.md section 10) that the model is held against.
+# The project's efficiency targets for SHIRG (docs/method.md) that the model is held against.
 CLAIM_30_STEPS_S = 0.050
 CLAIM_TOTAL_MEMORY = 8.9e9
 TARGETS = (
@@ -76,10 +66,10 @@ class Geometry:
 
 
 def mode_geometry(mode: str, resolution: int = 672, k: int | None = None) -> Geometry:
-    """Token geometry of each mode (LAVIDA_FACTS section 2, SHIRG_SPEC sections 1, 3, 6)."""
-    from shirg.model.inference import MODES
-
-    grid = resolution // 14
+    """Token geometry of each mode (docs/lavida_facts.md, docs/method.md); strategies from the registry."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    grid = resolution // PATCH
     hi = grid * grid
     scaffold = math.ceil(grid / 4) ** 2
     k = k if k is not None else round(hi / 3)
@@ -89,15 +79,15 @@ def mode_geometry(mode: str, resolution: int = 672, k: int | None = None) -> Geo
         return Geometry(mode, 5, 384, 0, 5 * 729, 196 + 28 * 29, "square image: base + 2x2 tiles, unpad + newlines")
     if mode == "full":
         return Geometry(mode, 1, resolution, 0, hi, hi, f"all {grid}x{grid} tokens at {resolution}")
-    if mode in ("shirg", "text-topk"):  # tokens.registry.TEXT_STRATEGIES (not imported: this module stays torch-free)
-        return Geometry(mode, 1, resolution, hi, scaffold + k, scaffold + k,
+    spec = strategy_spec(mode)
+    kept = scaffold + spec.kept_tokens(k)
+    if spec.reads_question:
+        return Geometry(mode, 1, resolution, hi, kept, kept,
                         f"scaffold {scaffold} + K {k}; all {hi} projected once more to score them")
-    if mode == "pool":
+    if spec.kept == "square":
         p = round(math.sqrt(k))
-        return Geometry(mode, 1, resolution, 0, scaffold + p * p, scaffold + p * p, f"scaffold {scaffold} + {p}x{p}")
-    if mode in BUDGET_MODES:
-        return Geometry(mode, 1, resolution, 0, scaffold + k, scaffold + k, f"scaffold {scaffold} + K {k}")
-    raise ConfigError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        return Geometry(mode, 1, resolution, 0, kept, kept, f"scaffold {scaffold} + {p}x{p}")
+    return Geometry(mode, 1, resolution, 0, kept, kept, f"scaffold {scaffold} + K {k}")
 
 
 # ----------------------------------------------------------------------------- parameters and bytes
@@ -410,10 +400,6 @@ def _flops_cell(stage: dict) -> str:
 
 def run_analytic(args: argparse.Namespace) -> int:
     """Entry point of ``shirg bench --analytic``: print the table, write analytic.json / .md to --out."""
-    from shirg.commands._common import DEFAULT_RESOLUTION
-    from shirg.model.lavida import LavidaConfig
-    from shirg.presets import preset_config
-
     gpu_name = (args.gpu or "h100").lower()
     if gpu_name not in GPUS:
         raise ConfigError(f"unknown GPU {args.gpu!r}; valid GPUs: {', '.join(GPUS)}")

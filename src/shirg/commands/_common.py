@@ -9,21 +9,11 @@ from __future__ import annotations
 import argparse
 
 from shirg.canvas import DEFAULT_RESOLUTION, canvas_resolution  # DEFAULT_RESOLUTION: also bench --analytic
-from shirg.errors import ConfigError
-
-
-def parse_weights(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError as e:
-        raise ConfigError(f"--weights must be three comma-separated numbers like 0.7,-0.2,-0.1, got {text!r}") from e
-    if len(values) != 3:
-        raise ConfigError(f"--weights needs 3 values (sim, nbr, ctr), got {len(values)}: {text!r}")
-    return values
+from shirg.tokens.options import parse_weights  # noqa: F401 - re-exported for the commands
 
 
 def add_visual_options(p: argparse.ArgumentParser) -> None:
-    """The high-resolution token options (SHIRG spec sections 1-5)."""
+    """The high-resolution token options (docs/method.md sections 1-5)."""
     g = p.add_argument_group("high-resolution token options")
     g.add_argument("--resolution", type=int, default=None,
                    help="canvas side R, a multiple of 14 (default: the checkpoint's shirg_resolution, else 672)")
@@ -56,7 +46,7 @@ def default_resolution(model_dir: str | None) -> int:
 
 
 def visual_options(args: argparse.Namespace):
-    from shirg.model.inference import VisualOptions
+    from shirg.model.options import VisualOptions
     from shirg.tokens.scoring import DEFAULT_WEIGHTS
 
     resolution = args.resolution or default_resolution(getattr(args, "model", None))

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _options(resolution: int, k: int | None):
-    from shirg.model.inference import VisualOptions
+    from shirg.model.options import VisualOptions
 
     return VisualOptions(resolution=resolution, k=k)
 
@@ -115,7 +115,7 @@ def _overlay(image, panels, resolution: int, path: Path, question: str) -> None:
     import matplotlib.pyplot as plt
 
     from shirg.io import atomic_write
-    from shirg.viz import draw_overlay
+    from shirg.vision.overlay import draw_overlay
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.3), dpi=100, squeeze=False)
     for ax, (mode, ans) in zip(axes[0], panels, strict=True):

@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shirg.entitygrid import generate, parse_grid, preset_config
     from shirg.errors import ConfigError
-    from shirg.evaluate.entitygrid import generate, parse_grid, preset_config
 
     if args.cells < 0:
         raise ConfigError(f"--cells must be 0 or more, got {args.cells}")

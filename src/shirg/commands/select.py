@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from shirg.tokens.registry import TEXT_STRATEGIES, select_tokens, strategy_names
+    from shirg.tokens import select_tokens, strategy_names, text_strategies
     from shirg.tokens.types import KIND_NAMES
     from shirg.vision.encode import encode_dual_scale
     from shirg.vision.preprocess import load_image
@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
     opts = visual_options(args)
     image = load_image(args.image)
     device = device_of(args)
-    uses_text = args.strategy in TEXT_STRATEGIES
+    uses_text = args.strategy in text_strategies()
     text = None
     if args.model and args.question and opts.score == "text" and uses_text:
         # the text term needs the projector and the LLM's input embeddings: load the whole model
         import shirg
-        from shirg.model.inference import question_context
+        from shirg.model.visual import question_context
 
         model = shirg.load(args.model, device=device, dtype=getattr(args, "dtype", None))
         tower = model.model.vision_tower
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         extra = opts.strategy_options(args.strategy)
         sel = select_tokens(args.strategy, tokens, k, text, scaffold=opts.scaffold, **extra)
-    from shirg.viz import draw_overlay
+    from shirg.vision.overlay import draw_overlay
 
     draw_overlay(image, sel, 0, args.out, opts.resolution, prepared[0].content_box)
     kinds = sel.kind[0].tolist()

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from shirg.errors import ConfigError
 from shirg.io import atomic_write, write_json, write_text
+from shirg.llava import llava_record
 
 VERSION = 1
 COLOURS = {
@@ -128,11 +129,11 @@ def parse_grid(text: str) -> tuple[int, int]:
     return rows, cols
 
 
-def _font(px: int):
+def label_font(px: int):
     return ImageFont.load_default(size=px)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     elif shape == "square":
@@ -167,7 +168,7 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
     labels = rng.sample(range(1, cfg.max_label + 1), cfg.rows * cfg.cols)
     cells = [(r, c) for r in range(1, cfg.rows + 1) for c in range(1, cfg.cols + 1)]
     occupied = [cell for cell in cells if rng.random() < cfg.occupancy] or [rng.choice(cells)]
-    font = _font(cfg.label_px)
+    font = label_font(cfg.label_px)
     radius = cfg.entity_scale * min(cw, ch) / 2
     entities = []
     for k, (r, c) in enumerate(occupied):
@@ -189,7 +190,7 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
                 jx, jy = own.randint(-j, j), own.randint(-j, j)
             cx += (math.floor(cx / g) + 0.5) * g - cx + jx
             cy += (math.floor(ly / g) + 0.5) * g - ly + jy
-        _draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
+        draw_shape(draw, shape, cx, cy, radius, COLOURS[colour])
         tx = cx - (tx1 - tx0) / 2 - tx0
         if cfg.label_place == "inside":  # black on a white tag centred on the shape: legible on every colour
             ty = cy - (ty1 - ty0) / 2 - ty0
@@ -275,8 +276,6 @@ def training_records(records: list[dict], captions: bool = False, cells: int = 0
     """LLaVA conversation records of samples (``image`` set): every question, then (``captions``)
     one dense caption per image, then ``cells`` cell records per image (cells drawn without
     replacement, seeded by the sample id; every cell when ``cells`` >= rows x cols), in sample order."""
-    from shirg.train.data import llava_record  # the LLaVA conversation format the training issue reads
-
     llava = [llava_record(r["image"], r["question"], r["answers"][0], r["id"]) for r in records]
     if captions:
         llava += [llava_record(r["image"], CAPTION_QUESTION, describe_scene(r), r["id"] + "-caption") for r in records]

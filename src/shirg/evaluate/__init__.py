@@ -4,7 +4,7 @@
   accuracy with the standard answer normalization, EntityGrid accuracy / F1, CIDEr-D.
 - :mod:`shirg.evaluate.data` - ChartQA / DocVQA / TextVQA / EntityGrid loaders (original JSON
   layouts and Hugging Face parquet).
-- :mod:`shirg.evaluate.entitygrid` - the EntityGrid generator (docs/entitygrid.md).
+- :mod:`shirg.entitygrid` - the EntityGrid generator (docs/entitygrid.md).
 - :mod:`shirg.evaluate.evidence` - evidence recall: the share of the queried entity's patches kept.
 - :mod:`shirg.evaluate.runner` - every mode on the same samples, resumable JSONL, data-parallel.
 - :mod:`shirg.evaluate.summary` - per-mode tables (Markdown, CSV, JSON) and plots.

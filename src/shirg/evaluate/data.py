@@ -18,7 +18,10 @@ from typing import Any
 
 from PIL import Image
 
+from shirg.entitygrid import QUESTIONS_FILE
 from shirg.errors import ConfigError
+from shirg.io import read_jsonl
+from shirg.vision.preprocess import load_image
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    gen_length: int  # answer slots (LAVIDA_FACTS section 4: ChartQA 16, DocVQA 32)
+    gen_length: int  # answer slots (docs/lavida_facts.md section 4: ChartQA 16, DocVQA 32)
     split: str  # default split of the parquet layout
     primary: str  # the score the summary sorts and compares by
     prompt_suffix: str  # lmms-eval's post-prompt for the task
@@ -74,8 +77,6 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def image(self) -> Image.Image:
-        from shirg.vision.preprocess import load_image
-
         if isinstance(self.image_ref, ParquetImage):
             return self.image_ref.load()
         return load_image(self.image_ref)
@@ -91,8 +92,6 @@ class ParquetImage:
     column: str
 
     def load(self) -> Image.Image:
-        from shirg.vision.preprocess import load_image
-
         value = _row_group_images(self.path, self.column, *_locate(self.path, self.row))
         if isinstance(value, dict):
             data = value.get("bytes")
@@ -284,13 +283,9 @@ def load_textvqa_original(root: Path, split: str) -> list[Sample] | None:
 
 
 def load_entitygrid(root: Path, split: str = "") -> list[Sample] | None:
-    from shirg.evaluate.entitygrid import QUESTIONS_FILE
-
     f = root / QUESTIONS_FILE
     if not f.is_file():
         return None
-    from shirg.evaluate.runner import read_jsonl
-
     recs = _records(f, "entitygrid", ENTITYGRID_JSONL, read_jsonl(f), None, ("id", "question", "answers", "image",
                                                                              "type"))
     return [Sample(id=r["id"], question=r["question"], answers=_as_answers(r["answers"]), image_ref=root / r["image"],

@@ -1,4 +1,4 @@
-"""Benchmark metrics, defined as lmms-eval computes them (LAVIDA_FACTS section 9).
+"""Benchmark metrics, defined as lmms-eval computes them (docs/lavida_facts.md section 9).
 
 Per-sample functions return floats in [0, 1] (CIDEr-D excepted: it is corpus-level, see
 :func:`cider_d`). Edit distances come from rapidfuzz, not a hand loop.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
 
+from shirg.entitygrid import COLOURS, SHAPES
 from shirg.errors import ConfigError
 
 # ----------------------------------------------------------------------------- ChartQA
@@ -220,8 +221,6 @@ def entitygrid_score(prediction: str, answers: Sequence[str], qtype: str) -> dic
     - counting, reading: the first integer of the prediction equals the answer.
     For single-answer types F1 equals correctness.
     """
-    from shirg.evaluate.entitygrid import COLOURS, SHAPES
-
     answers = _answers(answers)
     if qtype == "position":
         gold = set().union(*(parse_positions(a) for a in answers)) if answers else set()

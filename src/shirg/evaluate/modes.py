@@ -6,12 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 
 from shirg.errors import ConfigError
-from shirg.model.inference import HIRES_MODES, MODES, VisualOptions
+from shirg.model.options import HIRES_MODES, MODES, VisualOptions
 
 
 @dataclass
 class ModeSpec:
-    """``name`` labels the results column; ``mode`` is what :func:`shirg.model.inference.answer` runs."""
+    """``name`` labels the results column; ``mode`` is what :func:`shirg.model.answer.answer` runs."""
 
     name: str
     mode: str

@@ -24,7 +24,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from shirg.errors import ShirgError
+from shirg.evaluate.modes import ABLATIONS
 from shirg.io import atomic_write, write_text
+from shirg.model.options import reads_question
 
 EVAL_PLOTS = (("score_vs_latency.png", "score vs median latency"), ("score_vs_tokens.png", "score vs visual tokens"),
               ("overlays.png", "selection overlays (kept tokens; yellow boxes: the queried entities)"))
@@ -136,7 +138,7 @@ def _score_fmt(key: str) -> tuple[int, bool, str]:
         return 1, True, ""
     if key.startswith(("latency_x", "memory_x")):
         return 2, False, "x"
-    if key in ("n", "answered", "fallbacks", "visual_tokens", "peak_memory_mb"):
+    if key in ("n", "answered", "fallbacks", "failures", "visual_tokens", "peak_memory_mb"):
         return 0, False, ""
     if key.startswith("latency"):
         return 3, False, ""
@@ -199,6 +201,8 @@ def eval_section(ev: EvalRun, files_dir: str) -> list[str]:
         return [*out, "No mode has answered yet: nothing to compare.", ""]
     scores = _score_columns(ev)
     cols = ["n", *scores, "visual_tokens", "latency_mean_s", "latency_median_s", "peak_memory_mb", "fallbacks"]
+    if any(r.get("failures") for r in rows):  # failed high-resolution passes (older summaries have no count)
+        cols.append("failures")
     header = ["mode", *[("**" + c + "**") if c == ev.primary else c for c in cols]]
     header = [h.replace("peak_memory_mb", _memory_label(ev)) for h in header]
     out += ["### Comparison", "", *table(header, [[r["mode"], *(_fmt_key(r, c) for c in cols)] for r in rows]), ""]
@@ -232,8 +236,6 @@ def eval_section(ev: EvalRun, files_dir: str) -> list[str]:
 def _ablation_names(ev: EvalRun) -> list[str]:
     """Rows that are SHIRG ablations: the names the runner defines, or a run.json mode running
     ``shirg`` under another name."""
-    from shirg.evaluate.modes import ABLATIONS
-
     modes = (ev.run or {}).get("modes", {})
     names = []
     for r in ev.summary["rows"]:
@@ -253,8 +255,6 @@ def _changed_options(ev: EvalRun, name: str) -> str:
 
 
 def ablation_section(ev: EvalRun) -> list[str]:
-    from shirg.evaluate.modes import ABLATIONS
-
     names = _ablation_names(ev)
     if not names:
         return []
@@ -393,8 +393,6 @@ def analytic_section(path: Path, a: dict) -> list[str]:
 
 def limits_section(evals: list[EvalRun], benches: list[tuple[Path, dict]],
                    analytics: list[tuple[Path, dict]]) -> list[str]:
-    from shirg.tokens.registry import TEXT_STRATEGIES  # torch-backed: imported only when a report is built
-
     notes = []
     for ev in evals:
         invs = _invocations(ev)
@@ -421,9 +419,12 @@ def limits_section(evals: list[EvalRun], benches: list[tuple[Path, dict]],
         falls = [f"{r['mode']} ({r['fallbacks']})" for r in ev.summary["rows"] if r.get("fallbacks")]
         if falls:
             notes.append(f"{ev.label}: answers that fell back to another mode: {', '.join(falls)}.")
+        fails = [f"{r['mode']} ({r['failures']})" for r in ev.summary["rows"] if r.get("failures")]
+        if fails:
+            notes.append(f"{ev.label}: failed high-resolution passes, scored as wrong answers: {', '.join(fails)}.")
         if ev.summary.get("modes_without_answers") or ev.summary.get("answered_beyond_common"):
             notes.append(f"{ev.label}: the run is incomplete; the table covers only the samples every mode answered.")
-        hires = {m for m, d in ((ev.run or {}).get("modes") or {}).items() if d.get("mode") in TEXT_STRATEGIES}
+        hires = {m for m, d in ((ev.run or {}).get("modes") or {}).items() if reads_question(d.get("mode") or "")}
         if hires and invs and all(not i.get("adapter") for i in invs):
             notes.append(f"{ev.label}: SHIRG modes ran without adapter weights (no --adapter recorded).")
     tasks_gen = {json.dumps(((ev.run or {}).get("settings") or {}).get("gen"), sort_keys=True) for ev in evals}

@@ -28,7 +28,10 @@ from shirg.evaluate import metrics
 from shirg.evaluate.data import Sample, task_spec
 from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches
 from shirg.evaluate.modes import ModeSpec
-from shirg.io import write_json, write_text
+from shirg.evaluate.summary import plot_overlays, summarize, write_summary
+from shirg.io import read_jsonl, write_json, write_text
+from shirg.model.answer import HiresFailure
+from shirg.model.visual import selection_for
 
 log = logging.getLogger(__name__)
 PRED_FILE = "predictions.jsonl"
@@ -36,24 +39,6 @@ RUN_FILE = "run.json"
 
 
 # ----------------------------------------------------------------------------- JSONL
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSONL file; a truncated or corrupt line is skipped with a warning."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            where = "truncated last line" if n >= len(lines) - 1 else f"corrupt line {n}"
-            log.warning("%s: skipping %s", path, where)
-    return out
 
 
 def repair_jsonl(path: Path) -> None:
@@ -105,27 +90,7 @@ def score_sample(task: str, prediction: str, sample: Sample) -> dict[str, float]
     raise ConfigError(f"unknown task {task!r}")
 
 
-# ----------------------------------------------------------------------------- selection (evidence, overlays)
-
-
-@torch.no_grad()
-def encode_for(model, image, opts):
-    """One vision pass at the options' resolution and resize: (DualScaleTokens of a batch of one, PreparedImage)."""
-    from shirg.vision.encode import encode_dual_scale
-
-    tokens, prepared = encode_dual_scale(model.model.vision_tower, [image], opts.resolution, opts.resize)
-    return tokens, prepared[0]
-
-
-@torch.no_grad()
-def selection_for(model, image, question: str, spec: ModeSpec, encoded=None):
-    """The TokenSet a high-resolution mode keeps for one (image, question), and the prepared image.
-    ``encoded``: a result of :func:`encode_for` with the same resolution and resize, reused instead of
-    running the vision tower again."""
-    from shirg.model.inference import select_visual
-
-    tokens, prepared = encoded if encoded is not None else encode_for(model, image, spec.options)
-    return select_visual(model, tokens, [question], spec.mode, spec.options), prepared
+# ----------------------------------------------------------------------------- evidence
 
 
 def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None) -> dict[str, float | None]:
@@ -136,7 +101,7 @@ def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None) -> d
     if ans is not None and getattr(ans, "selection", None) is not None:
         sel, content_box = ans.selection, ans.content_box
     else:
-        sel, prep = selection_for(model, image, sample.question, spec)
+        sel, prep = selection_for(model, image, sample.question, spec.mode, spec.options)
         content_box = prep.content_box
     entity = entity_patches(sample.boxes, image.size, content_box, sel.grid)
     return {"evidence_recall": evidence_recall(entity, kept_patches(sel)),
@@ -239,13 +204,16 @@ def run_shard(
             gen = dict(settings.gen, options=spec.options, mode=spec.mode)
             bar.set_postfix_str(spec.name)
             for s in items[: settings.warmup]:
-                model.answer([s.image()], [s.question + suffix], **gen)
+                answer_or_fail(model, [s.image()], [s.question + suffix], gen)
             for start in range(0, len(items), settings.batch_size):
                 batch = items[start : start + settings.batch_size]
                 images = [s.image() for s in batch]
-                answers = model.answer(images, [s.question + suffix for s in batch], **gen)
+                answers = answer_or_fail(model, images, [s.question + suffix for s in batch], gen)
                 for s, img, ans in zip(batch, images, answers, strict=True):
-                    rec = make_record(model, settings, spec, s, img, ans, rank)
+                    if isinstance(ans, str):
+                        rec = failed_record(settings, spec, s, ans, rank)
+                    else:
+                        rec = make_record(model, settings, spec, s, img, ans, rank)
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
                     answered += 1
@@ -254,6 +222,58 @@ def run_shard(
                         on_record(rec)
     bar.close()
     return answered
+
+
+def answer_or_fail(model, images: list, questions: list[str], gen: dict) -> list:
+    """``model.answer`` for a batch with no fallback; where the high-resolution pass fails the batch is
+    answered sample by sample, and a sample that still fails gives its reason (a str) instead of an Answer."""
+    try:
+        return model.answer(images, questions, **gen)
+    except HiresFailure:
+        if len(images) == 1:
+            return _one_or_reason(model, images[0], questions[0], gen)
+    out = []
+    for img, q in zip(images, questions, strict=True):
+        out += _one_or_reason(model, img, q, gen)
+    return out
+
+
+def _one_or_reason(model, image, question: str, gen: dict) -> list:
+    try:
+        return model.answer([image], [question], **gen)
+    except HiresFailure as e:
+        reason = next(iter(e.reasons.values()))
+        log.warning("%s mode failed on a sample (%s); recorded as a failed answer", e.mode, reason)
+        return [reason]
+
+
+def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason: str, rank: int) -> dict:
+    """A failed high-resolution pass: an empty prediction, scored like any other (wrong), no cost figures."""
+    rec = {
+        "id": sample.id,
+        "mode": spec.name,
+        "task": settings.task,
+        "type": sample.qtype,
+        "question": sample.question,
+        "answers": sample.answers,
+        "prediction": "",
+        "scores": score_sample(settings.task, "", sample),
+        "visual_tokens": None,
+        "prompt_length": None,
+        "latency_s": None,
+        "time_s": {},
+        "batch_size": 1,
+        "memory_mb": None,
+        "memory_kind": None,
+        "kv_cache_bytes": None,
+        "fallback": False,
+        "failed": True,
+        "error": reason,
+        "rank": rank,
+    }
+    if settings.task == "entitygrid" and settings.evidence:
+        rec |= {"evidence_recall": None, "evidence_recall_strict": None}
+    return rec
 
 
 def record_memory(meta: dict) -> tuple[float | None, str | None]:
@@ -335,8 +355,6 @@ def evaluate(
 ) -> dict | None:
     """Run (or resume) this rank's share, then on rank 0 merge, summarize, plot. Returns the summary
     on rank 0, None elsewhere."""
-    from shirg.evaluate.summary import plot_overlays, summarize, write_summary
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = check_run_file(out, settings, modes, write=False)  # every rank refuses a mismatch

@@ -1,4 +1,4 @@
-"""Per-mode summary of a run: scores, tokens, latency, memory, fallbacks, deltas; tables and plots.
+"""Per-mode summary of a run: scores, tokens, latency, memory, failures, fallbacks, deltas; tables and plots.
 
 Everything here is computed from the prediction records alone, over the samples that EVERY mode
 answered (an interrupted run compares like with like; the table says how many samples that is).
@@ -14,7 +14,10 @@ from pathlib import Path
 
 from shirg.evaluate import metrics
 from shirg.evaluate.data import task_spec
+from shirg.evaluate.evidence import canvas_box
 from shirg.io import atomic_write, write_json, write_text
+from shirg.model.visual import encode_for, selection_for
+from shirg.vision.overlay import draw_overlay
 
 REFERENCES = ("lowres", "full")
 CIDER_BACKENDS = {"pycocoevalcap": "pycocoevalcap's CiderScorer (backend `pycocoevalcap`)",
@@ -93,7 +96,7 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
     cider_backends: set[str] = set()
     for m in present:
         recs = [by_mode[m][i] for i in order]
-        lat = [r["latency_s"] for r in recs]
+        lat = [r["latency_s"] for r in recs if r.get("latency_s") is not None]  # None: a failed pass
         mem = [r["memory_mb"] for r in recs if r.get("memory_mb") is not None]
         row = {"mode": m, "n": len(recs), "answered": len(by_mode[m])}
         for k in keys:
@@ -115,6 +118,8 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
             "peak_memory_mb": max(mem) if mem else None,
             "memory_kind": _memory_kind(recs),
             "fallbacks": sum(1 for r in recs if r.get("fallback")),
+            # failed high-resolution passes: empty answers, scored (wrong) with the rest
+            "failures": sum(1 for r in recs if r.get("failed")),
         }
         rows.append(row)
     by_name = {r["mode"]: r for r in rows}
@@ -147,7 +152,7 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
 
 # ----------------------------------------------------------------------------- tables
 
-_FORMATS = {"n": "{:d}", "answered": "{:d}", "fallbacks": "{:d}", "visual_tokens": "{:.0f}",
+_FORMATS = {"n": "{:d}", "answered": "{:d}", "fallbacks": "{:d}", "failures": "{:d}", "visual_tokens": "{:.0f}",
             "latency_mean_s": "{:.3f}", "latency_median_s": "{:.3f}", "peak_memory_mb": "{:.0f}"}
 
 
@@ -254,9 +259,6 @@ def plot_overlays(model, samples, modes, out: Path, records: Sequence[dict], n: 
     """A grid of selection overlays: rows = the first ``n`` samples, columns = the high-resolution modes."""
     from matplotlib.patches import Rectangle
 
-    from shirg.evaluate.evidence import canvas_box
-    from shirg.evaluate.runner import encode_for, selection_for
-    from shirg.viz import draw_overlay
 
     hires = [m for m in modes if m.hires]
     if not hires or n < 1:
@@ -274,7 +276,7 @@ def plot_overlays(model, samples, modes, out: Path, records: Sequence[dict], n: 
             key = (spec.options.resolution, spec.options.resize)
             if key not in encoded:
                 encoded[key] = encode_for(model, img, spec.options)
-            sel, prep = selection_for(model, img, s.question, spec, encoded[key])
+            sel, prep = selection_for(model, img, s.question, spec.mode, spec.options, encoded[key])
             pred = preds.get((spec.name, s.id), "")
             title = f"{spec.name} [{s.id}]\n{sel.num_tokens} tokens; answer: {pred[:24]!r}"
             draw_overlay(img, sel, 0, None, spec.options.resolution, prep.content_box, title=title, ax=ax)

@@ -1,4 +1,4 @@
-"""Storage formats of the prefix KV cache (SHIRG spec section 7).
+"""Storage formats of the prefix KV cache (docs/method.md section 7).
 
 The visual prefix is most of the cache. Each format packs one layer's K and V when the prefix is
 built and unpacks it (to the compute dtype) when a denoising step reads that layer:

@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from transformers import SiglipVisionConfig
 
 from shirg.errors import ConfigError
+from shirg.model.answer import answer
+from shirg.model.anyres import DEFAULT_PINPOINTS
 from shirg.model.llada import LLaDAConfig, LLaDAModel
 from shirg.tokens.coords import CoordinateEmbedding
 from shirg.vision.siglip import SO400M, VisionTower, vision_config_from_dict
@@ -44,8 +46,6 @@ class LavidaConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], vision_layers: int | None = None) -> LavidaConfig:
-        from shirg.model.anyres import DEFAULT_PINPOINTS
-
         vc = cfg.get("vision_config") or {}
         layers = vision_layers or vc.get("num_hidden_layers") or SO400M["num_hidden_layers"]
         vision = vision_config_from_dict(cfg, layers)
@@ -107,7 +107,5 @@ class LavidaModel(nn.Module):
         return self.model.mm_projector(features.to(self.dtype))
 
     def answer(self, images, questions, **kwargs):
-        """Answer questions about images; see :func:`shirg.model.inference.answer`."""
-        from shirg.model.inference import answer
-
+        """Answer questions about images; see :func:`shirg.model.answer.answer`."""
         return answer(self, images, questions, **kwargs)

@@ -1,4 +1,4 @@
-"""LLaDA, the masked-diffusion language model inside LaViDa, written from LAVIDA_FACTS.md section 3.
+"""LLaDA, the masked-diffusion language model inside LaViDa, written from docs/lavida_facts.md section 3.
 
 A Llama-shaped transformer (RMSNorm, RoPE, SwiGLU, no biases, untied head) whose attention is fully
 bidirectional. Module names match LaViDa's checkpoint keys (``transformer.blocks.{i}.q_proj`` ...) so

@@ -13,6 +13,7 @@ import torch
 
 from shirg.checkpoint import check_state_dict, key_index, load_tensors, read_config, tensor_shapes
 from shirg.errors import CheckpointError, resolve_device, resolve_dtype
+from shirg.io import atomic_write
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.tokens.coords import CoordinateEmbedding
 from shirg.vision.siglip import LAVIDA_VISION_PREFIX, layer_count
@@ -91,8 +92,6 @@ def load(
 def save_shirg_weights(model: LavidaModel, path: str | Path) -> Path:
     """Write SHIRG's own weights (coordinate embedding) as safetensors, atomically."""
     from safetensors.torch import save_file
-
-    from shirg.io import atomic_write
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.shirg.state_dict().items()}
     return atomic_write(path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))

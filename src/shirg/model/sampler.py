@@ -1,4 +1,4 @@
-"""LLaDA's low-confidence remasking sampler (LAVIDA_FACTS.md section 4).
+"""LLaDA's low-confidence remasking sampler (docs/lavida_facts.md section 4).
 
 The answer starts as ``gen_length`` mask tokens and is filled block by block, left to right. Within
 a block each step predicts every masked slot and commits the most confident ones; a committed

@@ -1,6 +1,6 @@
-"""Budget-matched baselines (SHIRG spec section 6), each a registered strategy.
+"""Budget-matched baselines (docs/method.md section 6), each a registered strategy.
 
-Every strategy has the signature of :func:`shirg.tokens.registry.select_shirg`::
+Every strategy has the signature of :func:`shirg.tokens.shirg.select_shirg`::
 
     fn(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet
 
@@ -223,7 +223,7 @@ def _rank_top(score: Tensor, mask: Tensor, r: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------- baselines
 
 
-@register("uniform")
+@register("uniform", help="K tokens at a regular stride")
 @torch.no_grad()
 def select_uniform(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """K tokens at a regular stride over the real tokens in raster order.
@@ -236,7 +236,7 @@ def select_uniform(tokens: DualScaleTokens, k: int, text: TextContext | None = N
     return hi_subset(tokens, _stride_pick(candidate_pool(tokens, k), k), "uniform")
 
 
-@register("pool")
+@register("pool", kept="square", help="bilinear resize of the grid to round(sqrt(K)) squared")
 @torch.no_grad()
 def select_pool(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """Bilinear resize of the G x G grid to P x P, P = round(sqrt(K)).
@@ -265,7 +265,7 @@ def select_pool(tokens: DualScaleTokens, k: int, text: TextContext | None = None
     )
 
 
-@register("random")
+@register("random", option_fields=("seed",), help="K tokens drawn with a seeded generator")
 @torch.no_grad()
 def select_random(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """K real tokens drawn uniformly without replacement, raster order.
@@ -282,7 +282,7 @@ def select_random(tokens: DualScaleTokens, k: int, text: TextContext | None = No
     return hi_subset(tokens, _top_k(priority, candidate_pool(tokens, k), k), "random")
 
 
-@register("text-topk")
+@register("text-topk", reads_question=True, option_fields=("text_pool",), help="top-K by text relevance alone")
 @torch.no_grad()
 def select_text_topk(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """Top-K hi tokens by text relevance Sim_i alone: no neighbour or centre term, no coverage.
@@ -299,7 +299,7 @@ def select_text_topk(tokens: DualScaleTokens, k: int, text: TextContext | None =
     return hi_subset(tokens, _top_k(score, candidate_pool(tokens, k), k), "text-topk")
 
 
-@register("saint")
+@register("saint", help="similarity-graph redundancy pruning (SAINT)")
 @torch.no_grad()
 def select_saint(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """SAINT, "Similarity-Aware Token Pruning: Your VLM but Faster" (Jeddi et al., arXiv 2503.11549).
@@ -317,7 +317,7 @@ def select_saint(tokens: DualScaleTokens, k: int, text: TextContext | None = Non
     B token, its similarity is the redundancy, and each step drops
     r = min(ceil(step_fraction * |A|), N_alive - K) tokens (option step_fraction, default 0.5) so
     exactly K remain. SAINT emits [kept A, B]; here survivors keep raster order (layout is
-    information, spec section 3). Ties drop the lower position first. [B, N, D] -> [B, K, D].
+    information, docs/method.md section 3). Ties drop the lower position first. [B, N, D] -> [B, K, D].
     """
     opts = _options("saint", options, {"step_fraction": 0.5})
     fraction = _fraction("saint", "step_fraction", opts["step_fraction"])
@@ -368,7 +368,7 @@ def tome_merge(tokens: DualScaleTokens, k: int, step_fraction: float = 0.5) -> G
     return groups
 
 
-@register("tome")
+@register("tome", help="bipartite soft matching, size-weighted (ToMe)")
 @torch.no_grad()
 def select_tome(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """ToMe, "Token Merging: Your ViT But Faster" (Bolya et al., arXiv 2210.09461), applied once to the
@@ -388,7 +388,7 @@ def select_tome(tokens: DualScaleTokens, k: int, text: TextContext | None = None
     return groups.take(idx, tokens, "tome")
 
 
-@register("visionzip")
+@register("visionzip", help="dominant + contextual tokens (VisionZip)")
 @torch.no_grad()
 def select_visionzip(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """VisionZip, "Longer is Better but Not Necessary in Vision Language Models" (Yang et al.,
@@ -436,7 +436,7 @@ def select_visionzip(tokens: DualScaleTokens, k: int, text: TextContext | None =
     )
 
 
-@register("divprune")
+@register("divprune", help="max-min diversity, greedy (DivPrune)")
 @torch.no_grad()
 def select_divprune(tokens: DualScaleTokens, k: int, text: TextContext | None = None, **options) -> TokenSet:
     """DivPrune, "Diversity-based Visual Token Pruning for Large Multimodal Models" (Alvar et al.,

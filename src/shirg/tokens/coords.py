@@ -1,4 +1,4 @@
-"""Coordinate embedding for selected tokens (SHIRG spec section 5)."""
+"""Coordinate embedding for selected tokens (docs/method.md section 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dual-scale tokens from one SigLIP pass (SHIRG spec section 1).
+"""Dual-scale tokens from one SigLIP pass (docs/method.md section 1).
 
 The hi-detail grid is the tower's own G x G token grid at resolution R (G = R / 14). The scaffold
 is a 4 x 4 average pooling of it (adaptive when G % 4 != 0), S = ceil(G / 4) per side.

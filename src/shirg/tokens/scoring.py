@@ -1,4 +1,4 @@
-"""Distance-aware relevance score (SHIRG spec section 2).
+"""Distance-aware relevance score (docs/method.md section 2).
 
     s_i = w_sim * z(Sim_i) + w_nbr * z(Nbr_i) + w_ctr * z(Ctr_i)
 
@@ -15,11 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shirg.errors import ConfigError
+from shirg.tokens.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS
 from shirg.tokens.types import DualScaleTokens, TextContext
-
-DEFAULT_WEIGHTS = (0.7, -0.2, -0.1)
-TEXT_POOLS = ("max", "mean")
-SCORE_SOURCES = ("text", "saliency")
 
 
 @dataclass
@@ -112,7 +109,7 @@ def check_weights(weights: tuple[float, ...] | list[float]) -> tuple[float, floa
 
 
 def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str = "max") -> tuple[Tensor, Tensor]:
-    """Sim_i (spec section 2) and which samples used their question: ([B, N], bool [B]).
+    """Sim_i (docs/method.md section 2) and which samples used their question: ([B, N], bool [B]).
 
     Text similarity (pooled over question tokens by ``text_pool``) for samples with a question;
     saliency for samples without one, and for every sample when ``text`` is None.

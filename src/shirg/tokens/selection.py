@@ -1,5 +1,5 @@
 """Static selection with a coverage guarantee, and neighbour-aware 2 x 2 merging
-(SHIRG spec sections 3 and 4).
+(docs/method.md sections 3 and 4).
 
 Everything is vectorized over the batch and token axes; a batch of B gives the same result as B
 runs of one. Merged-away tokens stay in the tensors as "dead" entries (``alive`` False) so shapes

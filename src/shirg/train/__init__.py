@@ -1,4 +1,4 @@
-"""Training SHIRG's LoRA adapter (SHIRG_SPEC.md section 8): config, data, loss, loop, export.
+"""Training SHIRG's LoRA adapter (docs/method.md section 8): config, data, loss, loop, export.
 
 - ``config``: the :class:`TrainConfig` dataclass tree read from YAML.
 - ``lora``: PEFT targets (anchored regexes), fully trained components, parameter groups.

@@ -18,11 +18,11 @@ import torch
 from shirg.checkpoint import INDEX_NAME, read_config, shard_by_bytes, write_safetensors_folder
 from shirg.errors import CheckpointError, resolve_dtype
 from shirg.io import write_dir
+from shirg.model.adapter import ADAPTER_CONFIG, apply_adapter, load_model
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import PREFIX, SHIRG_WEIGHTS, save_shirg_weights
 
 log = logging.getLogger(__name__)
-ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -35,42 +35,6 @@ def save_adapter(peft_model, lavida: LavidaModel, out_dir: str | Path, save_shir
     if save_shirg:
         save_shirg_weights(lavida, out / SHIRG_WEIGHTS)
     return out
-
-
-def apply_adapter(model: LavidaModel, adapter_dir: str | Path, shirg_weights: bool = True) -> LavidaModel:
-    """Put a saved adapter's LoRA layers into ``model`` (unmerged, inference only) and load the
-    folder's SHIRG weights when present. Returns the same LavidaModel, LoRA layers inside.
-
-    ``adapter_dir`` may also be a ``.safetensors`` file: plain SHIRG weights (no LoRA), loaded
-    when ``shirg_weights`` is true."""
-    from shirg.model.loading import load_shirg_weights
-
-    folder = Path(adapter_dir)
-    if folder.is_file():
-        if folder.suffix != ".safetensors":
-            raise CheckpointError(f"adapter {folder} is a file but not .safetensors; pass the adapter folder "
-                                  f"written by `shirg train` or a SHIRG weights file ({SHIRG_WEIGHTS})")
-        if shirg_weights:
-            load_shirg_weights(model, folder)
-        return model.eval()
-    if not folder.is_dir():
-        raise CheckpointError(f"adapter folder {folder} does not exist")
-    has_lora = (folder / ADAPTER_CONFIG).is_file()
-    has_shirg = (folder / SHIRG_WEIGHTS).is_file()
-    if not has_lora and not has_shirg:
-        raise CheckpointError(f"{folder} holds neither {ADAPTER_CONFIG} (a PEFT adapter) nor {SHIRG_WEIGHTS}; "
-                              "pass the adapter folder written by `shirg train`")
-    if has_lora:
-        from peft import PeftModel
-
-        try:
-            peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(f"cannot apply the adapter in {folder} to this model: {e}") from e
-        model = peft_model.base_model.model
-    if has_shirg and shirg_weights:
-        load_shirg_weights(model, folder / SHIRG_WEIGHTS)
-    return model.eval()
 
 
 def merge_lora(model: LavidaModel) -> LavidaModel:
@@ -147,15 +111,13 @@ def export_merged(model_dir: str | Path, adapter_dir: str | Path | None, out_dir
     weights in fp32, write a plain LaViDa checkpoint in ``dtype`` (default: the base checkpoint's
     ``torch_dtype``, else float32). The folder is written next to ``out_dir`` and renamed into
     place, so ``out_dir`` is complete or absent."""
-    import shirg
-
     out = Path(out_dir)
     if out.exists():
         raise CheckpointError(f"{out} already exists; choose a new --out folder")
     if adapter_dir is not None and checkpoint is not None:
         raise CheckpointError("give an adapter or a training checkpoint, not both")
     target = resolve_dtype(dtype or read_config(model_dir).get("torch_dtype") or "float32", torch.device(device))
-    model = shirg.load(model_dir, device=device, dtype=torch.float32)
+    model = load_model(model_dir, device=device, dtype=torch.float32)
     if adapter_dir is not None:
         model = apply_adapter(model, adapter_dir)
         merge_lora(model)

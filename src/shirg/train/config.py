@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from shirg.errors import ConfigError
+from shirg.model.options import VisualOptions
 
 COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -74,7 +75,8 @@ class DataSection:
     mode: str | list[str] = "shirg"
     resolutions: list[int] = field(default_factory=lambda: [384, 512, 672])
     snap: int = 56  # resolutions are rounded to multiples of this (384 -> 392, 512 -> 504)
-    visual: dict[str, Any] = field(default_factory=dict)  # extra VisualOptions (k, merge, coverage, ...)
+    # the high-resolution modes' options (k, merge, coverage, ...); the resolution comes from `resolutions`
+    visual: VisualOptions = field(default_factory=VisualOptions)
     answer_length: int = 32  # answer slots: answer + <|eot_id|> + EOS padding, all supervised
     end_with_eot: bool = True
     num_workers: int = 0
@@ -160,6 +162,9 @@ class TrainConfig:
         if self.data.objective == "answer" and self.data.entitygrid:
             raise ConfigError("data.entitygrid is read only by data.objective patch_labels; the answer objective "
                               "reads data.mixture or data.sources")
+        if self.data.visual.resolution != VisualOptions.resolution:
+            raise ConfigError(f"data.visual.resolution ({self.data.visual.resolution}) is not read: training "
+                              "resolutions come from data.resolutions")
         if not self.lora.enabled and not self.trainable.components:
             raise ConfigError("nothing to train: LoRA is disabled and trainable.components is empty")
         return self

@@ -33,9 +33,12 @@ import torch
 import yaml
 
 from shirg.errors import ConfigError, ImageError
+from shirg.io import write_json
+from shirg.llava import IMAGE_TAG, llava_record
+from shirg.model.prompt import build_prompt, tokenize_prompt
+from shirg.vision.preprocess import load_image
 
 log = logging.getLogger(__name__)
-IMAGE_TAG = "<image>"
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,6 @@ def records_to_samples(records: Sequence[dict[str, Any]], image_root: str | Path
             if question and gpt["value"].strip():
                 out.append(Sample(str(root / r["image"]), question, gpt["value"].strip(), source))
     return out
-
-
-def llava_record(image: str, question: str, answer: str, rid: str) -> dict[str, Any]:
-    return {"id": rid, "image": image, "conversations": [
-        {"from": "human", "value": f"{IMAGE_TAG}\n{question}"}, {"from": "gpt", "value": answer}]}
 
 
 def apply_sampling(items: list, spec: str | int | None, seed: int, name: str) -> list:
@@ -260,8 +258,6 @@ class TrainDataset(torch.utils.data.Dataset):
         return ids + [self.eos_id] * (self.answer_length - len(ids)), truncated
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        from shirg.model.prompt import build_prompt, tokenize_prompt
-        from shirg.vision.preprocess import load_image
 
         epoch, i = key
         s = self.samples[i]
@@ -362,8 +358,6 @@ def main(argv: list[str] | None = None) -> int:
         records = [r for f in a.inputs for r in convert_textvqa(f, a.image_dir or "train_images")]
     else:
         records = convert_parquet(a.inputs, a.image_dir or Path(a.out).parent / "images")
-    from shirg.io import write_json
-
     write_json(a.out, records)
     print(f"wrote {len(records)} records to {a.out}")
     return 0

@@ -1,4 +1,4 @@
-"""LaViDa's complementary-masking diffusion loss (LAVIDA_FACTS.md section 7).
+"""LaViDa's complementary-masking diffusion loss (docs/lavida_facts.md).
 
 Per sample t ~ U(0, 1), p = (1 - eps) t + eps; answer slots are masked with probability p in copy 1
 and exactly the complement in copy 2, so every answer slot is masked in exactly one copy. Masked
@@ -11,14 +11,16 @@ as the released models were trained (the prefix cache is an inference-time appro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shirg.model.inference import LAVIDA_MODES, Stopwatch, VisualOptions, hires_visual, lavida_visual, splice
 from shirg.model.lavida import LavidaModel
+from shirg.model.options import LAVIDA_MODES, VisualOptions
+from shirg.model.profile import NO_WATCH
+from shirg.model.visual import hires_visual, lavida_visual, splice
 from shirg.train.data import Batch
 
 
@@ -33,10 +35,19 @@ def complementary_masks(seeds: Sequence[int], length: int, eps: float = 1e-3) ->
     return torch.stack(rows) if rows else torch.zeros(0, length, dtype=torch.bool)
 
 
-def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: dict) -> list[Tensor]:
+def as_visual_options(visual: VisualOptions | dict | None) -> VisualOptions:
+    """``data.visual`` as VisualOptions (a plain dict of its fields is accepted too)."""
+    if visual is None:
+        return VisualOptions()
+    return visual if isinstance(visual, VisualOptions) else VisualOptions(**visual)
+
+
+def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: VisualOptions | dict | None = None,
+                  watch=NO_WATCH) -> list[Tensor]:
     """Visual token blocks [M_i, d] per sample, run in groups of one mode (``batch.modes``, else
-    ``mode``) and, for high-resolution modes, one resolution."""
-    watch = Stopwatch(model.device)
+    ``mode``) and, for high-resolution modes, one resolution. ``watch``: a
+    :class:`shirg.model.profile.Stopwatch` to time the stages; by default nothing is timed (a CUDA
+    synchronize per stage of every micro-step would stall the GPU)."""
     modes = batch.modes or [mode] * len(batch)
     groups: dict[tuple[str, int], list[int]] = {}
     for i, (m, r) in enumerate(zip(modes, batch.resolutions, strict=True)):
@@ -48,7 +59,7 @@ def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: dict) -> 
             blocks = lavida_visual(model, images, m, watch)
         else:
             blocks = hires_visual(model, images, [batch.questions[i] for i in idx], m,
-                                  VisualOptions(resolution=res, **visual), watch)
+                                  replace(as_visual_options(visual), resolution=res), watch)
         for i, b in zip(idx, blocks, strict=True):
             out[i] = b
     return out  # type: ignore[return-value]
@@ -82,7 +93,8 @@ class LossOutput:
     samples: int
 
 
-def diffusion_loss(model: LavidaModel, batch: Batch, mode: str, visual: dict, eps: float = 1e-3) -> LossOutput:
+def diffusion_loss(model: LavidaModel, batch: Batch, mode: str, visual: VisualOptions | dict | None,
+                   eps: float = 1e-3) -> LossOutput:
     """Complementary-masking loss of one micro-batch (B >= 1)."""
     vocab = model.config.llm.vocab_size
     blocks = visual_blocks(model, batch, mode, visual)
@@ -108,10 +120,10 @@ def diffusion_loss(model: LavidaModel, batch: Batch, mode: str, visual: dict, ep
 class LossModule(nn.Module):
     """What accelerate wraps (DDP needs the loss computed inside the wrapped module's forward)."""
 
-    def __init__(self, net: nn.Module, mode: str, visual: dict, eps: float) -> None:
+    def __init__(self, net: nn.Module, mode: str, visual: VisualOptions | dict | None, eps: float) -> None:
         super().__init__()
         self.net = net  # a PeftModel or the LavidaModel itself
-        self.mode, self.visual, self.eps = mode, dict(visual), eps
+        self.mode, self.visual, self.eps = mode, as_visual_options(visual), eps
 
     @property
     def lavida(self) -> LavidaModel:

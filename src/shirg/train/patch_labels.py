@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
+from shirg.entitygrid import COLOURS, QUESTIONS_FILE, SHAPES, draw_shape, label_font
 from shirg.errors import ConfigError, ImageError
-from shirg.evaluate.entitygrid import COLOURS, QUESTIONS_FILE, SHAPES, _draw_shape, _font
+from shirg.model.anyres import expand2square
+from shirg.vision.preprocess import load_image, to_tensor
 
 COLOUR_CLASSES = ("none", *sorted(COLOURS))
 SHAPE_CLASSES = ("none", *SHAPES)
@@ -100,7 +102,7 @@ def entity_geometry(s: SceneImage, e: dict) -> tuple[float, float, float, tuple[
         cy = (max(y0 + radius, y1 - radius - 1) + min(y0 + radius + 1, y1 - radius)) / 2
         return cx, cy, radius, (cx, cy)
     cy = y0 + radius + 0.5
-    x0, y0, x1, y1 = _font(s.label_px).getbbox(str(e["label"]))  # the glyph, drawn 3 px under the shape
+    x0, y0, x1, y1 = label_font(s.label_px).getbbox(str(e["label"]))  # the glyph, drawn 3 px under the shape
     return cx, cy, radius, (cx, cy + radius + 3 + (y1 - y0) / 2)
 
 
@@ -122,7 +124,7 @@ def patch_targets(s: SceneImage, grid: int, number_on: str = "centre") -> np.nda
     centres = []
     for k, e in enumerate(s.scene):
         cx, cy, r, centre = entity_geometry(s, e)
-        _draw_shape(draw, e["shape"], cx, cy, r, k + 1)
+        draw_shape(draw, e["shape"], cx, cy, r, k + 1)
         centres.append(centre)
     m = np.asarray(mask)
     # share of each patch covered by each entity (patch edges rounded to whole pixels)
@@ -165,8 +167,6 @@ class PatchLabelDataset(torch.utils.data.Dataset):
         return len(self.scenes)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        from shirg.model.anyres import expand2square
-        from shirg.vision.preprocess import load_image, to_tensor
 
         _, i = key
         s = self.scenes[i]

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from shirg.errors import ConfigError
-from shirg.model.inference import splice
 from shirg.model.lavida import LavidaModel
+from shirg.model.visual import splice
 from shirg.train.data import Sample, TrainDataset, collate
 from shirg.train.loss import denoise_logits, visual_blocks
 
@@ -24,7 +24,7 @@ from shirg.train.loss import denoise_logits, visual_blocks
 @torch.no_grad()
 def slot_losses(model: LavidaModel, batch, mode: str, visual: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(cross-entropy [B, La], argmax hit [B, La]) of every answer slot with all slots masked."""
-    blocks = visual_blocks(model, batch, mode, dict(visual or {}))
+    blocks = visual_blocks(model, batch, mode, visual)
     prefix, prefix_mask = splice(model, batch.prompt_ids, blocks)
     answer = batch.answer_ids.to(prefix.device)
     noisy = torch.full_like(answer, model.config.llm.mask_token_id)

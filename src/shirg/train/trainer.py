@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,15 @@ from safetensors.torch import load_file, save_file
 
 from shirg.errors import ConfigError
 from shirg.io import replace_dir, write_dir, write_text
+from shirg.model.adapter import load_model
+from shirg.model.options import LAVIDA_MODES, VisualOptions
+from shirg.train.adapter import merge_lora, save_adapter, write_lavida_checkpoint
 from shirg.train.config import TrainConfig
+from shirg.train.data import PositionSampler, TrainDataset, collate, load_mixture, load_sources, snap_resolution
+from shirg.train.lora import describe, make_trainable, parameter_groups
+from shirg.train.loss import LossModule
+from shirg.train.patch_labels import PatchLabelDataset, PatchLabelModule, collate_patches, load_scenes, make_head
+from shirg.train.plot import loss_curve
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -204,12 +212,6 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
-        import shirg
-        from shirg.model.inference import LAVIDA_MODES, VisualOptions
-        from shirg.train.data import TrainDataset, load_mixture, load_sources
-        from shirg.train.lora import describe, make_trainable, parameter_groups
-        from shirg.train.loss import LossModule
-
         cfg = self.cfg
         if not cfg.model.path:
             raise ConfigError("model.path is empty; set it to a LaViDa checkpoint folder (--set model.path=DIR)")
@@ -237,16 +239,14 @@ class Trainer:
         set_seed(cfg.run.seed)
         modes = cfg.modes()
         resolutions = sorted({r for r in cfg.data.resolutions})
-        from shirg.train.data import snap_resolution
-
         for mode in modes:
             if mode in LAVIDA_MODES:
                 VisualOptions().validate(mode)
                 continue
             for r in resolutions:
-                VisualOptions(resolution=snap_resolution(r, cfg.data.snap), **cfg.data.visual).validate(mode)
-        # resolve_dtype (inside shirg.load) reads "auto" as bf16 on CUDA, fp32 elsewhere
-        lavida = shirg.load(cfg.model.path, device=acc.device, dtype=cfg.model.dtype,
+                replace(cfg.data.visual, resolution=snap_resolution(r, cfg.data.snap)).validate(mode)
+        # resolve_dtype (inside load_model) reads "auto" as bf16 on CUDA, fp32 elsewhere
+        lavida = load_model(cfg.model.path, device=acc.device, dtype=cfg.model.dtype,
                             shirg_weights=cfg.model.shirg_weights)
         if cfg.run.gradient_checkpointing:
             lavida.model.gradient_checkpointing = True
@@ -259,8 +259,6 @@ class Trainer:
                      acc.device, acc.num_processes, acc.mixed_precision, torch.get_num_threads())
 
         if cfg.data.objective == "patch_labels":
-            from shirg.train.patch_labels import PatchLabelDataset, PatchLabelModule, load_scenes, make_head
-
             samples, max_label = load_scenes(cfg.data.entitygrid)
             self.dataset = PatchLabelDataset(samples, snap_resolution(cfg.data.resolutions[0], cfg.data.snap),
                                              lavida.config.vision.image_size,
@@ -325,8 +323,6 @@ class Trainer:
             # every process writes its partition of the model and optimizer state (ZeRO); the engine's
             # copy is the one resumed from, since the module's own weights may be 16-bit or partitioned
             acc.save_state(str(tmp / ENGINE_STATE))
-        from shirg.train.adapter import save_adapter
-
         with gathered(self._adapter_params(), self.zero_stage):  # collective under ZeRO-3: all processes
             if acc.is_main_process:
                 if self.deepspeed:
@@ -411,15 +407,12 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
-        from shirg.train.data import PositionSampler, collate
-
         cfg, acc, st = self.cfg, self.acc, self.state
         accum = cfg.run.grad_accum
         sampler = PositionSampler(len(self.dataset), cfg.run.batch_size, acc.num_processes, acc.process_index,
                                   cfg.run.seed, start=st.micro_step, stop=self.total_steps * accum)
-        if cfg.data.objective == "patch_labels":
-            from shirg.train.patch_labels import collate_patches as collate
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+        collate_fn = collate_patches if cfg.data.objective == "patch_labels" else collate
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_fn,
                                              num_workers=cfg.data.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.run.seed))
         batches = iter(loader)
@@ -495,8 +488,6 @@ class Trainer:
 
     def finish(self) -> dict[str, str]:
         """Final outputs: the adapter folder, plus a full LaViDa checkpoint when base weights were trained."""
-        from shirg.train.adapter import merge_lora, save_adapter, write_lavida_checkpoint
-
         acc, cfg, out = self.acc, self.cfg, {}
         if acc.is_main_process and self.state.skipped_images:
             log.warning("%d training sample(s) were skipped because their image could not be read",
@@ -525,8 +516,6 @@ class Trainer:
 
     def _plot_loss(self) -> None:
         """OUTPUT/loss.png from metrics.jsonl (a plotting failure never stops training)."""
-        from shirg.train.plot import loss_curve
-
         try:
             loss_curve(self.out / METRICS, self.out / "loss.png")
         except Exception as e:  # noqa: BLE001 - the curve is a convenience; the metrics file is the record

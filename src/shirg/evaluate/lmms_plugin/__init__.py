@@ -22,6 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shirg.errors import ConfigError
+from shirg.model.adapter import load_model as _load_model
+from shirg.model.answer import HiresFailure
+from shirg.model.options import VisualOptions
+from shirg.tokens.options import parse_weights
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,6 @@ class GenerationRequest:
 
 def parse_model_args(**kwargs) -> dict:
     """lmms-eval passes ``--model_args a=1,b=x`` as strings; turn them into answer()/VisualOptions values."""
-    from shirg.commands._common import parse_weights
-    from shirg.model.inference import VisualOptions
-
     fields = VisualOptions.__dataclass_fields__
     visual, rest = {}, {}
     for key, value in kwargs.items():
@@ -66,9 +67,7 @@ def load_model(pretrained: str, device: str = "cuda", dtype: str | None = None, 
                adapter: str | None = None):
     """The model ``ShirgLMMs`` answers with: :func:`shirg.load` with the adapter folder applied
     exactly as ``shirg answer --adapter`` / ``shirg eval --adapter`` apply it."""
-    import shirg
-
-    return shirg.load(pretrained, device=device, dtype=_none(dtype), shirg_weights=_none(shirg_weights),
+    return _load_model(pretrained, device=device, dtype=_none(dtype), shirg_weights=_none(shirg_weights),
                       adapter=_none(adapter))
 
 
@@ -80,12 +79,17 @@ def _until(text: str, stops: Sequence[str]) -> str:
 
 
 def generate_until(model, requests: Sequence[GenerationRequest], mode: str = "shirg", options=None,
-                   steps: int | None = None, block_length: int = 32, kv_cache: str = "native") -> list[str]:
+                   steps: int | None = None, block_length: int = 32, kv_cache: str = "native",
+                   failures: list | None = None) -> list[str]:
     """Answer lmms-eval ``generate_until`` requests one by one with ``model.answer``.
 
     ``max_new_tokens`` becomes the answer length L (rounded up to a multiple of the block length),
     ``steps`` defaults to L (one token per step, LaViDa's evaluation setting), ``temperature`` is
     passed through, and the text is cut at the first ``until`` string.
+
+    A request whose high-resolution pass fails is a failure of ``mode``, never an answer of another
+    mode: its text is empty (lmms-eval scores it wrong), a warning names it, and ``failures`` (when
+    given) receives (request index, reason).
     """
     out = []
     for req in requests:
@@ -99,9 +103,18 @@ def generate_until(model, requests: Sequence[GenerationRequest], mode: str = "sh
         length = -(-length // block) * block
         stops = gen.get("until") or []
         stops = [stops] if isinstance(stops, str) else list(stops)
-        ans = model.answer([req.visuals[0]], [req.context], mode=mode, options=options, gen_length=length,
-                           steps=steps or length, block_length=block, temperature=float(gen.get("temperature", 0) or 0),
-                           kv_cache=kv_cache)[0]
+        try:
+            ans = model.answer([req.visuals[0]], [req.context], mode=mode, options=options, gen_length=length,
+                               steps=steps or length, block_length=block,
+                               temperature=float(gen.get("temperature", 0) or 0), kv_cache=kv_cache)[0]
+        except HiresFailure as e:
+            reason = next(iter(e.reasons.values()))
+            log.warning("request %d: %s mode failed (%s); counted as a failed answer of %s", len(out), mode,
+                        reason, mode)
+            if failures is not None:
+                failures.append((len(out), reason))
+            out.append("")
+            continue
         out.append(_until(ans.text, stops).strip())
     return out
 
@@ -139,6 +152,7 @@ class ShirgLMMs(_LmmsBase):  # type: ignore[misc, valid-type]
         self.kv_cache = kv_cache
         self.batch_size_per_gpu = int(batch_size)
         self.model = load_model(pretrained, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter)
+        self.failures: list[tuple[str, object, str]] = []  # (task, doc_id, reason) of failed high-res passes
 
     def generate_until(self, requests) -> list[str]:
         out = []
@@ -146,8 +160,13 @@ class ShirgLMMs(_LmmsBase):  # type: ignore[misc, valid-type]
             context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
             visuals = doc_to_visual(self.task_dict[task][split][doc_id])
             visuals = [v for v in (visuals or []) if v is not None]
+            failed: list = []
             out += generate_until(self.model, [GenerationRequest(context, gen_kwargs, visuals)], self.mode,
-                                  self.options, self.steps, self.block_length, self.kv_cache)
+                                  self.options, self.steps, self.block_length, self.kv_cache, failures=failed)
+            self.failures += [(task, doc_id, reason) for _, reason in failed]
+        if self.failures:
+            log.warning("%s mode: %d request(s) failed so far (empty answers, scored wrong)", self.mode,
+                        len(self.failures))
         return out
 
     def loglikelihood(self, requests):

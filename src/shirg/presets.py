@@ -16,6 +16,7 @@ import torch
 
 from shirg.errors import ConfigError, resolve_device
 from shirg.model.lavida import LavidaConfig, LavidaModel
+from shirg.model.loading import load_tokenizer
 from shirg.testing import build_tiny_tokenizer, tiny_lavida_config
 from shirg.vision.siglip import SO400M
 
@@ -65,8 +66,6 @@ def build_preset(name: str, device: str | torch.device = "cpu", dtype: torch.dty
         else:
             p.normal_(0.0, 0.02, generator=gen)
     model.model.vision_tower.rebuild_buffers(device)
-    from shirg.model.loading import load_tokenizer
-
     with tempfile.TemporaryDirectory(prefix="shirg-tok-") as tok_dir:
         build_tiny_tokenizer(tok_dir)
         model.tokenizer = load_tokenizer(tok_dir)  # a fast tokenizer keeps everything in memory

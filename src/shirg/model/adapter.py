@@ -1,0 +1,65 @@
+"""Applying a trained adapter at load time: PEFT LoRA layers (unmerged) and SHIRG weights.
+
+Saving adapters and merging them into LaViDa checkpoints is training's business
+(:mod:`shirg.train.adapter`); reading one is loading, so it lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shirg.errors import CheckpointError, ConfigError
+from shirg.model.lavida import LavidaModel
+from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None) -> LavidaModel:
+    """Load a LaViDa-LLaDA checkpoint folder (:func:`shirg.model.loading.load`) and apply ``adapter``.
+
+    ``adapter``: a folder written by ``shirg train`` (PEFT LoRA adapter and/or
+    ``shirg_weights.safetensors``); its LoRA layers are applied unmerged and its SHIRG weights
+    loaded (an explicit ``shirg_weights`` file wins). A ``.safetensors`` file is plain SHIRG
+    weights, the same as ``shirg_weights`` (passing both is an error).
+    """
+    if adapter is not None and shirg_weights is not None and Path(adapter).is_file():
+        raise ConfigError(f"adapter {adapter} is a SHIRG weights file and shirg_weights is given too; pass one of them")
+    model = load(path, device=device, dtype=dtype, shirg_weights=shirg_weights)
+    if adapter is not None:
+        model = apply_adapter(model, adapter, shirg_weights=shirg_weights is None)
+    return model
+
+
+def apply_adapter(model: LavidaModel, adapter_dir: str | Path, shirg_weights: bool = True) -> LavidaModel:
+    """Put a saved adapter's LoRA layers into ``model`` (unmerged, inference only) and load the
+    folder's SHIRG weights when present. Returns the same LavidaModel, LoRA layers inside.
+
+    ``adapter_dir`` may also be a ``.safetensors`` file: plain SHIRG weights (no LoRA), loaded
+    when ``shirg_weights`` is true."""
+    folder = Path(adapter_dir)
+    if folder.is_file():
+        if folder.suffix != ".safetensors":
+            raise CheckpointError(f"adapter {folder} is a file but not .safetensors; pass the adapter folder "
+                                  f"written by `shirg train` or a SHIRG weights file ({SHIRG_WEIGHTS})")
+        if shirg_weights:
+            load_shirg_weights(model, folder)
+        return model.eval()
+    if not folder.is_dir():
+        raise CheckpointError(f"adapter folder {folder} does not exist")
+    has_lora = (folder / ADAPTER_CONFIG).is_file()
+    has_shirg = (folder / SHIRG_WEIGHTS).is_file()
+    if not has_lora and not has_shirg:
+        raise CheckpointError(f"{folder} holds neither {ADAPTER_CONFIG} (a PEFT adapter) nor {SHIRG_WEIGHTS}; "
+                              "pass the adapter folder written by `shirg train`")
+    if has_lora:
+        from peft import PeftModel
+
+        try:
+            peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"cannot apply the adapter in {folder} to this model: {e}") from e
+        model = peft_model.base_model.model
+    if has_shirg and shirg_weights:
+        load_shirg_weights(model, folder / SHIRG_WEIGHTS)
+    return model.eval()

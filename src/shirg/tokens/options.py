@@ -1,0 +1,34 @@
+"""SHIRG's switches and their defaults, in one dataclass (torch-free: the CLI reads it at start-up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shirg.errors import ConfigError
+
+DEFAULT_WEIGHTS = (0.7, -0.2, -0.1)  # signed (w_sim, w_nbr, w_ctr) of the distance-aware score
+TEXT_POOLS = ("max", "mean")  # how Sim_i pools over the question tokens
+SCORE_SOURCES = ("text", "saliency")  # where Sim_i comes from
+
+
+@dataclass
+class ShirgOptions:
+    """Every SHIRG switch and its default: the score weights and source, question pooling,
+    per-cell coverage and neighbour-aware 2 x 2 merging (docs/method.md)."""
+
+    weights: tuple[float, ...] = DEFAULT_WEIGHTS
+    source: str = "text"
+    text_pool: str = "max"
+    coverage: bool = True
+    merge: bool = True
+    merge_eps: float = 0.05
+
+
+def parse_weights(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError as e:
+        raise ConfigError(f"--weights must be three comma-separated numbers like 0.7,-0.2,-0.1, got {text!r}") from e
+    if len(values) != 3:
+        raise ConfigError(f"--weights needs 3 values (sim, nbr, ctr), got {len(values)}: {text!r}")
+    return values
