@@ -647,3 +647,13 @@ def test_two_runs_in_one_process_with_different_precisions(tiny_ckpt, tmp_path):
         losses[len(losses)] = train(cfg)["losses"]
     assert all(np.isfinite(v).all() for v in losses.values())
     assert losses[0] == losses[2]  # the float32 run is unchanged by the bf16 run between
+
+
+def test_every_configured_objective_has_one_object():
+    from shirg.train.config import OBJECTIVES as NAMES
+    from shirg.train.objectives import OBJECTIVES, AnswerObjective, PatchLabelObjective
+    from shirg.train.patch_labels import collate_patches
+
+    assert set(OBJECTIVES) == set(NAMES)
+    assert OBJECTIVES["answer"] is AnswerObjective and OBJECTIVES["patch_labels"] is PatchLabelObjective
+    assert PatchLabelObjective().collate is collate_patches

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     model, _ = load_model(args, adapter=args.adapter, shirg_weights=args.shirg_weights)
     records = []
     for m in modes:
-        ans = model.answer([image], [args.question], mode=m, options=opts, **gen)[0]
+        ans = model.answer([image], [args.question], mode=m, options=opts, fallback="lavida", **gen)[0]
         meta = ans.meta
         times = " ".join(f"{k} {v * 1e3:.0f}ms" for k, v in meta["time_s"].items())
         note = f"  [fell back to lavida: {meta['fallback_reason']}]" if meta.get("fallback") else ""

@@ -85,15 +85,19 @@ def run(args: argparse.Namespace) -> int:
     records, panels = [], []
     for m in modes:
         model = adapted if m == "shirg" else base
-        model.answer([image], [question], mode=m, options=opts, **gen)  # warm-up: first-call costs
-        ans = model.answer([image], [question], mode=m, options=opts, **gen)[0]
+        model.answer([image], [question], mode=m, options=opts, fallback="lavida", **gen)  # warm-up: first-call costs
+        ans = model.answer([image], [question], mode=m, options=opts, fallback="lavida", **gen)[0]
         meta = ans.meta
         times = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in meta["time_s"].items())
         correct = ans.text.strip().lower() in {e.lower() for e in expected} if expected else None
         mark = "" if correct is None else "  (correct)" if correct else "  (wrong)"
+        if meta.get("fallback"):
+            mark += f"  [fell back to lavida: {meta['fallback_reason']}]"
         print(f"[{m:>6}] {ans.text!r}{mark}\n         {meta['visual_tokens']} visual tokens; {times}")
         records.append({"mode": m, "answer": ans.text, "expected": expected, "correct": correct,
-                        "visual_tokens": meta["visual_tokens"], "time_s": meta["time_s"]})
+                        "visual_tokens": meta["visual_tokens"], "time_s": meta["time_s"]}
+                       | ({"fallback": meta["fallback"], "fallback_reason": meta["fallback_reason"]}
+                          if meta.get("fallback") else {}))
         if ans.selection is not None:
             panels.append((m, ans))
     out = Path(args.out)

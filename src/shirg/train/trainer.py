@@ -20,16 +20,13 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
-from collections.abc import Iterable
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
@@ -39,18 +36,30 @@ from shirg.io import replace_dir, write_dir, write_text
 from shirg.model.adapter import load_model
 from shirg.model.options import LAVIDA_MODES, VisualOptions
 from shirg.train.adapter import merge_lora, save_adapter, write_lavida_checkpoint
+from shirg.train.checkpoints import (
+    CHECKPOINTS,
+    ENGINE_STATE,
+    METRICS,
+    TRAINABLE_NAMES,
+    checkpoint_dirs,
+    rng_state,
+    set_rng_state,
+)
 from shirg.train.config import TrainConfig
-from shirg.train.data import PositionSampler, TrainDataset, collate, load_mixture, load_sources, snap_resolution
+from shirg.train.data import PositionSampler, snap_resolution
+from shirg.train.deepspeed import (  # noqa: F401 - grad_norm_value, loss_divisor: re-exported, used below
+    configure_deepspeed,
+    gathered,
+    grad_norm_value,
+    is_deepspeed,
+    loss_divisor,
+    zero_stage,
+)
 from shirg.train.lora import describe, make_trainable, parameter_groups
-from shirg.train.loss import LossModule
-from shirg.train.patch_labels import PatchLabelDataset, PatchLabelModule, collate_patches, load_scenes, make_head
+from shirg.train.objectives import OBJECTIVES
 from shirg.train.plot import loss_curve
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
-METRICS = "metrics.jsonl"
-ENGINE_STATE = "accelerate"  # DeepSpeed checkpoints: accelerate.save_state's folder (partitioned engine state)
-TRAINABLE_NAMES = "trainable.json"  # DeepSpeed checkpoints: the trainable parameter names (weights are in the engine)
 
 
 @dataclass
@@ -104,101 +113,6 @@ def _mixed_precision(cfg: TrainConfig) -> str | None:
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None  # as the accelerate launch config says
     return "no" if _use_cpu() else "bf16"
-
-
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
-    root = Path(output_dir) / CHECKPOINTS
-    return sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
-
-
-# ---------------------------------------------------------------------- DeepSpeed decisions (pure, unit-tested)
-
-
-def is_deepspeed(distributed_type: Any) -> bool:
-    """Whether accelerate runs this process under DeepSpeed (``acc.distributed_type``)."""
-    return str(getattr(distributed_type, "value", distributed_type)).upper() == "DEEPSPEED"
-
-
-def zero_stage(acc: Any) -> int:
-    """The DeepSpeed ZeRO stage of ``acc``, 0 when DeepSpeed is not in use."""
-    if not is_deepspeed(acc.distributed_type):
-        return 0
-    return int(acc.state.deepspeed_plugin.zero_stage or 0)
-
-
-def loss_divisor(deepspeed: bool, accum: int, accelerator_accum: int = 1) -> float:
-    """What a micro-batch loss is divided by before ``acc.backward`` so that one optimizer step's
-    gradient is the mean over its ``accum`` micro-batches, scaled exactly once.
-
-    Outside DeepSpeed, ``acc.backward`` itself divides by ``acc.gradient_accumulation_steps`` (1 unless
-    ``accelerate launch --gradient_accumulation_steps`` set it), so the trainer divides by the rest.
-    Under DeepSpeed the engine's ``backward`` divides by its own ``gradient_accumulation_steps``, which
-    the trainer sets to ``accum``: dividing again would scale the gradients by 1/accum twice.
-    """
-    if accum < 1 or accelerator_accum < 1:
-        raise ValueError("gradient accumulation steps must be >= 1")
-    return 1.0 if deepspeed else accum / accelerator_accum
-
-
-def grad_norm_value(norm: Any) -> float | None:
-    """The logged gradient norm: a float, or None when none is known. ``acc.clip_grad_norm_`` returns
-    None under DeepSpeed before the engine is set up (and some DeepSpeed versions report None or a
-    non-finite norm), which must not crash the loop."""
-    if norm is None:
-        return None
-    value = float(norm.item() if hasattr(norm, "item") else norm)
-    return value if math.isfinite(value) else None
-
-
-def configure_deepspeed(ds_config: dict[str, Any], cfg: TrainConfig, num_processes: int) -> list[str]:
-    """Make the DeepSpeed config (``acc.state.deepspeed_plugin.deepspeed_config``) agree with the
-    training config before ``acc.prepare``: the engine accumulates ``run.grad_accum`` micro-batches of
-    ``run.batch_size`` per process and clips to ``optim.max_grad_norm`` (0 = off). The trainer feeds
-    its own batches (no prepared DataLoader), so the micro-batch size must be explicit here.
-    Returns a warning for each value a launch config set differently (the training config wins)."""
-    run = cfg.run
-    wanted = {
-        "gradient_accumulation_steps": run.grad_accum,
-        "train_micro_batch_size_per_gpu": run.batch_size,
-        "train_batch_size": run.batch_size * run.grad_accum * num_processes,
-        "gradient_clipping": float(cfg.optim.max_grad_norm or 0.0),
-    }
-    warnings = []
-    for key, value in wanted.items():
-        old = ds_config.get(key, "auto")
-        if old not in ("auto", None) and old != value:
-            warnings.append(f"DeepSpeed config sets {key}={old}; using {value} from the training config")
-        ds_config[key] = value
-    return warnings
-
-
-def gathered(params: Iterable[torch.nn.Parameter], stage: int, modifier_rank: int | None = None
-             ) -> AbstractContextManager:
-    """Full values of ZeRO-3 partitioned ``params`` inside the context (entered on every process);
-    a no-op for any other stage. deepspeed is imported only here, when it is in use."""
-    if stage != 3:
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=modifier_rank)
 
 
 class Trainer:
@@ -258,33 +172,9 @@ class Trainer:
             log.info("device %s, %d process(es), mixed precision %s, %d CPU thread(s) per process",
                      acc.device, acc.num_processes, acc.mixed_precision, torch.get_num_threads())
 
-        if cfg.data.objective == "patch_labels":
-            samples, max_label = load_scenes(cfg.data.entitygrid)
-            self.dataset = PatchLabelDataset(samples, snap_resolution(cfg.data.resolutions[0], cfg.data.snap),
-                                             lavida.config.vision.image_size,
-                                             number_on=cfg.data.patch_number)
-            # the head lives on the LavidaModel (so checkpoints and resume hold it) but outside
-            # model.model, so the LaViDa checkpoint written at the end does not
-            lavida.patch_head = make_head(lavida.config.vision.hidden_size, max_label).to(acc.device)
-            module = PatchLabelModule(lavida, lavida.patch_head, max_label)
-        else:
-            if cfg.data.mixture:
-                samples = load_mixture(cfg.data.mixture, seed=cfg.run.seed)
-            else:
-                samples = load_sources(cfg.data.sources, ".", cfg.run.seed)
-            if not samples:
-                raise ConfigError("the training data is empty: set data.mixture or data.sources")
-            tok = lavida.tokenizer
-            eot = lavida.config.eot_token_id
-            if eot is None:
-                eot_guess = tok.convert_tokens_to_ids("<|eot_id|>")
-                eot = eot_guess if isinstance(eot_guess, int) and eot_guess >= 0 else None
-            self.dataset = TrainDataset(samples, tok, answer_length=cfg.data.answer_length,
-                                        eos_id=lavida.config.llm.eos_token_id,
-                                        eot_id=eot if cfg.data.end_with_eot else None,
-                                        resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
-                                        modes=modes)
-            module = LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
+        objective = OBJECTIVES[cfg.data.objective]()
+        samples, self.dataset, module = objective.build(cfg, lavida, tm, acc.device, modes)
+        self.collate = objective.collate
         self.trainable_names = [n for n, _ in tm.named_trainable()]  # after stage 0's head is attached
         self.global_batch = cfg.run.batch_size * acc.num_processes
         self.micro_per_epoch = len(samples) // self.global_batch
@@ -411,8 +301,7 @@ class Trainer:
         accum = cfg.run.grad_accum
         sampler = PositionSampler(len(self.dataset), cfg.run.batch_size, acc.num_processes, acc.process_index,
                                   cfg.run.seed, start=st.micro_step, stop=self.total_steps * accum)
-        collate_fn = collate_patches if cfg.data.objective == "patch_labels" else collate
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_fn,
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collate,
                                              num_workers=cfg.data.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.run.seed))
         batches = iter(loader)
