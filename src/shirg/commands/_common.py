@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 
 from shirg.canvas import DEFAULT_RESOLUTION, canvas_resolution  # DEFAULT_RESOLUTION: also bench --analytic
-from shirg.tokens.options import parse_weights  # noqa: F401 - re-exported for the commands
+from shirg.tokens.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions, parse_weights
+
+_SHIRG = ShirgOptions()  # the flags' defaults: SHIRG's, from one dataclass
 
 
 def add_visual_options(p: argparse.ArgumentParser) -> None:
@@ -22,10 +24,11 @@ def add_visual_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-scaffold", action="store_true", help="do not prepend the pooled scaffold tokens")
     g.add_argument("--no-merge", action="store_true", help="SHIRG: no neighbour-aware 2 x 2 merging")
     g.add_argument("--no-coverage", action="store_true", help="SHIRG: no per-cell coverage guarantee")
-    g.add_argument("--merge-eps", type=float, default=0.05)
-    g.add_argument("--weights", default=None, help="signed sim,nbr,ctr weights (default SHIRG's 0.7,-0.2,-0.1)")
-    g.add_argument("--score", default="text", choices=["text", "saliency"], help="SHIRG relevance source")
-    g.add_argument("--text-pool", default="max", choices=["max", "mean"])
+    g.add_argument("--merge-eps", type=float, default=_SHIRG.merge_eps)
+    g.add_argument("--weights", default=None, help="signed sim,nbr,ctr weights (default SHIRG's "
+                   f"{','.join(f'{w:g}' for w in _SHIRG.weights)})")
+    g.add_argument("--score", default=_SHIRG.source, choices=SCORE_SOURCES, help="SHIRG relevance source")
+    g.add_argument("--text-pool", default=_SHIRG.text_pool, choices=TEXT_POOLS)
     g.add_argument("--no-coords", action="store_true", help="SHIRG: no coordinate embedding")
     g.add_argument("--seed", type=int, default=0, help="seed of the random baseline and of sampling")
 
@@ -47,7 +50,6 @@ def default_resolution(model_dir: str | None) -> int:
 
 def visual_options(args: argparse.Namespace):
     from shirg.model.options import VisualOptions
-    from shirg.tokens.scoring import DEFAULT_WEIGHTS
 
     resolution = args.resolution or default_resolution(getattr(args, "model", None))
     return VisualOptions(
@@ -57,7 +59,7 @@ def visual_options(args: argparse.Namespace):
         merge=not args.no_merge,
         merge_eps=args.merge_eps,
         coverage=not args.no_coverage,
-        weights=parse_weights(args.weights) if args.weights else DEFAULT_WEIGHTS,
+        weights=parse_weights(args.weights) if args.weights else _SHIRG.weights,
         score=args.score,
         text_pool=args.text_pool,
         coords=not args.no_coords,
