@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from shirg.canvas import DEFAULT_RESOLUTION, canvas_resolution  # DEFAULT_RESOLUTION: also bench --analytic
-from shirg.tokens.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions, parse_weights
+from shirg.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions, parse_weights
 
 _SHIRG = ShirgOptions()  # the flags' defaults: SHIRG's, from one dataclass
 

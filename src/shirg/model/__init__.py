@@ -9,7 +9,7 @@
 """
 
 from shirg.model.adapter import apply_adapter, load_model
-from shirg.model.answer import Answer, HiresFailure, answer
+from shirg.model.answer import Answer, HiresFailure  # answering itself: LavidaModel.answer / model.answer.answer
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.model.loading import load
 from shirg.model.options import HIRES_MODES, LAVIDA_MODES, MODES, VisualOptions, reads_question
@@ -18,6 +18,6 @@ from shirg.model.visual import hires_visual, lavida_visual, select_visual, splic
 
 __all__ = [
     "HIRES_MODES", "LAVIDA_MODES", "MODES", "Answer", "HiresFailure", "LavidaConfig", "LavidaModel", "Stopwatch",
-    "VisualOptions", "answer", "apply_adapter", "hires_visual", "lavida_visual", "load", "load_model",
+    "VisualOptions", "apply_adapter", "hires_visual", "lavida_visual", "load", "load_model",
     "reads_question", "select_visual", "splice",
 ]

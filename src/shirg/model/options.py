@@ -2,7 +2,7 @@
 
 ``MODES`` derives from the strategy registry: LaViDa's own layouts, ``full`` (every hi-detail
 token) and one mode per registered strategy. The SHIRG defaults live in
-:class:`shirg.tokens.options.ShirgOptions`; :class:`VisualOptions` takes its defaults from there.
+:class:`shirg.options.ShirgOptions`; :class:`VisualOptions` takes its defaults from there.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, fields
 
 import shirg.tokens.builtin  # noqa: F401 - registers every built-in strategy before MODES is read
 from shirg.errors import ConfigError
+from shirg.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions
 from shirg.tokens.dual_scale import default_k, scaffold_size
-from shirg.tokens.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions
 from shirg.tokens.registry import strategy_names, strategy_spec
 from shirg.tokens.scoring import check_weights
 from shirg.tokens.selection import check_budget

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shirg.errors import ConfigError
-from shirg.tokens.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS
+from shirg.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS
 from shirg.tokens.types import DualScaleTokens, TextContext
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shirg.tokens.options import ShirgOptions
+from shirg.options import ShirgOptions
 from shirg.tokens.registry import register
 from shirg.tokens.scoring import shirg_scores
 from shirg.tokens.selection import Candidates, check_budget, covered_topk, merge_neighbours

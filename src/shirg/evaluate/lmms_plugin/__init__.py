@@ -25,7 +25,7 @@ from shirg.errors import ConfigError
 from shirg.model.adapter import load_model as _load_model
 from shirg.model.answer import HiresFailure
 from shirg.model.options import VisualOptions
-from shirg.tokens.options import parse_weights
+from shirg.options import parse_weights
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""SHIRG's switches and their defaults, in one dataclass (torch-free: the CLI reads it at start-up)."""
+"""SHIRG's switches and their defaults, in one dataclass. A base module (torch-free: the CLI reads
+it at start-up); the token strategies and the model's VisualOptions take their defaults from here."""
 
 from __future__ import annotations
 
