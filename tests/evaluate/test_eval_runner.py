@@ -218,7 +218,8 @@ def test_evidence_reuses_the_answers_selection(world, tmp_path, mode):
 
 def test_answer_keeps_its_selection_out_of_to_dict(world):
     from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches
-    from shirg.evaluate.runner import sample_evidence, selection_for
+    from shirg.evaluate.runner import sample_evidence
+    from shirg.model.visual import selection_for
 
     model = world["model"]
     samples = load_samples("entitygrid", world["data"], limit=2)
@@ -229,7 +230,8 @@ def test_answer_keeps_its_selection_out_of_to_dict(world):
         assert set(ans.to_dict()) == {"text", "token_ids", "meta"}
         json.dumps(ans.to_dict())
         assert ans.selection.features.shape[:2] == (1, ans.meta["visual_tokens"])
-        again, prep = selection_for(model, img, s.question, spec)  # same question, no suffix: same selection
+        # same question, no suffix: same selection
+        again, prep = selection_for(model, img, s.question, spec.mode, spec.options)
         assert torch.equal(again.index, ans.selection.index) and tuple(prep.content_box) == ans.content_box
         entity = entity_patches(s.boxes, img.size, prep.content_box, again.grid)
         assert sample_evidence(model, img, s, spec, ans)["evidence_recall"] == evidence_recall(entity,

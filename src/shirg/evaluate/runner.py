@@ -226,25 +226,26 @@ def run_shard(
 
 def answer_or_fail(model, images: list, questions: list[str], gen: dict) -> list:
     """``model.answer`` for a batch with no fallback; where the high-resolution pass fails the batch is
-    answered sample by sample, and a sample that still fails gives its reason (a str) instead of an Answer."""
+    answered sample by sample (``answer`` itself already retried a failing batch per sample), and a
+    sample that still fails gives its reason (a str) instead of an Answer."""
     try:
         return model.answer(images, questions, **gen)
-    except HiresFailure:
+    except HiresFailure as e:
         if len(images) == 1:
-            return _one_or_reason(model, images[0], questions[0], gen)
+            return [_failure(e)]
     out = []
     for img, q in zip(images, questions, strict=True):
-        out += _one_or_reason(model, img, q, gen)
+        try:
+            out += model.answer([img], [q], **gen)
+        except HiresFailure as e:
+            out.append(_failure(e))
     return out
 
 
-def _one_or_reason(model, image, question: str, gen: dict) -> list:
-    try:
-        return model.answer([image], [question], **gen)
-    except HiresFailure as e:
-        reason = next(iter(e.reasons.values()))
-        log.warning("%s mode failed on a sample (%s); recorded as a failed answer", e.mode, reason)
-        return [reason]
+def _failure(e: HiresFailure) -> str:
+    reason = next(iter(e.reasons.values()))
+    log.warning("%s mode failed on a sample (%s); recorded as a failed answer", e.mode, reason)
+    return reason
 
 
 def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason: str, rank: int) -> dict:
