@@ -28,7 +28,7 @@ from shirg.train.patch_labels import (
 )
 from shirg.train.trainer import Trainer, checkpoint_dirs
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _grid_folder(root: Path, place: str, n: int = 6, size: int = 336, seed: int = 3, **more) -> Path:
@@ -146,7 +146,7 @@ def stage0_setup(tmp_path_factory):
 
 
 def _stage0_config(ckpt: Path, data: Path, out: Path, *more: str):
-    return load_config(CONFIGS / "small" / "attempt5" / "stage0.yaml", [
+    return load_config(CONFIGS / "small" / "stage0.yaml", [
         f"model.path={ckpt}", f"data.entitygrid=[{data}]", "data.resolutions=[112]", f"run.output_dir={out}",
         "run.batch_size=4", "run.max_steps=4", "run.checkpoint_every=2", "run.mixed_precision=no",
         "optim.warmup_steps=0", *more])

@@ -48,7 +48,7 @@ from shirg.train.trainer import (
     zero_stage,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 TINY = CONFIGS / "train_tiny_cpu.yaml"
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "black": (0, 0, 0)}
