@@ -298,7 +298,7 @@ def test_overfit_frozen_weights_adapter_round_trip_and_export(tiny_ckpt, tmp_pat
 
     # writing the final adapter again swaps a complete folder in; a failed write keeps the old one
     before = {f.name: f.read_bytes() for f in adapter.iterdir()}
-    import shirg.train.adapter as adapter_module
+    import shirg.train.trainer as trainer_module  # the trainer's own reference to save_adapter
 
     def broken_save(peft_model, lavida, out_dir, save_shirg=True):
         Path(out_dir).mkdir(parents=True)
@@ -306,7 +306,7 @@ def test_overfit_frozen_weights_adapter_round_trip_and_export(tiny_ckpt, tmp_pat
         raise OSError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(adapter_module, "save_adapter", broken_save)
+        m.setattr(trainer_module, "save_adapter", broken_save)
         with pytest.raises(OSError, match="disk full"):
             trainer.finish()
     assert {f.name: f.read_bytes() for f in adapter.iterdir()} == before
