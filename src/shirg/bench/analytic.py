@@ -398,6 +398,150 @@ def _flops_cell(stage: dict) -> str:
     return f"{stage['flops'] / 1e9:,.0f} / {stage['bytes'] / 1e9:.2f} ({stage['bound'][0]})"
 
 
+# ----------------------------------------------------------------------------- weight formats
+# Roofline per weight format (the conventions above: batch 1, lower bounds,
+# activation traffic left out). Only the language model's linears change format (what
+# :mod:`shirg.model.quantize` quantizes); the embedding table, norms, tower and projector stay bf16.
+# Bytes per linear weight:
+#
+# - bf16: 2.
+# - int8: 1 + one fp32 scale and one int8 zero point per output row (5 / in_features).
+# - int4: 0.5 + a bf16 scale and a bf16 zero per group of 128 weights (4 / 128).
+#
+# A cached denoising step streams every block's linears, the final norm and the LM head once; its
+# floor is those bytes plus the prefix KV it reads, over the HBM bandwidth (FLOPs are ~1000x below the
+# compute roof at 32 answer slots). The GPU suite measures the same stages on the real shapes and
+# puts each measured time next to its floor.
+
+INT4_GROUP = 128
+ANALYTIC_FORMATS = ("bf16", "int8", "int4")
+
+
+def linear_bytes_per_weight(fmt: str, in_features: int) -> float:
+    """Bytes one weight of an ``in_features``-wide linear takes in ``fmt`` (see the module docstring)."""
+    if fmt in ("bf16", "float"):
+        return BF16
+    if fmt == "int8":
+        return 1.0 + 5.0 / in_features
+    if fmt == "int4":
+        return 0.5 + 2 * BF16 / INT4_GROUP
+    raise ConfigError(f"unknown weight format {fmt!r}; valid formats: {', '.join(ANALYTIC_FORMATS)}")
+
+
+def llm_linear_bytes(llm, fmt: str) -> dict[str, float]:
+    """Bytes of the block linears and of the LM head in ``fmt`` (each linear at its own input width)."""
+    d, f = llm.d_model, llm.mlp_hidden_size
+    kv_width = llm.n_kv_heads * (d // llm.n_heads)
+    # (params, in_features) of each block linear: q, k, v, out, gate, up (input d), down (input f)
+    per_block = [(d * d, d), (d * kv_width, d), (d * kv_width, d), (d * d, d), (d * f, d), (d * f, d), (f * d, f)]
+    blocks = llm.n_layers * sum(p * linear_bytes_per_weight(fmt, k) for p, k in per_block)
+    head = llm.embedding_size * d * linear_bytes_per_weight(fmt, d)
+    return {"blocks": blocks, "lm_head": head}
+
+
+def model_weight_bytes(cfg, fmt: str) -> float:
+    """Every weight of LaViDa with the LLM linears in ``fmt`` and the rest in bf16."""
+    llm = cfg.llm
+    p = llm_params(llm)
+    lin = llm_linear_bytes(llm, fmt)
+    norms = llm.n_layers * 2 * llm.d_model + p["final_norm"]
+    rest = p["embedding"] + norms + vision_params(cfg.vision) + projector_params(cfg.mm_hidden_size, llm.d_model)
+    return lin["blocks"] + lin["lm_head"] + (rest + llm.d_model) * BF16  # + image_newline
+
+
+def llm_cost_fmt(cfg, fmt: str, q_tokens: int, kv_tokens: int, head_tokens: int, kv_io_tokens: int) -> Cost:
+    """:func:`llm_cost` with the linears' bytes in ``fmt``."""
+    llm = cfg.llm
+    p = llm_params(llm)
+    lin = llm_linear_bytes(llm, fmt)
+    flops = linear_flops(p["block_matmuls"], q_tokens) + attention_flops(llm.n_layers, q_tokens, kv_tokens, llm.d_model)
+    flops += linear_flops(p["lm_head"], head_tokens)
+    norms = (llm.n_layers * 2 * llm.d_model + p["final_norm"]) * BF16
+    weights = lin["blocks"] + norms + (lin["lm_head"] if head_tokens else 0)
+    return Cost(flops, weights + kv_io_tokens * kv_bytes_per_token(llm))
+
+
+def stage_floors(cfg, mode: str, gpu: GPU, fmt: str, steps: float, answer: int, text_tokens: int,
+                 resolution: int = 672) -> dict[str, float]:
+    """Roofline seconds of every stage of one answer in ``mode`` with ``fmt`` weights (``denoise`` is
+    ``steps`` cached steps; ``total`` their sum) and the memory floor (weights + KV + activations)."""
+    geo = mode_geometry(mode, resolution)
+    d = cfg.llm.d_model
+    proj = projector_params(cfg.mm_hidden_size, d)
+    prefix = geo.visual_tokens + text_tokens
+    costs = {
+        "vision": vision_cost(cfg.vision, geo.views, geo.view_side),
+        "select": Cost(linear_flops(proj, geo.scored_tokens), proj * BF16 if geo.scored_tokens else 0),
+        "project": Cost(linear_flops(proj, geo.projected_tokens), proj * BF16),
+        "prefill": llm_cost_fmt(cfg, fmt, prefix, prefix, 0, prefix),
+        "step": llm_cost_fmt(cfg, fmt, answer, prefix + answer, answer, prefix),
+    }
+    sec = {k: c.seconds(gpu) for k, c in costs.items()}
+    sec["denoise"] = steps * sec["step"]
+    sec["total"] = sum(sec[k] for k in ("vision", "select", "project", "prefill", "denoise"))
+    kv = prefix * kv_bytes_per_token(cfg.llm)
+    act = max(activation_bytes(cfg, geo, prefix, answer, cached=True).values())
+    weights = model_weight_bytes(cfg, fmt)
+    return {**{f"{k}_s": v for k, v in sec.items()}, "weight_bytes": weights, "kv_bytes": kv,
+            "activation_bytes": act, "memory_bytes": weights + kv + act, "prefix_tokens": prefix}
+
+
+def format_verdicts(cfg, formats, gpus, steps: int, expected_steps: float, answer: int, text_tokens: int,
+                    resolution: int = 672, mode: str = "shirg") -> list[dict]:
+    """Per weight format and GPU: can ``steps`` cached steps fit in 50 ms, and the whole answer in 8.9 GB?
+
+    The step claim is judged on the denoising floor alone (``steps`` x step floor) and, at
+    ``expected_steps`` (e.g. what the threshold sampler takes), the same floor scaled; memory on the
+    ``mode`` answer's weights + KV + activations.
+    """
+    rows = []
+    for fmt in formats:
+        for name in gpus:
+            gpu = GPUS[name]
+            fl = stage_floors(cfg, mode, gpu, fmt, steps, answer, text_tokens, resolution)
+            step = fl["step_s"]
+            rows.append({
+                "format": fmt, "gpu": name, "gpu_name": gpu.name, "mode": mode,
+                "step_floor_s": step,
+                "steps": steps, "steps_floor_s": steps * step,
+                "steps_possible": steps * step <= CLAIM_30_STEPS_S,
+                "expected_steps": expected_steps, "expected_steps_floor_s": expected_steps * step,
+                "expected_steps_possible": expected_steps * step <= CLAIM_30_STEPS_S,
+                "answer_floor_s": fl["total_s"] - fl["denoise_s"] + expected_steps * step,
+                # after the image is encoded: the prefill and the denoising steps
+                "after_encoding_floor_s": fl["prefill_s"] + expected_steps * step,
+                "after_encoding_possible": fl["prefill_s"] + expected_steps * step <= CLAIM_30_STEPS_S,
+                "weight_bytes": fl["weight_bytes"], "memory_bytes": fl["memory_bytes"],
+                "memory_possible": fl["memory_bytes"] <= CLAIM_TOTAL_MEMORY,
+            })
+    return rows
+
+
+def verdicts_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    steps, expected, mode = rows[0]["steps"], rows[0]["expected_steps"], rows[0]["mode"]
+    same = math.isclose(steps, expected)
+    cols = ["weights", "GPU", "weights GB", "step floor ms", f"{steps} steps floor ms", f"{steps} steps <= 50 ms"]
+    if not same:
+        cols += [f"{expected:g} steps floor ms", f"{expected:g} steps <= 50 ms"]
+    cols += [f"prefill + {expected:g} steps ms", "<= 50 ms", f"{mode} answer floor ms", f"{mode} total GB",
+             "total <= 8.9 GB"]
+    lines = [f"Per weight format ({mode}, batch 1; LLM linears in the format, the rest bf16): is the checklist "
+             "physically possible?", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    yes = {True: "possible", False: "below the floor"}
+    fits = {True: "possible", False: "impossible"}
+    for r in rows:
+        cells = [r["format"], r["gpu"], f"{r['weight_bytes'] / 1e9:.2f}", f"{r['step_floor_s'] * 1e3:.2f}",
+                 f"{r['steps_floor_s'] * 1e3:.1f}", yes[r["steps_possible"]]]
+        if not same:
+            cells += [f"{r['expected_steps_floor_s'] * 1e3:.1f}", yes[r["expected_steps_possible"]]]
+        cells += [f"{r['after_encoding_floor_s'] * 1e3:.1f}", yes[r["after_encoding_possible"]],
+                  f"{r['answer_floor_s'] * 1e3:.1f}", f"{r['memory_bytes'] / 1e9:.2f}", fits[r["memory_possible"]]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_analytic(args: argparse.Namespace) -> int:
     """Entry point of ``shirg bench --analytic``: print the table, write analytic.json / .md to --out."""
     gpu_name = (args.gpu or "h100").lower()
@@ -411,7 +555,14 @@ def run_analytic(args: argparse.Namespace) -> int:
     cfg = LavidaConfig.from_dict(preset_config("lavida-8b"))
     report = analyze(cfg, [g.mode for g in geometries], GPUS[gpu_name], args.steps, args.gen_length,
                      getattr(args, "text_tokens", 64), resolution)
-    text = markdown(report)
+    formats = [f.strip() for f in (getattr(args, "weight_format", None) or ",".join(ANALYTIC_FORMATS)).split(",")]
+    formats = ["bf16" if f == "float" else f for f in formats if f]
+    expected = getattr(args, "expected_steps", None) or args.steps
+    if expected <= 0:
+        raise ConfigError(f"--expected-steps must be positive, got {expected}")
+    report["formats"] = format_verdicts(cfg, formats, ("h100", "h200"), args.steps, expected, args.gen_length,
+                                        getattr(args, "text_tokens", 64), resolution)
+    text = markdown(report) + "\n\n" + verdicts_markdown(report["formats"])
     print(text)
     if args.out:
         out = Path(args.out)

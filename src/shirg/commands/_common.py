@@ -76,6 +76,10 @@ def add_generation_options(p: argparse.ArgumentParser, steps: int = 32) -> None:
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--schedule", default="uniform", choices=["uniform", "shift"])
     g.add_argument("--kv-cache", default="native", choices=["native", "fp16", "bf16", "int8", "fp8"])
+    g.add_argument("--sampler", default="fixed", choices=["fixed", "threshold"],
+                   help="fixed: --steps split by --schedule; threshold: commit every slot of the block whose "
+                        "confidence >= --threshold each step, at least one (Fast-dLLM); steps vary")
+    g.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of --sampler threshold")
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict:
@@ -87,12 +91,21 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
         schedule=args.schedule,
         seed=args.seed,
         kv_cache=args.kv_cache,
+        # only when used: runs recorded before the option existed keep comparing equal
+        **({"sampler": "threshold", "threshold": args.threshold}
+           if getattr(args, "sampler", "fixed") == "threshold" else {}),
     )
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
+
+
+def add_weight_format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weight-format", default="float", choices=["float", "bf16", "int8", "int4"],
+                   help="language-model weights: float (as loaded), bf16, int8 or int4 (torchao weight-only, "
+                        "quantized at load; bf16/int4 compute in bfloat16)")
 
 
 def device_of(args: argparse.Namespace):
@@ -114,16 +127,25 @@ def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
     from shirg.errors import resolve_dtype
 
     device = device_of(args)
+    weight_format = getattr(args, "weight_format", None) or "float"
     dtype = resolve_dtype(getattr(args, "dtype", None), device)
+    if weight_format != "float":
+        from shirg.model.quantize import resolve_load
+
+        dtype = resolve_load(weight_format, device, getattr(args, "dtype", None))
+    suffix = f", {weight_format} weights" if weight_format != "float" else ""
     if getattr(args, "model", None):
         import shirg
 
-        model = shirg.load(args.model, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter)
-        return model, f"checkpoint {args.model}" + (f" + adapter {adapter}" if adapter else "")
+        model = shirg.load(args.model, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter,
+                           weight_format=weight_format)
+        return model, f"checkpoint {args.model}" + (f" + adapter {adapter}" if adapter else "") + suffix
+    from shirg.model.quantize import apply_weight_format
     from shirg.presets import build_preset
 
     preset = getattr(args, "preset", None) or "tiny"
-    return build_preset(preset, device, dtype), f"preset {preset} (random weights)"
+    model = apply_weight_format(build_preset(preset, device, dtype), weight_format)
+    return model, f"preset {preset} (random weights){suffix}"
 
 
 def command_line(args: argparse.Namespace) -> str:

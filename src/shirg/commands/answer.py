@@ -8,6 +8,7 @@ from shirg.commands._common import (
     add_device_options,
     add_generation_options,
     add_visual_options,
+    add_weight_format_option,
     generation_kwargs,
     load_model,
     visual_options,
@@ -27,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None, metavar="DIR",
                    help="trained adapter folder from `shirg train` (LoRA + SHIRG weights)")
     add_device_options(p)
+    add_weight_format_option(p)
     p.add_argument("--json", default=None, help="write answers and metadata as JSON")
     add_generation_options(p)
     add_visual_options(p)

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_options(p)
     add_generation_options(p, steps=30)
     add_visual_options(p)
+    from shirg.commands._bench_speed import add_speed_arguments
+
+    add_speed_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         from shirg.bench.analytic import run_analytic
 
         return run_analytic(args)
+    from shirg.commands._bench_speed import run_speed, speed_requested
+
+    if speed_requested(args):  # several weight formats, --batch, --samplers or --gpu-suite
+        return run_speed(args)
     from shirg.model.options import MODES
 
     modes = [m.strip() for m in (args.modes or DEFAULT_MODES).split(",") if m.strip()]
@@ -90,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
     image = load_image(args.image) if args.image else synthetic_chart()
     model, source = load_model(args)
-    weights_mb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
+    from shirg.model.quantize import weight_bytes
+
+    weights_mb = weight_bytes(model) / 2**20  # looks inside quantized weights
     gen = {**generation_kwargs(args), "options": opts}
     if args.memory_snapshot:
         torch.cuda.memory._record_memory_history(max_entries=200_000)

@@ -14,7 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shirg.commands._common import add_device_options, add_generation_options, device_of, generation_kwargs
+from shirg.commands._common import (
+    add_device_options,
+    add_generation_options,
+    add_weight_format_option,
+    device_of,
+    generation_kwargs,
+)
 from shirg.errors import ConfigError
 
 HELP = "answer a bundled EntityGrid question with the bundled small model in lowres, full and shirg modes"
@@ -33,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="hi-detail tokens kept (default a third of the grid)")
     p.add_argument("--out", default="runs/demo", help="folder for overlay.png and demo.json (default runs/demo)")
     add_device_options(p)
+    add_weight_format_option(p)
     add_generation_options(p)
     # the bundled model was trained with 20 answer slots; 10 steps unmask two slots per step
     p.set_defaults(gen_length=20, steps=10, block_length=20)
@@ -77,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
 
     device = device_of(args)
     dtype = resolve_dtype(args.dtype, device)
-    base = shirg.load(model_dir, device=device, dtype=dtype)
-    adapted = shirg.load(model_dir, device=device, dtype=dtype, adapter=adapter) if adapter else base
+    fmt = args.weight_format
+    if fmt != "float":
+        from shirg.model.quantize import resolve_load
+
+        dtype = resolve_load(fmt, device, args.dtype)
+    base = shirg.load(model_dir, device=device, dtype=dtype, weight_format=fmt)
+    adapted = shirg.load(model_dir, device=device, dtype=dtype, adapter=adapter, weight_format=fmt) if adapter else base
 
     print(f"model {model_dir}" + (f" (shirg mode with adapter {adapter})" if adapter else ""))
     print(f"image {image_path}\nquestion: {question}" + (f"\nexpected: {' | '.join(expected)}" if expected else ""))

@@ -18,6 +18,7 @@ from pathlib import Path
 from shirg.commands._common import (
     add_generation_options,
     add_visual_options,
+    add_weight_format_option,
     command_line,
     generation_kwargs,
     load_model,
@@ -54,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="default: cuda (this rank's GPU) when available, else cpu")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--no-progress", action="store_true")
+    add_weight_format_option(p)
     add_generation_options(p)
     add_visual_options(p)
     p.set_defaults(gen_length=None, steps=None)
@@ -161,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     model, source = load_model(args, adapter=adapter, shirg_weights=weights)
     device = model.device
     settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
-                            warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix)
+                            warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix,
+                            weight_format=args.weight_format)
     invocation = {"command": command_line(args),
                   "model": source, "adapter": describe_adapter(adapter, weights), "data": str(args.data),
                   "samples": len(samples), "world_size": world, "machine": machine_info(device),

@@ -119,12 +119,16 @@ class EvalSettings:
     warmup: int = 1  # discarded answers per mode before timing (compilation, allocator, caches)
     evidence: bool = True  # EntityGrid evidence recall (from the selection each hi-res answer kept)
     prompt_suffix: str | None = None  # None: the task's lmms-eval post-prompt
+    weight_format: str = "float"  # the model's weight format (shirg.load(weight_format=...))
 
     def suffix(self) -> str:
         return task_spec(self.task).prompt_suffix if self.prompt_suffix is None else self.prompt_suffix
 
     def describe(self) -> dict:
-        return {"task": self.task, "gen": dict(self.gen), "prompt_suffix": self.suffix(), "batch_size": self.batch_size}
+        out = {"task": self.task, "gen": dict(self.gen), "prompt_suffix": self.suffix(), "batch_size": self.batch_size}
+        if self.weight_format != "float":  # only when used: runs recorded before the option keep comparing equal
+            out["weight_format"] = self.weight_format
+        return out
 
 
 def machine_info(device: torch.device | str) -> dict:
@@ -310,6 +314,8 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
         "memory_mb": memory,
         "memory_kind": memory_kind,
         "kv_cache_bytes": meta.get("kv_cache_bytes"),
+        "steps_used": meta.get("steps_used"),
+        "weight_format": meta.get("weight_format", "float"),
         "fallback": bool(meta.get("fallback")),
         "rank": rank,
     }

@@ -31,7 +31,7 @@ from shirg.model.kv_cache import cache_factory
 from shirg.model.options import LAVIDA_MODES, VisualOptions
 from shirg.model.profile import Stopwatch
 from shirg.model.prompt import build_prompt, tokenize_prompt
-from shirg.model.sampler import SCHEDULES, generate, truncate_at_stop
+from shirg.model.sampler import SAMPLERS, SCHEDULES, generate, generate_threshold, truncate_at_stop
 from shirg.model.visual import hires_selection, lavida_visual, patch_size, splice
 from shirg.tokens.types import TokenSet
 from shirg.vision.preprocess import load_image
@@ -97,6 +97,8 @@ def answer(
     options: VisualOptions | None = None,
     kv_cache: str = "native",
     fallback: str | None = None,
+    sampler: str = "fixed",
+    threshold: float = 0.9,
 ) -> list[Answer]:
     """Answer one question per image. ``images``/``questions``: one item or equal-length lists.
 
@@ -104,6 +106,10 @@ def answer(
     prompt length, per-stage seconds (``time_s``), memory and, with ``fallback="lavida"``,
     ``fallback`` / ``fallback_reason`` where the high-resolution path failed and LaViDa's own layout
     answered instead. With ``fallback=None`` such a failure raises :class:`HiresFailure`.
+
+    ``sampler``: "fixed" (``steps`` split over the blocks by ``schedule``) or "threshold" (every
+    masked slot of the block at confidence >= ``threshold`` committed per step, at least one;
+    ``steps`` and ``schedule`` unused); ``meta["steps_used"]`` counts the denoising steps taken.
     """
     opts = options or VisualOptions(resolution=canvas_resolution(model.config.raw))
     opts.validate(mode, patch_size(model))
@@ -118,6 +124,10 @@ def answer(
         raise ConfigError(f"temperature must be >= 0 (0 = greedy) and steps >= 1, got {temperature} and {steps}")
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
+    if sampler == "threshold" and not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"threshold must be in (0, 1], got {threshold}")
     if model.tokenizer is None:
         raise ConfigError("the model has no tokenizer; load it with shirg.load(folder)")
     factory = cache_factory(kv_cache)
@@ -125,8 +135,8 @@ def answer(
     watch = Stopwatch(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sampler = PeakRss(release=False) if device.type == "cpu" else contextlib.nullcontext()
-    with sampler:
+    rss = PeakRss(release=False) if device.type == "cpu" else contextlib.nullcontext()
+    with rss:
         t_start = time.perf_counter()
         with watch.stage("preprocess"):
             pil = [load_image(img) for img in images]
@@ -157,8 +167,15 @@ def answer(
             return model.model.forward_cached(model.model.embed(answer_ids), cache)[..., :vocab]
 
         with watch.stage("denoise"):
-            out = generate(logits_fn, len(pil), gen_length, steps, block_length, model.config.llm.mask_token_id,
-                           temperature=temperature, schedule=schedule, generator=generator, device=device)
+            if sampler == "threshold":
+                out, steps_used = generate_threshold(
+                    logits_fn, len(pil), gen_length, block_length, model.config.llm.mask_token_id,
+                    threshold=threshold, temperature=temperature, generator=generator, device=device)
+                steps_used = steps_used.tolist()
+            else:
+                out = generate(logits_fn, len(pil), gen_length, steps, block_length, model.config.llm.mask_token_id,
+                               temperature=temperature, schedule=schedule, generator=generator, device=device)
+                steps_used = [steps] * len(pil)
         stops = {model.config.llm.eos_token_id}
         if model.config.eot_token_id is not None:
             stops.add(model.config.eot_token_id)
@@ -167,8 +184,8 @@ def answer(
             stops.add(eot)
         watch.times["total"] = time.perf_counter() - t_start
     mem = memory_report(device)
-    if isinstance(sampler, PeakRss):
-        mem["request_peak_rss_mb"] = sampler.peak / 2**20  # RSS peak during this request (sampled)
+    if isinstance(rss, PeakRss):
+        mem["request_peak_rss_mb"] = rss.peak / 2**20  # RSS peak during this request (sampled)
     answers = []
     for b in range(len(pil)):
         ids = truncate_at_stop(out[b].tolist(), stops)
@@ -180,12 +197,17 @@ def answer(
             "prompt_length": int(key_mask[b].sum()),
             "gen_length": gen_length,
             "steps": steps,
+            "sampler": sampler,
+            "steps_used": int(steps_used[b]),
             "batch_size": len(pil),
+            "weight_format": getattr(model, "weight_format", "float"),
             "time_s": dict(watch.times),
             "kv_cache": kv_cache,
             "kv_cache_bytes": cache.nbytes(),
             **mem,
         }
+        if sampler == "threshold":
+            meta["threshold"] = threshold
         if fell_back[b]:
             meta["fallback"] = "lavida"
             meta["fallback_reason"] = fell_back[b]

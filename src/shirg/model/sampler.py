@@ -115,3 +115,61 @@ def truncate_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
         if token in stop_ids:
             return ids[:i]
     return list(ids)
+
+
+SAMPLERS = ("fixed", "threshold")
+
+
+@torch.no_grad()
+def generate_threshold(
+    logits_fn: Callable[[Tensor], Tensor],
+    batch_size: int,
+    gen_length: int,
+    block_length: int,
+    mask_id: int,
+    threshold: float = 0.9,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Confidence-threshold decoding (Fast-dLLM's parallel decoding); returns (ids long [B, gen_length],
+    steps used long [B]).
+
+    Blocks are filled left to right as in :func:`generate`. At each step every still-masked slot of the
+    current block whose confidence (the softmax probability of its predicted token, mask id excluded)
+    is >= ``threshold`` is committed, and the most confident masked slot always is, so a block of
+    ``block_length`` slots takes between 1 and ``block_length`` steps. A row whose block is complete
+    commits nothing while the other rows of the batch finish theirs; its steps used counts only the
+    steps in which it still had masked slots. The prefix cache behind ``logits_fn`` is never changed.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"threshold must be in (0, 1], got {threshold}")
+    if block_length < 1 or gen_length % block_length:
+        raise ConfigError(
+            f"gen_length {gen_length} must be a positive multiple of block_length {block_length}."
+        )
+    ids = torch.full((batch_size, gen_length), mask_id, dtype=torch.long, device=device)
+    used = torch.zeros(batch_size, dtype=torch.long, device=ids.device)
+    for block in range(gen_length // block_length):
+        in_block = torch.zeros(gen_length, dtype=torch.bool, device=ids.device)
+        in_block[block * block_length : (block + 1) * block_length] = True
+        while True:
+            candidates = (ids == mask_id) & in_block
+            active = candidates.any(-1)
+            if not active.any():
+                break
+            logits = logits_fn(ids).clone()
+            logits[..., mask_id] = float("-inf")
+            if temperature > 0:
+                predicted = _gumbel_argmax(logits, temperature, generator)
+            else:
+                predicted = logits.argmax(-1)
+            probs = torch.softmax(logits.float(), dim=-1)
+            confidence = probs.gather(-1, predicted[..., None]).squeeze(-1)
+            confidence = confidence.masked_fill(~candidates, float("-inf"))
+            commit = candidates & (confidence >= threshold)
+            best = confidence.argmax(-1, keepdim=True)
+            commit |= torch.zeros_like(commit).scatter_(1, best, True) & candidates
+            ids = torch.where(commit, predicted, ids)
+            used += active.long()
+    return ids, used

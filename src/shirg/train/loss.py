@@ -10,6 +10,7 @@ as the released models were trained (the prefix cache is an inference-time appro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from shirg.model.lavida import LavidaModel
 from shirg.model.options import LAVIDA_MODES, VisualOptions
-from shirg.model.profile import NO_WATCH
+from shirg.model.profile import NO_WATCH, Stopwatch
 from shirg.model.visual import hires_visual, lavida_visual, splice
 from shirg.train.data import Batch
 
@@ -43,11 +44,14 @@ def as_visual_options(visual: VisualOptions | dict | None) -> VisualOptions:
 
 
 def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: VisualOptions | dict | None = None,
-                  watch=NO_WATCH) -> list[Tensor]:
+                  watch=None) -> list[Tensor]:
     """Visual token blocks [M_i, d] per sample, run in groups of one mode (``batch.modes``, else
     ``mode``) and, for high-resolution modes, one resolution. ``watch``: a
     :class:`shirg.model.profile.Stopwatch` to time the stages; by default nothing is timed (a CUDA
-    synchronize per stage of every micro-step would stall the GPU)."""
+    synchronize per stage of every micro-step would stall the GPU) unless ``SHIRG_STAGE_TIMING=1``
+    is set (the GPU suite measures what the timing costs a training run)."""
+    if watch is None:
+        watch = Stopwatch(model.device) if os.environ.get("SHIRG_STAGE_TIMING") == "1" else NO_WATCH
     modes = batch.modes or [mode] * len(batch)
     groups: dict[tuple[str, int], list[int]] = {}
     for i, (m, r) in enumerate(zip(modes, batch.resolutions, strict=True)):

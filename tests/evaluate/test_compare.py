@@ -1,0 +1,92 @@
+"""Paired statistics (hand-computed values) and `shirg compare` on two real tiny eval runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from shirg.cli import main
+from shirg.evaluate.paired import mcnemar_exact, paired_difference, wilson
+
+
+def test_wilson_known_values():
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = wilson(0, 10)
+    z2 = 1.959963984540054**2
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(z2 / (10 + z2))
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+def test_mcnemar_exact_binomial():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 3) == pytest.approx(2 / 8)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert mcnemar_exact(5, 5) == 1.0
+
+
+def test_paired_difference_agresti_min():
+    # 10 pairs: b = 1 (base only), c = 3 (other only), 4 both right, 2 both wrong
+    x = [1, 0, 0, 0, 1, 1, 1, 1, 0, 0]
+    y = [0, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+    r = paired_difference(x, y)
+    assert (r["base_only"], r["other_only"], r["n"]) == (1, 3, 10)
+    assert r["diff"] == pytest.approx(0.2) and r["base"] == 0.5 and r["other"] == 0.7
+    se = math.sqrt(5 - 4 / 12) / 12
+    assert r["diff_ci"][0] == pytest.approx(2 / 12 - 1.959963984540054 * se)
+    assert r["diff_ci"][1] == pytest.approx(2 / 12 + 1.959963984540054 * se)
+    assert r["mcnemar_p"] == pytest.approx(mcnemar_exact(1, 3))
+    with pytest.raises(ValueError):
+        paired_difference([1], [1, 0])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from shirg.testing import write_tiny_lavida_checkpoint
+
+    root = tmp_path_factory.mktemp("cmp")
+    ckpt = write_tiny_lavida_checkpoint(root / "tiny", seed=0)
+    assert main(["entitygrid", "--out", str(root / "data"), "--n", "6", "--seed", "3", "--preset", "small"]) == 0
+    base = ["eval", "--model", str(ckpt), "--task", "entitygrid", "--data", str(root / "data"), "--modes", "lowres",
+            "--gen-length", "8", "--steps", "4", "--block-length", "8", "--no-evidence", "--overlays", "0",
+            "--no-progress", "--warmup", "0"]
+    assert main([*base, "--out", str(root / "float")]) == 0
+    assert main([*base, "--weight-format", "int8", "--out", str(root / "int8")]) == 0
+    assert main([*base, "--sampler", "threshold", "--threshold", "0.5", "--out", str(root / "thr")]) == 0
+    return root
+
+
+def test_compare_command(runs, capsys):
+    out = runs / "cmp"
+    assert main(["compare", "--base", str(runs / "float"), "--other", str(runs / "int8"), str(runs / "thr"),
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "McNemar p" in text and "6 paired samples" in text
+    result = json.loads((out / "compare.json").read_text())
+    assert result["mode"] == "lowres" and result["base_steps_used_mean"] == 4
+    int8, thr = result["rows"]
+    assert int8["n"] == 6 and 0 <= int8["agreement"] <= 1 and int8["steps_used_mean"] == 4
+    assert 1 <= thr["steps_used_mean"] <= 8
+    preds = [json.loads(line) for line in (runs / "int8" / "predictions.jsonl").read_text().splitlines()]
+    assert all(p["weight_format"] == "int8" for p in preds)
+    run = json.loads((runs / "int8" / "run.json").read_text())
+    assert run["settings"]["weight_format"] == "int8"
+
+
+def test_eval_refuses_to_mix_weight_formats_in_one_folder(runs, capsys):
+    args = ["eval", "--model", str(runs / "tiny"), "--task", "entitygrid", "--data", str(runs / "data"),
+            "--modes", "lowres",
+            "--gen-length", "8", "--steps", "4", "--block-length", "8", "--no-evidence", "--overlays", "0",
+            "--no-progress", "--out", str(runs / "int8")]
+    assert main(args) == 2
+    assert "int8 weights" in capsys.readouterr().err  # the run records the format with the model
+
+
+def test_compare_errors(runs, tmp_path, capsys):
+    assert main(["compare", "--base", str(tmp_path), "--other", str(runs / "int8")]) == 2
+    assert main(["compare", "--base", str(runs / "float"), "--other", str(runs / "int8"), "--mode", "full"]) == 2
+    assert main(["compare", "--base", str(runs / "float"), "--other", str(runs / "int8"), "--metric", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "predictions.jsonl" in err[0] and "no mode 'full'" in err[1] and "nope" in err[2]
