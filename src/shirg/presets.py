@@ -17,6 +17,7 @@ import torch
 from shirg.errors import ConfigError, resolve_device
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.model.loading import load_tokenizer
+from shirg.model.quantize import apply_weight_format, resolve_load
 from shirg.testing import build_tiny_tokenizer, tiny_lavida_config
 from shirg.vision.siglip import SO400M
 
@@ -48,8 +49,14 @@ def preset_config(name: str) -> dict:
 
 @torch.no_grad()
 def build_preset(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 seed: int = 0) -> LavidaModel:
-    """A LavidaModel of the preset's shapes with N(0, 0.02) weights, made on ``device`` in ``dtype``."""
+                 seed: int = 0, weight_format: str | None = None) -> LavidaModel:
+    """A LavidaModel of the preset's shapes with N(0, 0.02) weights, made on ``device`` in ``dtype``;
+    ``weight_format`` (see :mod:`shirg.model.quantize`) quantizes its language model's linears, and
+    "bf16" / "int4" build in bfloat16 when ``dtype`` is None."""
+    if weight_format not in (None, "float"):
+        dtype = resolve_load(weight_format, device, dtype)
+    elif dtype is None:
+        dtype = torch.float32
     cfg = preset_config(name)
     config = LavidaConfig.from_dict(cfg)
     device = resolve_device(device)
@@ -69,4 +76,4 @@ def build_preset(name: str, device: str | torch.device = "cpu", dtype: torch.dty
     with tempfile.TemporaryDirectory(prefix="shirg-tok-") as tok_dir:
         build_tiny_tokenizer(tok_dir)
         model.tokenizer = load_tokenizer(tok_dir)  # a fast tokenizer keeps everything in memory
-    return model.eval()
+    return apply_weight_format(model.eval(), weight_format)

@@ -202,7 +202,7 @@ class _Batch:
 
 def test_suite_rows_from_real_answers_on_cpu(cfg):
     """The suite's per-format loop on the tiny preset (CPU): real answers become rows with floors."""
-    from shirg.commands._bench_speed import suite_format
+    from shirg.bench.speed import suite_format
     from shirg.presets import build_preset
 
     model = build_preset("tiny")

@@ -5,26 +5,15 @@
 - ``--batch 1,4,16``: answers per second and per-answer latency per mode and batch size (a batch of
   different images and questions, so prompts of different lengths share one padded batch).
 - ``--gpu-suite``: LaViDa-8B's real shapes with random weights on one CUDA GPU (see
-  :func:`run_gpu_suite`); refuses to run without one.
+  :func:`shirg.bench.speed.gpu_suite`); refuses to run without one.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
-from pathlib import Path
 
-from shirg.errors import ConfigError
-
-QUESTIONS = (
-    "What is the value of the highest bar?",
-    "Which region had the lowest revenue in the third quarter of the year shown in this chart?",
-    "What is the title?",
-    "How many bars are taller than the bar labelled with the smallest number, counting from the left side?",
-)
-SIZES = ((1000, 800), (640, 640), (800, 1200), (1200, 500))
+from shirg.commands._common import command_line, device_of, generation_kwargs, load_model, visual_options
 
 
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,322 +34,47 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
                         "ms per stage and peak memory next to their roofline floors, and shirg train samples/s")
 
 
-def parse_formats(text: str | None, default: str = "float") -> list[str]:
-    from shirg.model.quantize import check_weight_format
+def _speed():
+    """The measuring module (torch-backed: imported only when a speed run is asked for)."""
+    from shirg.bench import speed
 
-    names = [f.strip() for f in (text or default).split(",") if f.strip()]
-    if not names:
-        raise ConfigError("--weight-format is empty; e.g. --weight-format float,int8")
-    return [check_weight_format(n) for n in names]
-
-
-def parse_batches(text: str | None) -> list[int]:
-    try:
-        sizes = [int(b) for b in (text or "1").split(",") if b.strip()]
-    except ValueError as e:
-        raise ConfigError(f"--batch must be comma-separated positive integers like 1,4,16, got {text!r}") from e
-    if not sizes or min(sizes) < 1:
-        raise ConfigError(f"--batch must be comma-separated positive integers like 1,4,16, got {text!r}")
-    return sizes
-
-
-def parse_samplers(text: str | None) -> list[str]:
-    from shirg.model.sampler import SAMPLERS
-
-    names = [s.strip() for s in (text or "fixed").split(",") if s.strip()]
-    bad = [s for s in names if s not in SAMPLERS]
-    if bad or not names:
-        raise ConfigError(f"--samplers takes {', '.join(SAMPLERS)} (comma-separated), got {text!r}")
-    return names
+    return speed
 
 
 def speed_requested(args: argparse.Namespace) -> bool:
-    return bool(args.gpu_suite or args.batch is not None or len(parse_formats(args.weight_format)) > 1
-                or args.samplers is not None)
+    return bool(args.gpu_suite or args.batch is not None or args.samplers is not None
+                or len(_speed().parse_formats(args.weight_format)) > 1)
 
 
-def batch_inputs(n: int, image=None) -> tuple[list, list[str]]:
-    """``n`` different (image, question) pairs: synthetic charts of different sizes and aspect ratios
-    (``image``, when given, for every sample) and questions of different lengths."""
-    from shirg.bench.latency import synthetic_chart
+def _loader(args: argparse.Namespace, **overrides):
+    def load(fmt: str):
+        fargs = copy.copy(args)
+        fargs.weight_format = fmt
+        for k, v in overrides.items():
+            setattr(fargs, k, v)
+        return load_model(fargs)
 
-    images = [image if image is not None else synthetic_chart(*SIZES[i % len(SIZES)]) for i in range(n)]
-    return images, [QUESTIONS[i % len(QUESTIONS)] for i in range(n)]
-
-
-def measure(model, mode: str, batch: int, gen: dict, repeats: int, image=None) -> dict:
-    """Warm-up, then ``repeats`` timed batched answers: median stage times, answers/s, latency."""
-    images, questions = batch_inputs(batch, image)
-    model.answer(images, questions, mode=mode, **gen)  # warm-up
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        metas = [a.meta for a in model.answer(images, questions, mode=mode, **gen)]
-        runs.append((time.perf_counter() - t0, metas))
-    wall = statistics.median(w for w, _ in runs)
-    metas = [m[0] for _, m in runs]
-    steps = statistics.median(max(x["steps_used"] for x in m) for _, m in runs)
-    denoise = statistics.median(m["time_s"].get("denoise", 0.0) for m in metas)
-    return {
-        "mode": mode, "batch": batch, "repeats": repeats,
-        "visual_tokens": statistics.mean(x["visual_tokens"] for x in runs[-1][1]),
-        "steps_used": steps,
-        "time_s": {k: statistics.median(m["time_s"].get(k, 0.0) for m in metas)
-                   for k in ("vision", "prefill", "denoise", "total")},
-        "step_ms": denoise / max(steps, 1) * 1e3,
-        "latency_ms": wall * 1e3,  # every answer of a batch returns when the batch does
-        "ms_per_answer": wall / batch * 1e3,
-        "answers_per_s": batch / wall,
-    }
+    return load
 
 
 def run_speed(args: argparse.Namespace) -> int:
+    speed = _speed()
+    device = device_of(args)
     if args.gpu_suite:
-        return run_gpu_suite(args)
-    import torch
-
-    from shirg.commands._common import command_line, device_of, generation_kwargs, load_model, visual_options
-    from shirg.io import write_json, write_text
-    from shirg.model.options import MODES
-    from shirg.model.quantize import llm_linears, tensor_bytes, weight_bytes
-    from shirg.vision.preprocess import load_image
-
-    formats = parse_formats(args.weight_format)
-    batches = parse_batches(args.batch)
-    samplers = parse_samplers(args.samplers or args.sampler)
-    modes = [m.strip() for m in (args.modes or "lowres,lavida,full,shirg").split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        raise ConfigError(f"unknown mode(s) {', '.join(bad)}; valid modes: {', '.join(MODES)}")
+        if (args.preset or "lavida-8b") != "lavida-8b" or args.model:
+            raise speed.ConfigError("--gpu-suite measures LaViDa-8B's real shapes: use --preset lavida-8b "
+                                    "(random weights)")
+        return speed.gpu_suite(_loader(args, preset="lavida-8b", model=None, dtype="bfloat16"), device,
+                               args.weight_format, args.modes, args.repeats, args.out, command_line(args))
+    formats = speed.parse_formats(args.weight_format)
+    batches = speed.parse_batches(args.batch)
+    samplers = speed.parse_samplers(args.samplers or args.sampler)
+    modes = speed.check_modes(args.modes, "lowres,lavida,full,shirg")
     if args.repeats < 1:
-        raise ConfigError("--repeats must be at least 1")
+        raise speed.ConfigError("--repeats must be at least 1")
     opts = visual_options(args)
     for m in modes:
         opts.validate(m)
-    device = device_of(args)
-    for fmt in formats:  # a format without a kernel here fails before any model is built
-        from shirg.model.quantize import resolve_load
-
-        resolve_load(fmt, device, args.dtype)
-    image = load_image(args.image) if args.image else None
-    gen = {**generation_kwargs(args), "options": opts}
-    gen.pop("sampler", None)
-    gen.pop("threshold", None)
-    from tqdm import tqdm
-
-    rows, sources = [], {}
-    for fmt in formats:
-        fargs = copy.copy(args)
-        fargs.weight_format = fmt
-        model, sources[fmt] = load_model(fargs)
-        info = {"format": fmt, "dtype": str(model.dtype).replace("torch.", ""),
-                "weight_bytes": weight_bytes(model),
-                "llm_linear_bytes": sum(tensor_bytes(lin.weight) for lin in llm_linears(model).values())}
-        for mode in tqdm(modes, desc=f"{fmt} modes", unit="mode"):
-            for b in batches:
-                for smp in samplers:
-                    g = {**gen, "sampler": smp, "threshold": args.threshold}
-                    rows.append({**info, "sampler": smp, **measure(model, mode, b, g, args.repeats, image)})
-        del model
-    base: dict = {}
-    for r in rows:  # the first row of the first format and sampler (a format may be listed twice)
-        if r["format"] == formats[0] and r["sampler"] == samplers[0]:
-            base.setdefault((r["mode"], r["batch"]), r)
-    for r in rows:
-        ref = base[(r["mode"], r["batch"])]
-        r["bytes_x_first"] = r["llm_linear_bytes"] / ref["llm_linear_bytes"]
-        r["step_x_first"] = r["step_ms"] / ref["step_ms"]
-        r["total_x_first"] = r["latency_ms"] / ref["latency_ms"]
-    result = {"command": command_line(args), "models": sources, "device": str(device),
-              "torch_threads": torch.get_num_threads(), "formats": formats, "batches": batches,
-              "steps": args.steps, "samplers": samplers, "threshold": args.threshold, "gen_length": args.gen_length,
-              "repeats": args.repeats, "rows": rows}
-    table = speed_markdown(result)
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        write_json(out / "bench_speed.json", result)
-        write_text(out / "bench_speed.md", table + "\n")
-        print(f"wrote {out / 'bench_speed.json'}, {out / 'bench_speed.md'}")
-    return 0
-
-
-def speed_markdown(result: dict) -> str:
-    first = result["formats"][0]
-    if len(result["samplers"]) > 1:
-        first += f" {result['samplers'][0]}"
-    head = (f"{next(iter(result['models'].values())).split(',')[0]} on {result['device']} "
-            f"({result['torch_threads']} threads), {result['gen_length']} answer tokens, {result['steps']} steps "
-            f"(fixed sampler), threshold {result['threshold']} (threshold sampler), median of {result['repeats']}; "
-            f"ratios against {first} in this run")
-    cols = ["weights", "dtype", "sampler", "mode", "batch", "weight MiB", "LLM linears MiB", f"linears x {first}",
-            "steps", "step ms", f"step x {first}", "prefill ms", "latency ms", f"latency x {first}",
-            "ms / answer", "answers/s"]
-    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in result["rows"]:
-        lines.append("| " + " | ".join([
-            r["format"], r["dtype"], r["sampler"], r["mode"], str(r["batch"]), f"{r['weight_bytes'] / 2**20:.1f}",
-            f"{r['llm_linear_bytes'] / 2**20:.1f}", f"{r['bytes_x_first']:.3f}", f"{r['steps_used']:g}",
-            f"{r['step_ms']:.2f}", f"{r['step_x_first']:.2f}", f"{r['time_s']['prefill'] * 1e3:.1f}",
-            f"{r['latency_ms']:.1f}", f"{r['total_x_first']:.2f}", f"{r['ms_per_answer']:.1f}",
-            f"{r['answers_per_s']:.2f}"]) + " |")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- GPU suite
-
-
-def suite_caches() -> list[str]:
-    """Cache settings the suite compares: ``prefix`` always; ``none`` where ``answer`` offers it."""
-    import inspect
-
-    from shirg.model.answer import answer
-
-    params = inspect.signature(answer).parameters
-    return ["none", "prefix"] if "cache" in params else ["prefix"]
-
-
-def run_gpu_suite(args: argparse.Namespace) -> int:
-    """The whole suite; about 5 minutes on one H100/H200 (one model build and quantization per format,
-    4 modes x (1 warm-up + ``--repeats``) answers each, two 30-step tiny training runs)."""
-    import torch
-
-    from shirg.bench.suite import SUITE_FORMATS, SUITE_MODES, suite_markdown, suite_targets
-    from shirg.commands._common import command_line, device_of, load_model
-    from shirg.io import write_json, write_text
-
-    if not torch.cuda.is_available():
-        raise ConfigError("--gpu-suite needs a CUDA GPU (H100/H200) and this machine has none; "
-                          "on CPU use shirg bench --preset cpu-small --weight-format float,int8")
-    device = device_of(args)
-    if device.type != "cuda":
-        raise ConfigError(f"--gpu-suite runs on CUDA, not {device.type}; drop --device")
-    if (args.preset or "lavida-8b") != "lavida-8b" or args.model:
-        raise ConfigError("--gpu-suite measures LaViDa-8B's real shapes: use --preset lavida-8b (random weights)")
-    out = Path(args.out or "runs/gpu-suite")
-    formats = parse_formats(args.weight_format, ",".join(SUITE_FORMATS))
-    modes = [m.strip() for m in (args.modes or ",".join(SUITE_MODES)).split(",") if m.strip()]
-    caches = suite_caches()
-    steps, gen_length = 30, 32
-    name = torch.cuda.get_device_name(device)
-    floor_gpu = "h200" if "H200" in name.upper() else "h100"
-    from shirg.model.lavida import LavidaConfig
-    from shirg.presets import preset_config
-
-    cfg = LavidaConfig.from_dict(preset_config("lavida-8b"))
-    rows, errors = [], {}
-    for fmt in formats:
-        fargs = copy.copy(args)
-        fargs.preset, fargs.weight_format, fargs.dtype = "lavida-8b", fmt, "bfloat16"
-        torch.cuda.empty_cache()
-        try:  # one format failing (a missing kernel, out of memory) must not lose the others' numbers
-            model, _ = load_model(fargs)
-            rows += suite_format(model, cfg, fmt, modes, caches, steps, gen_length, args.repeats, floor_gpu)
-            # the allocator history (stack traces per allocation) would slow the timed answers: one more
-            # shirg answer is recorded on its own
-            torch.cuda.memory._record_memory_history(max_entries=100_000)
-            suite_format(model, cfg, fmt, ["shirg"], ["prefix"], steps, gen_length, 0, floor_gpu)
-            out.mkdir(parents=True, exist_ok=True)
-            torch.cuda.memory._dump_snapshot(str(out / f"memory_snapshot_{fmt}.pickle"))
-        except Exception as e:  # noqa: BLE001 - recorded in the result and the table
-            errors[fmt] = f"{type(e).__name__}: {e}"
-            print(f"[{fmt}] failed: {errors[fmt]}")
-        finally:
-            torch.cuda.memory._record_memory_history(enabled=None)
-            model = None
-            torch.cuda.empty_cache()
-    train = suite_train(out / "train", device)
-    result = {"command": command_line(args), "model": "preset lavida-8b (random weights)", "device": name,
-              "floor_gpu": floor_gpu, "steps": steps, "gen_length": gen_length, "repeats": args.repeats,
-              "caches": caches, "rows": rows, "train": train,
-              "snapshots": [f"memory_snapshot_{f}.pickle" for f in formats if f not in errors]}
-    result["errors"] = errors
-    result["notes"] = ([] if "none" in caches else
-                       ["Cache none is not compared: this version's answer() has no cache=none option."])
-    result["notes"] += [f"{fmt} failed: {msg}" for fmt, msg in errors.items()]
-    result["targets"] = suite_targets(rows)
-    table = suite_markdown(result)
-    print(table)
-    write_json(out / "gpu_suite.json", result)
-    write_text(out / "gpu_suite.md", table + "\n")
-    print(f"wrote {out / 'gpu_suite.json'}, {out / 'gpu_suite.md'} and allocator snapshots (pytorch.org/memory_viz)")
-    return 0
-
-
-def suite_format(model, cfg, fmt: str, modes, caches, steps: int, gen_length: int, repeats: int,
-                 floor_gpu: str) -> list[dict]:
-    """Suite rows of one loaded model: every cache setting and mode, a warm-up then ``repeats`` answers."""
-    from shirg.bench.analytic import GPUS, stage_floors
-    from shirg.bench.latency import synthetic_chart
-    from shirg.bench.suite import suite_row
-
-    image, question = synthetic_chart(), "What is the value of the highest bar?"
-    rows = []
-    for cache in caches:
-        for mode in modes:
-            kw = dict(mode=mode, gen_length=gen_length, steps=steps, block_length=gen_length)
-            if cache == "none":
-                kw["cache"] = "none"
-            model.answer([image], [question], **kw)  # warm-up (the only answer when repeats is 0)
-            if repeats < 1:
-                continue
-            metas = [model.answer([image], [question], **kw)[0].meta for _ in range(repeats)]
-            text_tokens = metas[-1]["prompt_length"] - metas[-1]["visual_tokens"]
-            floors = stage_floors(cfg, mode, GPUS[floor_gpu], "bf16" if fmt == "float" else fmt, steps,
-                                  gen_length, text_tokens)
-            if cache == "none":  # every step runs the whole prompt: the prefill floor moves into each step
-                floors["denoise_s"] = steps * (floors["prefill_s"] + floors["step_s"])
-                floors["total_s"] = floors["total_s"] - steps * floors["step_s"] + floors["denoise_s"]
-                floors["step_s"] += floors["prefill_s"]
-            rows.append(suite_row(metas, floors, fmt, mode, cache))
-    return rows
-
-
-def suite_train(folder: Path, device, steps: int = 30, skip: int = 10) -> dict[str, float | None]:
-    """samples/s of ``shirg train`` on a tiny checkpoint and 64 EntityGrid images, 30 steps, with the
-    per-stage stopwatch on (synchronizing) and off (``SHIRG_STAGE_TIMING=0``); the mean of the
-    logged rates after the first ``skip`` steps (None where a run failed)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    import yaml
-
-    from shirg.testing import write_tiny_lavida_checkpoint
-
-    folder.mkdir(parents=True, exist_ok=True)
-    ckpt = write_tiny_lavida_checkpoint(folder / "tiny", seed=0)
-    data = folder / "data"
-    env = dict(os.environ)
-    if device.type == "cuda" and "CUDA_VISIBLE_DEVICES" not in env:
-        env["CUDA_VISIBLE_DEVICES"] = str(device.index or 0)
-    subprocess.run([sys.executable, "-m", "shirg.cli", "entitygrid", "--preset", "small", "--n", "64", "--seed", "5",
-                    "--out", str(data)], check=True, env=env, stdout=subprocess.DEVNULL)
-    mix = folder / "mix.yaml"
-    mix.write_text(f"sources:\n  - {{name: eg, json: {data / 'llava_train.json'}, image_root: {data}}}\n")
-    config = {
-        "model": {"path": str(ckpt), "dtype": "float32"},
-        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "vision_layers": [0, 1]},
-        "trainable": {"components": ["coord"]},
-        "optim": {"lr_lora": 1e-3, "lr_other": 1e-3, "warmup_steps": 0, "schedule": "constant", "max_grad_norm": 1.0},
-        "data": {"mode": "shirg", "resolutions": [336], "answer_length": 8, "mixture": str(mix)},
-        "run": {"seed": 0, "batch_size": 8, "grad_accum": 1, "max_steps": steps, "checkpoint_every": 1000,
-                "log_every": 1, "gradient_checkpointing": False, "mixed_precision": "no", "progress": False},
-    }
-    rates: dict[str, float | None] = {}
-    for label, timing in (("with per-stage timing", "1"), ("without per-stage timing", "0")):  # SHIRG_STAGE_TIMING
-        run = folder / f"run-timing{timing}"
-        cfg = {**config, "run": {**config["run"], "output_dir": str(run)}}
-        path = folder / f"train-timing{timing}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        done = subprocess.run([sys.executable, "-m", "shirg.cli", "train", "--config", str(path)],
-                              env={**env, "SHIRG_STAGE_TIMING": timing}, stdout=subprocess.DEVNULL)
-        metrics = run / "metrics.jsonl"
-        if done.returncode != 0 or not metrics.is_file():
-            rates[label] = None
-            continue
-        logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        later = [r["samples_per_s"] for r in logged if r["step"] > skip]
-        rates[label] = statistics.mean(later) if later else None
-    return rates
+    gen = {**generation_kwargs(args), "options": opts, "dtype": args.dtype}
+    return speed.speed_run(_loader(args), formats, modes, batches, samplers, gen, args.threshold, args.repeats,
+                           device, args.image, command_line(args), args.out)

@@ -120,7 +120,8 @@ def device_of(args: argparse.Namespace):
 
 
 def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
-    """``--model DIR`` (a checkpoint, optionally with an adapter) or ``--preset NAME`` (random weights).
+    """``--model DIR`` (a checkpoint, optionally with an adapter) or ``--preset NAME`` (random weights),
+    with ``--weight-format`` where the command has it.
 
     Returns (model, a one-line description of where the weights came from).
     """
@@ -128,11 +129,10 @@ def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
 
     device = device_of(args)
     weight_format = getattr(args, "weight_format", None) or "float"
-    dtype = resolve_dtype(getattr(args, "dtype", None), device)
-    if weight_format != "float":
-        from shirg.model.quantize import resolve_load
-
-        dtype = resolve_load(weight_format, device, getattr(args, "dtype", None))
+    if weight_format == "float":
+        dtype = resolve_dtype(getattr(args, "dtype", None), device)
+    else:  # the format picks bfloat16 where it needs it; an explicit --dtype is checked against it
+        dtype = getattr(args, "dtype", None)
     suffix = f", {weight_format} weights" if weight_format != "float" else ""
     if getattr(args, "model", None):
         import shirg
@@ -140,12 +140,10 @@ def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
         model = shirg.load(args.model, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter,
                            weight_format=weight_format)
         return model, f"checkpoint {args.model}" + (f" + adapter {adapter}" if adapter else "") + suffix
-    from shirg.model.quantize import apply_weight_format
     from shirg.presets import build_preset
 
     preset = getattr(args, "preset", None) or "tiny"
-    model = apply_weight_format(build_preset(preset, device, dtype), weight_format)
-    return model, f"preset {preset} (random weights){suffix}"
+    return build_preset(preset, device, dtype, weight_format=weight_format), f"preset {preset} (random weights){suffix}"
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -12,6 +12,8 @@ import statistics
 from pathlib import Path
 
 from shirg.errors import ConfigError
+from shirg.evaluate.paired import paired_difference, wilson  # pure Python: start-up stays fast
+from shirg.io import read_jsonl, write_json, write_text
 
 HELP = "paired comparison of eval runs on the same samples (intervals, paired differences, McNemar p)"
 
@@ -26,8 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_predictions(folder: str | Path, mode: str | None) -> tuple[str, dict[str, dict]]:
-    from shirg.evaluate.runner import read_jsonl
-
     path = Path(folder) / "predictions.jsonl"
     if not path.is_file():
         raise ConfigError(f"{folder} has no predictions.jsonl; pass a finished `shirg eval --out` folder")
@@ -43,8 +43,6 @@ def load_predictions(folder: str | Path, mode: str | None) -> tuple[str, dict[st
 
 
 def compare(base: dict[str, dict], others: dict[str, dict[str, dict]], metric: str) -> list[dict]:
-    from shirg.evaluate.paired import paired_difference, wilson
-
     rows = []
     for name, other in others.items():
         if set(other) != set(base):
@@ -90,8 +88,6 @@ def markdown(base_name: str, mode: str, metric: str, rows: list[dict], base_step
 
 
 def run(args: argparse.Namespace) -> int:
-    from shirg.io import write_json, write_text
-
     mode, base = load_predictions(args.base, args.mode)
     others = {str(d): load_predictions(d, mode)[1] for d in args.others}
     rows = compare(base, others, args.metric)

@@ -83,12 +83,9 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(image_path)  # a bad image fails before the model load
 
     device = device_of(args)
-    dtype = resolve_dtype(args.dtype, device)
     fmt = args.weight_format
-    if fmt != "float":
-        from shirg.model.quantize import resolve_load
-
-        dtype = resolve_load(fmt, device, args.dtype)
+    # the format picks bfloat16 where it needs it; an explicit --dtype is checked against it
+    dtype = resolve_dtype(args.dtype, device) if fmt == "float" else args.dtype
     base = shirg.load(model_dir, device=device, dtype=dtype, weight_format=fmt)
     adapted = shirg.load(model_dir, device=device, dtype=dtype, adapter=adapter, weight_format=fmt) if adapter else base
 

@@ -11,24 +11,32 @@ from pathlib import Path
 from shirg.errors import CheckpointError, ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
+from shirg.model.quantize import apply_weight_format, resolve_load
 
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None) -> LavidaModel:
+def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None, weight_format=None) -> LavidaModel:
     """Load a LaViDa-LLaDA checkpoint folder (:func:`shirg.model.loading.load`) and apply ``adapter``.
 
     ``adapter``: a folder written by ``shirg train`` (PEFT LoRA adapter and/or
     ``shirg_weights.safetensors``); its LoRA layers are applied unmerged and its SHIRG weights
     loaded (an explicit ``shirg_weights`` file wins). A ``.safetensors`` file is plain SHIRG
     weights, the same as ``shirg_weights`` (passing both is an error).
+
+    ``weight_format``: "float" (default), "bf16", "int8" or "int4": the language model's linears are
+    quantized with torchao after loading and after the adapter (:mod:`shirg.model.quantize`); "bf16"
+    and "int4" load in bfloat16 when no ``dtype`` is given.
     """
     if adapter is not None and shirg_weights is not None and Path(adapter).is_file():
         raise ConfigError(f"adapter {adapter} is a SHIRG weights file and shirg_weights is given too; pass one of them")
+    quantized = weight_format not in (None, "float")
+    if quantized:
+        dtype = resolve_load(weight_format, device, dtype)  # fails before the load on a format without kernel
     model = load(path, device=device, dtype=dtype, shirg_weights=shirg_weights)
     if adapter is not None:
         model = apply_adapter(model, adapter, shirg_weights=shirg_weights is None)
-    return model
+    return apply_weight_format(model, weight_format) if quantized else model
 
 
 def apply_adapter(model: LavidaModel, adapter_dir: str | Path, shirg_weights: bool = True) -> LavidaModel:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shirg.errors import ConfigError
+from shirg.errors import ConfigError, resolve_device, resolve_dtype
 
 WEIGHT_FORMATS = ("float", "bf16", "int8", "int4")
 INT4_GROUPS = (128, 64, 32)
@@ -162,8 +162,6 @@ def weight_bytes(module: nn.Module) -> int:
 
 def resolve_load(weight_format: str | None, device: torch.device | str, dtype) -> torch.dtype:
     """The compute dtype a load with ``weight_format`` uses; fails early on a format without a kernel."""
-    from shirg.errors import resolve_device, resolve_dtype
-
     fmt = check_weight_format(weight_format)
     device = resolve_device(device)
     dtype = resolve_dtype(default_dtype(fmt, dtype), device)
