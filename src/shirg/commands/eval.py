@@ -45,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated modes (default {DEFAULT_MODES})")
     p.add_argument("--ablation", "--preset-ablation", dest="ablation", action="store_true",
                    help="add the SHIRG ablations (no coverage / merge / coords, each score term off, nbr sign flipped)")
+    p.add_argument("--reference", default=None, metavar="MODE",
+                   help="the mode every other mode is compared with, sample by sample: paired difference with "
+                        "its 95 %% interval and the exact McNemar p in the summary (default: full; a run "
+                        "without full then has no paired differences)")
     p.add_argument("--limit", type=int, default=None, help="first N samples only (the same N for every mode)")
     p.add_argument("--out", required=True, help="output folder (reused to resume)")
     p.add_argument("--batch-size", type=int, default=1, help="samples per answer() call (1 gives clean latencies)")
@@ -151,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     args.gen_length = args.gen_length or spec.gen_length
     args.steps = args.steps or args.gen_length
     modes = build_modes(names, visual_options(args))
+    if args.reference is not None and args.reference not in {m.name for m in modes}:
+        raise ConfigError(f"--reference {args.reference} is not one of the modes run "
+                          f"({', '.join(m.name for m in modes)}); add it to --modes or pick one of them")
     if args.batch_size < 1 or args.warmup < 0:
         raise ConfigError("--batch-size must be >= 1 and --warmup >= 0")
     samples = load_samples(args.task, args.data, args.split, args.limit)
@@ -164,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     device = model.device
     settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
                             warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix,
-                            weight_format=args.weight_format)
+                            weight_format=args.weight_format, reference=args.reference or "full")
     invocation = {"command": command_line(args),
                   "model": source, "adapter": describe_adapter(adapter, weights), "data": str(args.data),
                   "samples": len(samples), "world_size": world, "machine": machine_info(device),

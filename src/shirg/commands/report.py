@@ -21,12 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="`shirg bench --out` folder (holds bench.json)")
     p.add_argument("--analytic", dest="analytics", action="extend", nargs="+", default=[], metavar="DIR",
                    help="`shirg bench --analytic --out` folder (holds analytic.json)")
+    p.add_argument("--reference", default=None, metavar="MODE",
+                   help="mode every other is compared with, paired (default: the one each eval run used, full); "
+                        "another one is recomputed from the folder's predictions.jsonl")
     p.add_argument("--out", required=True, help="report file, e.g. REPORT.md (plots go to REPORT_files/ beside it)")
 
 
 def run(args: argparse.Namespace) -> int:
     from shirg.evaluate.report import build_report
 
-    path = build_report(args.evals, args.benches, args.analytics, args.out)
+    path = build_report(args.evals, args.benches, args.analytics, args.out, args.reference)
     print(f"wrote {path} (plots in {path.parent / (path.stem + '_files')})")
     return 0

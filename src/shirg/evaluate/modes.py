@@ -40,6 +40,7 @@ ABLATIONS = {
     "shirg-no-nbr": ("neighbour-distance term off", lambda o: _weights(o, 1, 0.0)),
     "shirg-no-ctr": ("centre-distance term off", lambda o: _weights(o, 2, 0.0)),
     "shirg-nbr-flip": ("neighbour term with the opposite sign", lambda o: _weights(o, 1, None)),
+    "shirg-saliency": ("saliency score instead of the question's text score", lambda o: {"score": "saliency"}),
 }
 
 

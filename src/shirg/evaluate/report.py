@@ -6,7 +6,10 @@ Inputs (each a folder a run wrote):
 - ``--bench DIR``: ``bench.json`` (required) and ``bench.png``;
 - ``--analytic DIR``: ``analytic.json`` (required), from ``shirg bench --analytic --out DIR``.
 
-The rule: the report never shows a number that no run produced. Every number in it is a value read
+The rule: the report never shows a number that no run produced. (The one exception, stated in the
+report where it applies: with ``--reference MODE`` other than the run's, or for a summary.json older
+than the intervals, the intervals and paired differences are recomputed from the folder's
+predictions.jsonl by the same code `shirg eval` uses.) Every number in it is a value read
 from those JSON files, rounded for display and at most converted in unit (seconds to ms, bytes to
 MiB or GB); nothing is computed from two values (no new differences, ratios or averages; the deltas
 and ratios shown are the ones the runs wrote). Plots are copied next to the report into
@@ -66,6 +69,7 @@ class EvalRun:
     summary: dict
     run: dict | None
     label: str = ""
+    restated: bool = False  # stats recomputed from predictions.jsonl (another reference, or an older summary)
     images: list[tuple[str, str, Path]] = field(default_factory=list)  # (caption, copied name, source)
 
     @property
@@ -77,14 +81,26 @@ class EvalRun:
         return self.summary["primary"]
 
 
-def load_eval(path: str | Path) -> EvalRun:
+def load_eval(path: str | Path, reference: str | None = None) -> EvalRun:
     path = _folder(path, "--eval", "summary.json", "shirg eval")
     summary = _read_json(path / "summary.json", "shirg eval")
     for key in ("task", "primary", "rows", "samples"):
         if key not in summary:
             raise ReportError(f"{path / 'summary.json'} has no {key!r}; it was not written by `shirg eval`")
     run = _read_json(path / "run.json", "shirg eval") if (path / "run.json").is_file() else None
-    return EvalRun(path, summary, run)
+    ev = EvalRun(path, summary, run)
+    current = (summary.get("stats") or {}).get("reference")
+    wanted = reference or current or "full"
+    if summary.get("stats") is None or wanted != current:
+        if reference and reference not in {r["mode"] for r in summary["rows"]}:
+            raise ReportError(f"--reference {reference} is not a mode of {path} "
+                              f"({', '.join(r['mode'] for r in summary['rows'])})")
+        if (path / "predictions.jsonl").is_file():
+            from shirg.evaluate.summary import restate
+
+            summary["stats"] = restate(path, summary, wanted)
+            ev.restated = True
+    return ev
 
 
 def load_bench(path: str | Path) -> tuple[Path, dict]:
@@ -206,6 +222,7 @@ def eval_section(ev: EvalRun, files_dir: str) -> list[str]:
     header = ["mode", *[("**" + c + "**") if c == ev.primary else c for c in cols]]
     header = [h.replace("peak_memory_mb", _memory_label(ev)) for h in header]
     out += ["### Comparison", "", *table(header, [[r["mode"], *(_fmt_key(r, c) for c in cols)] for r in rows]), ""]
+    out += stats_section(ev)
     refs = [ref for ref in REFERENCES if any(r["mode"] == ref for r in rows)]
     if refs:
         dcols = [f"{kind}_{ref}" for ref in refs for kind in ("delta_vs", "latency_x", "memory_x")]
@@ -231,6 +248,19 @@ def eval_section(ev: EvalRun, files_dir: str) -> list[str]:
     for caption, name, _src in ev.images:
         out += [f"![{ev.task}: {caption}]({_link(files_dir, name)})", "", f"*{caption}*", ""]
     return out
+
+
+def stats_section(ev: EvalRun) -> list[str]:
+    """Every score's 95 % interval and every mode's paired difference against the reference (as the
+    run's summary.json holds them, or recomputed from its predictions.jsonl for ``--reference``)."""
+    from shirg.evaluate.summary import stats_markdown
+
+    if not ev.summary.get("stats"):
+        return ["No intervals: this summary.json predates them and the folder has no predictions.jsonl to "
+                "compute them from.", ""]
+    note = [f"Paired differences recomputed from `{ev.path / 'predictions.jsonl'}` against "
+            f"`{ev.summary['stats']['reference']}`.", ""] if ev.restated else []
+    return ["### Intervals and paired differences", "", *note, *stats_markdown(ev.summary)[1:], ""]
 
 
 def _ablation_names(ev: EvalRun) -> list[str]:
@@ -414,8 +444,11 @@ def limits_section(evals: list[EvalRun], benches: list[tuple[Path, dict]],
         if len(invs) > 1:
             notes.append(f"{ev.label}: the folder was filled by more than one invocation (a resumed or extended run); "
                          "their latencies may come from different machine states.")
-        notes.append(f"{ev.label}: {ev.summary['samples']} samples per mode; differences smaller than the "
-                     "sampling noise of that many samples are not evidence.")
+        notes.append(f"{ev.label}: {ev.summary['samples']} samples per mode; a difference is evidence only where its "
+                     "paired 95 % interval excludes 0.")
+        if ev.restated:
+            notes.append(f"{ev.label}: the intervals and paired differences were recomputed from predictions.jsonl "
+                         "(not read from summary.json).")
         falls = [f"{r['mode']} ({r['fallbacks']})" for r in ev.summary["rows"] if r.get("fallbacks")]
         if falls:
             notes.append(f"{ev.label}: answers that fell back to another mode: {', '.join(falls)}.")
@@ -452,7 +485,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def build_report(evals: list[str | Path] = (), benches: list[str | Path] = (), analytics: list[str | Path] = (),
-                 out: str | Path = "REPORT.md") -> Path:
+                 out: str | Path = "REPORT.md", reference: str | None = None) -> Path:
     """Read every input folder (all checked before anything is written), copy the plots into
     ``<out stem>_files/`` and write the report atomically. Returns the report's path."""
     if not (evals or benches or analytics):
@@ -460,7 +493,7 @@ def build_report(evals: list[str | Path] = (), benches: list[str | Path] = (), a
     out = Path(out)
     if out.is_dir():
         raise ReportError(f"--out {out} is a folder; give the report's file name, e.g. {out / 'REPORT.md'}")
-    runs = [load_eval(p) for p in evals]
+    runs = [load_eval(p, reference) for p in evals]
     bench = [load_bench(p) for p in benches]
     analytic = [load_analytic(p) for p in analytics]
     files_name = f"{out.stem}_files"

@@ -120,6 +120,7 @@ class EvalSettings:
     evidence: bool = True  # EntityGrid evidence recall (from the selection each hi-res answer kept)
     prompt_suffix: str | None = None  # None: the task's lmms-eval post-prompt
     weight_format: str = "float"  # the model's weight format (shirg.load(weight_format=...))
+    reference: str | None = "full"  # the mode every other is compared with, paired (summary only)
 
     def suffix(self) -> str:
         return task_spec(self.task).prompt_suffix if self.prompt_suffix is None else self.prompt_suffix
@@ -375,7 +376,7 @@ def evaluate(
     names = [m for m in run["mode_order"] if m in {s.name for s in modes}]
     records = merge_shards(out, samples, run["mode_order"])
     ids = {s.id for s in samples}
-    summary = summarize([r for r in records if r["id"] in ids], settings.task, names)
+    summary = summarize([r for r in records if r["id"] in ids], settings.task, names, settings.reference)
     summary["run"] = {"settings": run["settings"], "invocation": invocation}
     write_summary(summary, out, title=f"{settings.task}: {len(ids)} samples")
     if overlays:

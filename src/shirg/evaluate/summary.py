@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from shirg.evaluate import metrics
+from shirg.evaluate import metrics, stats
 from shirg.evaluate.data import task_spec
 from shirg.evaluate.evidence import canvas_box
 from shirg.io import atomic_write, write_json, write_text
@@ -81,8 +81,9 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
-    """Rows per mode (in ``modes`` order) over the samples every listed mode answered."""
+def summarize(records: Sequence[dict], task: str, modes: Sequence[str], reference: str | None = "full") -> dict:
+    """Rows per mode (in ``modes`` order) over the samples every listed mode answered; ``stats``: every
+    score's 95 % interval and every mode's paired difference against ``reference`` (:mod:`.stats`)."""
     by_mode: dict[str, dict[str, dict]] = {m: {} for m in modes}
     for r in records:
         if r.get("mode") in by_mode:
@@ -142,12 +143,70 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str]) -> dict:
     out = {"task": task, "primary": primary, "samples": len(common), "rows": rows, "score_keys": list(keys),
            "modes_without_answers": sorted(missing), "answered_beyond_common": incomplete, "definitions": notes,
            "memory": memory_description(rows)}
+    out["stats"] = stats.in_percent(stats.compare_modes(
+        {m: score_values([by_mode[m][i] for i in order], task) for m in present}, reference))
     if cider_backends:
         backend = cider_backends.pop() if len(cider_backends) == 1 else "mixed"
         out["cider_backend"] = backend
         if "cider" in notes:
             notes["cider"] = f"{notes['cider']}; computed by {CIDER_BACKENDS.get(backend, backend)}"
     return out
+
+
+def score_values(recs: Sequence[dict], task: str) -> dict[str, list]:
+    """Per-sample values of every score the summary averages (None where a sample has none)."""
+    values = {k: [r["scores"].get(k) for r in recs] for k in SCORE_KEYS[task]}
+    if task == "entitygrid":
+        for t in metrics.ENTITYGRID_TYPES:
+            if any(r.get("type") == t for r in recs):
+                values[f"acc_{t}"] = [r["scores"]["accuracy"] if r.get("type") == t else None for r in recs]
+        if any(r.get("evidence_recall") is not None for r in recs):
+            values["evidence_recall"] = [r.get("evidence_recall") for r in recs]
+    return values
+
+
+def stats_markdown(summary: dict) -> list[str]:
+    """The intervals table and the paired-differences table of a summary's ``stats``."""
+    st = summary.get("stats")
+    if not st or not st["intervals"]:
+        return []
+    modes = list(st["intervals"])
+    keys = list(dict.fromkeys(k for m in modes for k in st["intervals"][m]))
+    conf = f"{st['confidence']:g} %"
+    lines = ["", f"{conf} intervals (Wilson for 0/1 scores, normal for means of partial scores), in %:", "",
+             "| mode | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    lines += ["| " + " | ".join([m, *(stats.fmt_interval(st["intervals"][m].get(k), scale=1.0) for k in keys)]) + " |"
+              for m in modes]
+    ref = st.get("reference")
+    if not st["paired"]:
+        lines += ["", f"No paired differences: the reference mode `{ref}` is not in this run."]
+        return lines
+    lines += ["", f"Paired differences against `{ref}` on the same samples, in points: difference [{conf} interval] "
+              "(Newcombe's paired interval for 0/1 scores, normal for partial scores) and the exact McNemar p:", "",
+              "| mode | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for m, per in st["paired"].items():
+        cells = []
+        for k in keys:
+            d = per.get(k)
+            text = stats.fmt_interval(d, scale=1.0, signed=True)
+            if d and d.get("p") is not None:
+                text += f" p={d['p_text']}"
+            cells.append(text)
+        lines.append("| " + " | ".join([m, *cells]) + " |")
+    return lines
+
+
+def restate(folder: str | Path, summary: dict, reference: str | None) -> dict:
+    """``stats`` of a finished eval folder recomputed from its predictions.jsonl against ``reference``
+    (the same samples and modes as its summary.json)."""
+    import json
+
+    path = Path(folder) / "predictions.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the paired differences need the per-sample predictions")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    modes = [r["mode"] for r in summary["rows"]]
+    return summarize(records, summary["task"], modes, reference)["stats"]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -190,6 +249,7 @@ def markdown(summary: dict, title: str = "") -> str:
         lines += ["", f"Memory (`peak_memory_mb`, {mem['label']}): {mem['note']}."]
         if summary.get("cider_backend"):
             lines.append(f"CIDEr backend: `{summary['cider_backend']}`.")
+        lines += [*stats_markdown(summary), ""]
     for name, text in summary["definitions"].items():
         lines.append(f"- `{name}`: {text}")
     if summary["modes_without_answers"]:
@@ -210,10 +270,29 @@ def to_csv(summary: dict) -> str:
     return buf.getvalue()
 
 
+def stats_csv(summary: dict) -> str:
+    """One line per mode and score: estimate and interval, and the paired difference against the reference
+    (fractions, not percent)."""
+    st = summary.get("stats") or {"intervals": {}, "paired": {}, "reference": None}
+    cols = ["mode", "metric", "value", "lo", "hi", "n", "method", "reference", "diff", "diff_lo", "diff_hi",
+            "mcnemar_p", "paired_method"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for m, per in st["intervals"].items():
+        for k, iv in per.items():
+            pd = st["paired"].get(m, {}).get(k) or {}
+            w.writerow({"mode": m, "metric": k, "value": iv["value"], "lo": iv["lo"], "hi": iv["hi"], "n": iv["n"],
+                        "method": iv["method"], "reference": st["reference"] if pd else None, "diff": pd.get("diff"),
+                        "diff_lo": pd.get("lo"), "diff_hi": pd.get("hi"), "mcnemar_p": pd.get("p"),
+                        "paired_method": pd.get("method")})
+    return buf.getvalue()
+
+
 def write_summary(summary: dict, out: str | Path, title: str = "") -> list[Path]:
     out = Path(out)
     paths = [write_json(out / "summary.json", summary), write_text(out / "summary.md", markdown(summary, title)),
-             write_text(out / "summary.csv", to_csv(summary))]
+             write_text(out / "summary.csv", to_csv(summary)), write_text(out / "stats.csv", stats_csv(summary))]
     if summary["rows"]:
         paths += plot_tradeoffs(summary, out)
     return paths
