@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-jitter", type=int, default=None, metavar="PX",
                    help="with --label-grid: then move each entity by a random whole number of pixels in [-PX, PX] "
                         "per axis (default 0)")
+    p.add_argument("--repeat-labels", action="store_true",
+                   help="numbers drawn with repetition from 1..--max-label (e.g. digits on 4x4 or 5x5 grids)")
+    p.add_argument("--lookalikes", type=int, default=None, metavar="N",
+                   help="N look-alike distractors of the reading question's entity: same colour (another shape) "
+                        "or same shape (another colour), another number (0-10; default 0)")
+    p.add_argument("--background", choices=("white", "clutter"), default=None,
+                   help="white (default) or clutter: a low-contrast texture of strokes and blobs (never digits)")
     p.add_argument("--types", default=None, metavar="T1,T2",
                    help="question types to cycle through, comma-separated, from recognition, position, counting, "
                         "reading (default: all four); scenes stay those of the same seed, e.g. --types reading")
@@ -58,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = preset_config(args.preset, size=args.size, rows=rows, cols=cols, occupancy=args.occupancy,
                         entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label,
                         label_place=args.label_place, label_grid=args.label_grid,
-                        label_jitter=args.label_jitter)
+                        label_jitter=args.label_jitter, repeat_labels=args.repeat_labels or None,
+                        lookalikes=args.lookalikes, background=args.background)
     meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
                     captions=args.captions, cells=args.cells,
                     types=args.types.split(",") if args.types is not None else None)

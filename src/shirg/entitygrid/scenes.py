@@ -33,6 +33,8 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
 TYPES = ("recognition", "position", "counting", "reading")
 LABEL_PLACES = ("under", "inside")
+BACKGROUNDS = ("white", "clutter")
+MAX_LOOKALIKES = (len(COLOURS) - 1) + (len(SHAPES) - 1)
 QUESTIONS_FILE = "questions.jsonl"
 LLAVA_FILE = "llava_train.json"
 META_FILE = "entitygrid.json"
@@ -56,6 +58,10 @@ class EntityGridConfig:
     # with label_grid: then moved by a random whole number of pixels in [-label_jitter, label_jitter] per
     # axis (drawn from its own stream, so the scene and the answers stay those of the same seed)
     label_jitter: int = 0
+    # dense scenes (docs/entitygrid.md, "Dense scenes"); the defaults draw exactly the scenes of before
+    repeat_labels: bool = False  # numbers drawn with repetition from 1..max_label (digits on grids of > 9 cells)
+    lookalikes: int = 0  # look-alike distractors of the reading question's entity (same colour or same shape)
+    background: str = "white"  # or "clutter": a low-contrast texture of strokes and blobs, never digits
 
     def validate(self) -> None:
         if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
@@ -91,8 +97,18 @@ class EntityGridConfig:
                 raise ConfigError(f"label_grid {self.label_grid} (+ label_jitter {self.label_jitter}) can move "
                                   f"entities out of their cells at this size, grid and entity_scale; use a smaller "
                                   "label_grid or entity_scale")
-        if self.max_label < self.rows * self.cols:
-            raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols}")
+        if self.max_label < self.rows * self.cols and not self.repeat_labels:
+            raise ConfigError(f"max_label {self.max_label} must be >= the number of cells {self.rows * self.cols} "
+                              "(numbers are unique per image), or pass --repeat-labels")
+        if self.max_label < 2:
+            raise ConfigError(f"max_label {self.max_label} must be >= 2")
+        if not 0 <= self.lookalikes <= MAX_LOOKALIKES:
+            raise ConfigError(f"lookalikes {self.lookalikes} must be in 0..{MAX_LOOKALIKES} (other colours + other "
+                              "shapes of one entity)")
+        if self.lookalikes >= self.rows * self.cols:
+            raise ConfigError(f"lookalikes {self.lookalikes} needs more than {self.rows * self.cols} cells")
+        if self.background not in BACKGROUNDS:
+            raise ConfigError(f"background {self.background!r} is not one of {', '.join(BACKGROUNDS)}")
 
 
 # Named generator settings. ``small``: the half-scale task of the bundled small model (336 px, a 3 x 3
@@ -119,6 +135,7 @@ class Entity:
     shape: str
     label: int
     box: list[int] = field(default_factory=list)  # [x0, y0, x1, y1] pixels, shape and label together
+    label_box: list[int] = field(default_factory=list)  # [x0, y0, x1, y1] pixels of the number alone
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -156,23 +173,77 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: f
         raise ConfigError(f"unknown shape {shape!r}")
 
 
-def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image, list[Entity]]:
-    """Draw one grid image; entity boxes are filled in here."""
+def _clutter(draw: ImageDraw.ImageDraw, cfg: EntityGridConfig, rng: random.Random) -> None:
+    """A low-contrast texture over the whole image: light strokes and blobs in pale tints (no text)."""
+    s = cfg.size
+    for _ in range(s * s // 400):  # about one stroke or blob per 20 x 20 px
+        tint = tuple(rng.randint(200, 245) for _ in range(3))
+        x, y = rng.uniform(0, s), rng.uniform(0, s)
+        if rng.random() < 0.5:
+            length, angle = rng.uniform(0.02, 0.12) * s, rng.uniform(0, math.pi)
+            draw.line([(x, y), (x + length * math.cos(angle), y + length * math.sin(angle))], fill=tint,
+                      width=rng.randint(1, 3))
+        else:
+            r = rng.uniform(0.005, 0.03) * s
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=tint)
+
+
+def _lookalike_attrs(cfg: EntityGridConfig, n: int, rng: random.Random) -> tuple[list[tuple[str, str]], int, list[int]]:
+    """Colour and shape of n entities such that entity ``anchor`` has a colour-shape pair of its own and
+    min(lookalikes, n - 1) others share its colour (another shape) or its shape (another colour), in turn."""
+    colours = sorted(COLOURS)
+    attrs = [(rng.choice(colours), rng.choice(SHAPES)) for _ in range(n)]
+    anchor = rng.randrange(n)
+    ac, ash = attrs[anchor]
+    other_colours, other_shapes = [c for c in colours if c != ac], [s for s in SHAPES if s != ash]
+    others = [i for i in range(n) if i != anchor]
+    rng.shuffle(others)
+    m = min(cfg.lookalikes, n - 1)
+    # half share the colour, half the shape (at most 5 of each: validate bounds m by MAX_LOOKALIKES)
+    n_colour = min(len(other_shapes), (m + 1) // 2)
+    n_colour += max(0, m - n_colour - len(other_colours))
+    same_colour = rng.sample(other_shapes, n_colour)
+    same_shape = rng.sample(other_colours, m - n_colour)
+    for j, i in enumerate(others[:m]):
+        attrs[i] = (ac, same_colour[j]) if j < len(same_colour) else (same_shape[j - len(same_colour)], ash)
+    for i in others[m:]:
+        if attrs[i][0] == ac or attrs[i][1] == ash:  # every other entity: neither the anchor's colour nor shape
+            attrs[i] = (rng.choice(other_colours), rng.choice(other_shapes))
+    return attrs, anchor, others[:m]
+
+
+def render_scene(cfg: EntityGridConfig, rng: random.Random,
+                 info: dict | None = None) -> tuple[Image.Image, list[Entity]]:
+    """Draw one grid image; entity boxes are filled in here. With ``cfg.lookalikes``, ``info`` (when
+    given) gets ``anchor``: the index of the entity whose look-alikes were drawn."""
     img = Image.new("RGB", (cfg.size, cfg.size), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     cw, ch = cfg.size / cfg.cols, cfg.size / cfg.rows
+    if cfg.background == "clutter":
+        _clutter(draw, cfg, rng)
     for c in range(1, cfg.cols):
         draw.line([(c * cw, 0), (c * cw, cfg.size)], fill=(225, 225, 225), width=1)
     for r in range(1, cfg.rows):
         draw.line([(0, r * ch), (cfg.size, r * ch)], fill=(225, 225, 225), width=1)
-    labels = rng.sample(range(1, cfg.max_label + 1), cfg.rows * cfg.cols)
+    if cfg.repeat_labels:
+        labels = [rng.randint(1, cfg.max_label) for _ in range(cfg.rows * cfg.cols)]
+    else:
+        labels = rng.sample(range(1, cfg.max_label + 1), cfg.rows * cfg.cols)
     cells = [(r, c) for r in range(1, cfg.rows + 1) for c in range(1, cfg.cols + 1)]
     occupied = [cell for cell in cells if rng.random() < cfg.occupancy] or [rng.choice(cells)]
+    attrs = None
+    if cfg.lookalikes:
+        attrs, anchor, looks = _lookalike_attrs(cfg, len(occupied), rng)
+        for i in looks:  # a look-alike never carries the anchor's number
+            if labels[i] == labels[anchor]:
+                labels[i] = labels[anchor] % cfg.max_label + 1
+        if info is not None:
+            info["anchor"] = anchor
     font = label_font(cfg.label_px)
     radius = cfg.entity_scale * min(cw, ch) / 2
     entities = []
     for k, (r, c) in enumerate(occupied):
-        colour, shape = rng.choice(sorted(COLOURS)), rng.choice(SHAPES)
+        colour, shape = attrs[k] if attrs else (rng.choice(sorted(COLOURS)), rng.choice(SHAPES))
         # jitter inside the cell, leaving room for the label underneath
         slack_x = max(0.0, cw / 2 - radius - 4)
         slack_y = max(0.0, ch / 2 - radius - cfg.label_px - 6)
@@ -201,7 +272,9 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random) -> tuple[Image.Image
         box = [math.floor(min(cx - radius, tx + tx0)), math.floor(cy - radius),
                math.ceil(max(cx + radius, tx + tx1)), math.ceil(max(cy + radius, ty + ty1))]
         box = [max(0, min(cfg.size, v)) for v in box]
-        entities.append(Entity(r, c, colour, shape, labels[k], box))
+        label_box = [math.floor(tx + tx0), math.floor(ty + ty0), math.ceil(tx + tx1), math.ceil(ty + ty1)]
+        label_box = [max(0, min(cfg.size, v)) for v in label_box]
+        entities.append(Entity(r, c, colour, shape, labels[k], box, label_box))
     return img, entities
 
 
@@ -209,9 +282,11 @@ def _pos(e: Entity) -> str:
     return f"row {e.row}, column {e.col}"
 
 
-def make_question(qtype: str, entities: list[Entity], rng: random.Random, label_place: str = "under") -> dict:
+def make_question(qtype: str, entities: list[Entity], rng: random.Random, label_place: str = "under",
+                  target: Entity | None = None) -> dict:
     """Question, answer(s) and the queried entities for one scene (``label_place``: where the numbers
-    are drawn, which the reading question names)."""
+    are drawn, which the reading question names; ``target``: the entity a reading question asks about,
+    whose colour-shape pair must be its own, e.g. the anchor of look-alike distractors)."""
     combo = {}
     for e in entities:
         combo.setdefault((e.colour, e.shape), []).append(e)
@@ -239,7 +314,12 @@ def make_question(qtype: str, entities: list[Entity], rng: random.Random, label_
     if qtype == "reading":
         where = "on" if label_place == "inside" else "under"
         unique = [g[0] for g in combo.values() if len(g) == 1]
-        if unique:
+        if target is not None:
+            if len(combo[(target.colour, target.shape)]) != 1:
+                raise ConfigError("a reading target must be the only entity of its colour and shape")
+            e = target
+            q = f"What number is written {where} the {e.colour} {e.shape}?"
+        elif unique:
             e = rng.choice(unique)
             q = f"What number is written {where} the {e.colour} {e.shape}?"
         else:
@@ -313,9 +393,11 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int,
     (seed, index), so a ``types``-restricted set shows the same scenes as the full one."""
     types = check_types(types)
     rng = random.Random(f"entitygrid-v{VERSION}-{seed}-{index}")
-    img, entities = render_scene(cfg, rng)
+    info: dict = {}
+    img, entities = render_scene(cfg, rng, info)
     qtype = types[index % len(types)]
-    q = make_question(qtype, entities, rng, cfg.label_place)
+    target = entities[info["anchor"]] if "anchor" in info and qtype == "reading" else None
+    q = make_question(qtype, entities, rng, cfg.label_place, target)
     record = {
         "id": sample_id(seed, index),
         "type": qtype,
