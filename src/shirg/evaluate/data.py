@@ -289,8 +289,17 @@ def load_entitygrid(root: Path, split: str = "") -> list[Sample] | None:
     recs = _records(f, "entitygrid", ENTITYGRID_JSONL, read_jsonl(f), None, ("id", "question", "answers", "image",
                                                                              "type"))
     return [Sample(id=r["id"], question=r["question"], answers=_as_answers(r["answers"]), image_ref=root / r["image"],
-                   qtype=r["type"], boxes=r.get("boxes", []), meta={"grid": r.get("grid")})
+                   qtype=r["type"], boxes=r.get("boxes", []),
+                   meta={"grid": r.get("grid"), "label_boxes": _label_boxes(r)})
             for r in recs]
+
+
+def _label_boxes(record: dict) -> list[list[float]]:
+    """The queried entities' number boxes (``label_box`` in the scene; empty for sets written before it)."""
+    scene = {(e.get("row"), e.get("col")): e for e in record.get("scene") or [] if isinstance(e, dict)}
+    boxes = [scene.get((t.get("row"), t.get("col")), {}).get("label_box") for t in record.get("targets") or []
+             if isinstance(t, dict)]
+    return [b for b in boxes if isinstance(b, list) and len(b) == 4] if boxes and all(boxes) else []
 
 
 ORIGINAL_LOADERS: dict[str, Callable[[Path, str], list[Sample] | None]] = {

@@ -78,6 +78,23 @@ def kept_patches(tokens: TokenSet, sample: int = 0, strict: bool = False) -> Ten
     return mask
 
 
+def queried_patch_kept(label_boxes: Sequence[Sequence[float]] | None, image_size: tuple[int, int],
+                       content_box: tuple[float, float, float, float], strict_kept: Tensor) -> float | None:
+    """1.0 when the hi-res patch under the centre of every queried number is kept at full detail (an
+    unmerged hi token: ``strict_kept``), else 0.0; None without number boxes."""
+    if not label_boxes:
+        return None
+    grid = int(round(strict_kept.numel() ** 0.5))
+    for x0, y0, x1, y1 in label_boxes:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        u0, v0, u1, v1 = canvas_box((cx, cy, cx, cy), image_size, content_box)
+        col = min(grid - 1, max(0, int(u0 * grid)))
+        row = min(grid - 1, max(0, int(v0 * grid)))
+        if not strict_kept[row * grid + col]:
+            return 0.0
+    return 1.0
+
+
 def evidence_recall(entity: Tensor, kept: Tensor) -> float | None:
     """Share of the entity's patches kept; None when there is no entity (nothing to recall)."""
     total = int(entity.sum())

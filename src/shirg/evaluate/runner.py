@@ -26,7 +26,7 @@ import torch
 from shirg.errors import ConfigError
 from shirg.evaluate import metrics
 from shirg.evaluate.data import Sample, task_spec
-from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches
+from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches, queried_patch_kept
 from shirg.evaluate.modes import ModeSpec
 from shirg.evaluate.summary import plot_overlays, summarize, write_summary
 from shirg.io import read_jsonl, write_json, write_text
@@ -97,15 +97,17 @@ def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None) -> d
     """Evidence recall (lenient and strict) of one EntityGrid sample; None where undefined. Uses the
     selection the answer kept (``ans.selection``) when there is one, else selects again."""
     if not spec.hires or not sample.boxes:
-        return {"evidence_recall": None, "evidence_recall_strict": None}
+        return {"evidence_recall": None, "evidence_recall_strict": None, "queried_patch_kept": None}
     if ans is not None and getattr(ans, "selection", None) is not None:
         sel, content_box = ans.selection, ans.content_box
     else:
         sel, prep = selection_for(model, image, sample.question, spec.mode, spec.options)
         content_box = prep.content_box
     entity = entity_patches(sample.boxes, image.size, content_box, sel.grid)
+    strict = kept_patches(sel, strict=True)
     return {"evidence_recall": evidence_recall(entity, kept_patches(sel)),
-            "evidence_recall_strict": evidence_recall(entity, kept_patches(sel, strict=True))}
+            "evidence_recall_strict": evidence_recall(entity, strict),
+            "queried_patch_kept": queried_patch_kept(sample.meta.get("label_boxes"), image.size, content_box, strict)}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -327,6 +329,7 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
             rec |= {"evidence_recall": None, "evidence_recall_strict": None}
         elif spec.mode == "full":
             rec |= {"evidence_recall": 1.0, "evidence_recall_strict": 1.0} if sample.boxes else {}
+            rec |= {"queried_patch_kept": 1.0} if sample.meta.get("label_boxes") else {}
         else:
             rec |= sample_evidence(model, image, sample, spec, ans)
     return rec

@@ -40,6 +40,7 @@ SCORE_NOTES = {
     "accuracy": "EntityGrid accuracy (exact answer)",
     "cider": "CIDEr-D x 100 over the corpus (pycocoevalcap definition)",
     "evidence_recall": "share of the queried entity's hi-res patches the selection keeps (mean, x 100)",
+    "queried_patch_kept": "share of questions whose queried number's centre patch is kept at full detail",
 }
 # what peak_memory_mb holds, per record memory_kind (runner.record_memory); "peak_rss" is the name older
 # runs gave the lifetime peak
@@ -162,6 +163,8 @@ def score_values(recs: Sequence[dict], task: str) -> dict[str, list]:
                 values[f"acc_{t}"] = [r["scores"]["accuracy"] if r.get("type") == t else None for r in recs]
         if any(r.get("evidence_recall") is not None for r in recs):
             values["evidence_recall"] = [r.get("evidence_recall") for r in recs]
+        if any(r.get("queried_patch_kept") is not None for r in recs):
+            values["queried_patch_kept"] = [r.get("queried_patch_kept") for r in recs]
     return values
 
 

@@ -1,0 +1,81 @@
+"""`shirg sweep` on a tiny checkpoint: every strategy at every budget, table and plot with intervals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from shirg.cli import main
+from shirg.evaluate import stats, sweep
+from shirg.testing import write_tiny_lavida_checkpoint
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ckpt = write_tiny_lavida_checkpoint(root / "ckpt")
+        assert main(["entitygrid", "--preset", "small", "--grid", "4x4", "--occupancy", "1.0", "--entity-scale", "0.4",
+                     "--repeat-labels", "--lookalikes", "3", "--label-place", "inside", "--types", "reading",
+                     "--n", "3", "--seed", "5", "--out", str(root / "eg")]) == 0
+        args = ["sweep", "--model", str(ckpt), "--data", str(root / "eg"), "--budgets", "5,10,20,33",
+                "--strategies", "shirg,uniform", "--resolution", "336", "--gen-length", "4", "--steps", "2",
+                "--no-progress", "--out", str(root / "out")]
+        assert main(args) == 0
+        yield root, args
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sweep_runs_every_strategy_at_every_budget_on_the_same_samples(swept):
+    root, _ = swept
+    out = root / "out"
+    table = json.loads((out / "sweep.json").read_text())
+    assert table["samples"] == 3 and table["metric"] == "acc_reading"
+    ks = [p["k"] for p in table["points"]]
+    assert ks == [29, 58, 115, 190]  # 5 / 10 / 20 / 33 % of the 24 x 24 grid at 336 px
+    assert [p["coverage"] for p in table["points"]] == [False, True, True, True]  # 29 < 36 coverage cells
+    rows = {(r["strategy"], r["k"]): r for r in table["rows"]}
+    assert set(rows) == {(s, k) for s in ("shirg", "uniform") for k in ks}
+    for (s, k), r in rows.items():
+        lines = (out / sweep.budget_dir(k) / "predictions.jsonl").read_text().splitlines()
+        preds = [json.loads(line) for line in lines]
+        mine = [p for p in preds if p["mode"] == s]
+        assert len(mine) == 3
+        correct = sum(p["scores"]["accuracy"] for p in mine)
+        lo, hi = stats.wilson(int(correct), 3)
+        assert r["score"]["value"] == pytest.approx(100 * correct / 3)
+        assert (r["score"]["lo"], r["score"]["hi"]) == pytest.approx((100 * lo, 100 * hi))
+        assert r["visual_tokens"] == pytest.approx(sum(p["visual_tokens"] for p in mine) / 3)
+        kept = [p["queried_patch_kept"] for p in mine]
+        assert all(v in (0.0, 1.0) for v in kept)
+        assert r["queried_patch_kept"]["value"] == pytest.approx(100 * sum(kept) / 3)
+        assert r["vs_reference"]["n"] == 3 and r["vs_reference"]["p"] is not None
+    # more budget, more visual tokens, for each strategy
+    for s in ("shirg", "uniform"):
+        tokens = [rows[(s, k)]["visual_tokens"] for k in ks]
+        assert tokens == sorted(tokens) and tokens[0] < tokens[-1]
+    ref = [json.loads(line) for line in (out / "reference" / "predictions.jsonl").read_text().splitlines()]
+    assert {p["mode"] for p in ref} == {"full"} and all(p["queried_patch_kept"] == 1.0 for p in ref)
+    md = (out / "sweep.md").read_text()
+    assert "| shirg | 5 | 29 (no coverage) |" in md and "kept queried patch" in md
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "sweep.csv").read_text().splitlines()[0].startswith("strategy,percent,k,")
+
+
+def test_sweep_resumes_without_answering_again(swept):
+    root, args = swept
+    before = (root / "out" / "k0029" / "predictions.jsonl").read_text()
+    assert main(args) == 0
+    assert (root / "out" / "k0029" / "predictions.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize(("budgets", "match"), [("0,10", "percentages"), ("abc", "percentages"), ("10,10", "distinct")])
+def test_bad_budgets_are_one_line_errors(budgets, match, tmp_path, capsys):
+    assert main(["sweep", "--preset", "tiny", "--data", str(tmp_path), "--budgets", budgets,
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--budgets" in capsys.readouterr().err
