@@ -1,0 +1,150 @@
+"""The learned relevance: an untrained head is exactly today's score; the distillation and box losses
+are finite, reach only the head, and a few steps move the head's ranking toward the target."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import shirg
+from shirg.cli import main
+from shirg.testing import write_tiny_lavida_checkpoint
+from shirg.tokens.dual_scale import dual_scale
+from shirg.tokens.relevance_head import RelevanceHead, learned_scores
+from shirg.tokens.scoring import shirg_scores
+from shirg.train.data import Sample, TrainDataset, collate
+from shirg.train.relevance import (
+    RelevanceObjective,
+    box_target,
+    combined_loss,
+    distilled_target,
+    listwise_kl,
+    relevance_loss,
+)
+from shirg.vision.preprocess import prepare_image
+
+RES = 336
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("relevance")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ckpt = write_tiny_lavida_checkpoint(root / "ckpt")
+        assert main(["entitygrid", "--preset", "small", "--grid", "4x4", "--occupancy", "1.0", "--entity-scale", "0.4",
+                     "--repeat-labels", "--lookalikes", "3", "--label-place", "inside", "--types", "reading",
+                     "--n", "2", "--seed", "3", "--out", str(root / "eg")]) == 0
+        recs = [json.loads(line) for line in (root / "eg" / "questions.jsonl").read_text().splitlines()]
+        model = shirg.load(ckpt)
+        model.model.requires_grad_(False)
+        samples = [Sample(str(root / "eg" / r["image"]), r["question"], r["answers"][0]) for r in recs]
+        ds = TrainDataset(samples, model.tokenizer, answer_length=4, eos_id=model.config.llm.eos_token_id,
+                          eot_id=model.config.eot_token_id, resolutions=[RES], snap=14, seed=0)
+        batch = collate([ds[(0, i)] for i in range(len(samples))])
+        yield model, batch, recs
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tokens_and_text(model, batch):
+    from shirg.model.inference import question_context
+
+    prepared = [prepare_image(img, RES, "pad") for img in batch.images]
+    pixels = torch.stack([p.pixels for p in prepared])
+    boxes = torch.tensor([p.content_box for p in prepared])
+    with torch.no_grad():
+        tokens = dual_scale(model.model.vision_tower(pixels), boxes)
+    return tokens, question_context(model, batch.questions), prepared
+
+
+def test_an_untrained_head_gives_exactly_todays_scores(setup):
+    model, batch, _ = setup
+    tokens, text, _ = _tokens_and_text(model, batch)
+    head = RelevanceHead(model.config.llm.d_model)
+    for source in ("text", "saliency"):
+        today = shirg_scores(tokens, text, source=source)
+        learned = learned_scores(tokens, text, head, source=source)
+        assert torch.equal(today.score, learned.score.detach()) and torch.equal(today.sim, learned.sim.detach())
+    # a head with a non-zero scale does change the text score (the test above is not vacuous)
+    with torch.no_grad():
+        head.scale.fill_(1.0)
+    assert not torch.equal(shirg_scores(tokens, text).score, learned_scores(tokens, text, head).score.detach())
+
+
+def test_listwise_kl_is_zero_at_the_target_and_positive_elsewhere():
+    target = torch.tensor([[0.5, 0.25, 0.25, 0.0]])
+    assert listwise_kl(torch.log(target.clamp(min=1e-12)), target).item() == pytest.approx(0.0, abs=1e-6)
+    assert listwise_kl(torch.zeros(1, 4), target).item() == pytest.approx(
+        sum(t * torch.log(torch.tensor(t / 0.25)).item() for t in (0.5, 0.25, 0.25)))
+    mask = torch.tensor([[True, True, True, False]])
+    assert torch.isfinite(listwise_kl(torch.randn(1, 4), target, mask))
+
+
+def test_box_target_is_uniform_over_the_queried_patches(setup):
+    _, batch, recs = setup
+    contents = [prepare_image(img, RES, "pad").content_box for img in batch.images]
+    t = box_target([r["boxes"] for r in recs], [img.size for img in batch.images], contents, RES // 14)
+    assert t.shape == (2, 576) and torch.allclose(t.sum(1), torch.ones(2))
+    x0, y0, x1, y1 = recs[0]["boxes"][0]
+    inside = t[0].reshape(24, 24).nonzero()
+    assert all(x0 <= (c + 0.5) * 14 <= x1 and y0 <= (r + 0.5) * 14 <= y1 for r, c in inside.tolist())
+
+
+def test_distilled_target_is_a_distribution_and_trains_no_model_weight(setup):
+    model, batch, _ = setup
+    params = [p for p in model.parameters()]
+    target = distilled_target(model, batch, RES)
+    assert target.shape == (2, 576) and torch.isfinite(target).all() and (target >= 0).all()
+    assert torch.allclose(target.sum(1), torch.ones(2))
+    assert (target.max(1).values > 1.2 * target.min(1).values).all()  # not uniform: some tokens matter more
+    assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("kind", ["distilled", "box"])
+def test_the_objective_is_finite_and_reaches_only_the_head(setup, kind):
+    model, batch, recs = setup
+    head = RelevanceHead(model.config.llm.d_model)
+    with torch.no_grad():
+        head.scale.fill_(0.5)  # away from 0, so every head weight gets a gradient
+    boxes = ([r["boxes"] for r in recs], [img.size for img in batch.images])
+    # the answer loss of the frozen model carries no gradient; the relevance part must
+    out = combined_loss(model, head, batch, "full", {}, RelevanceObjective(kind, weight=0.5), RES, boxes)
+    assert torch.isfinite(out["loss"]) and out["relevance"] > 0
+    out["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in head.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    none = combined_loss(model, head, batch, "full", {}, RelevanceObjective("none"), RES)
+    assert none["relevance"] == 0
+
+
+def test_a_few_steps_move_the_heads_ranking_toward_the_target(setup):
+    model, batch, recs = setup
+    tokens, text, prepared = _tokens_and_text(model, batch)
+    target = box_target([r["boxes"] for r in recs], [img.size for img in batch.images],
+                        [p.content_box for p in prepared], RES // 14)
+
+    def top_mass(score):  # share of the target's patches among the score's top-|target| tokens
+        hits = []
+        for s, t in zip(score, target, strict=True):
+            k = int((t > 0).sum())
+            hits.append(float((t[s.topk(k).indices] > 0).float().mean()))
+        return sum(hits) / len(hits)
+
+    head = RelevanceHead(model.config.llm.d_model)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    before_kl = relevance_loss(model, head, batch, target, RES).item()
+    before = top_mass(shirg_scores(tokens, text).score)
+    for _ in range(40):
+        opt.zero_grad()
+        loss = relevance_loss(model, head, batch, target, RES)
+        loss.backward()
+        opt.step()
+    after_kl = relevance_loss(model, head, batch, target, RES).item()
+    after = top_mass(learned_scores(tokens, text, head).score.detach())
+    assert after_kl < before_kl - 0.3
+    assert after > before + 0.2, (before, after)
