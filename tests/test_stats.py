@@ -90,6 +90,8 @@ def test_paired_and_interval_pick_the_method_by_the_scores():
     diffs = [0.5, 0.0, 0.0, -0.5]
     sd = math.sqrt(sum(d * d for d in diffs) / 3)
     assert partial["hi"] == pytest.approx(stats.Z95 * sd / 2)
+    near_one = stats.interval([1.0, 1.0, 0.9, 1.0, 1.0])
+    assert near_one["method"] == "normal" and near_one["hi"] == 1.0 and near_one["lo"] < near_one["value"]
     # None marks a sample without this score (another question type): left out of both
     assert stats.paired([1, None, 0], [0, 1, None])["n"] == 1
     with pytest.raises(ValueError):

@@ -11,8 +11,9 @@ Every mode of a run answers the same samples, so two modes are compared *paired*
   interval; no continuity correction of the Wilson limits) and the exact McNemar p (two-sided
   binomial test of the discordant pairs, b of one kind and c of the other, against 1/2);
 - a score that is a mean of values in [0, 1] (F1 with partial credit, ANLS, VQA accuracy, evidence
-  recall) gets the normal interval mean +- z * sd / sqrt(n), and a paired difference the normal
-  interval of the mean per-sample difference (no McNemar p: it needs 0/1 outcomes).
+  recall) gets the normal interval mean +- z * sd / sqrt(n), clipped to [0, 1], and a paired
+  difference the normal interval of the mean per-sample difference, clipped to [-1, 1] (no McNemar
+  p: it needs 0/1 outcomes).
 
 Scores are kept as fractions here; the summary multiplies by 100 like every other score column.
 """
@@ -100,6 +101,8 @@ def interval(values: Sequence[float], z: float = Z95) -> dict:
         lo, hi = wilson(k, n, z)
         return {"value": k / n, "lo": lo, "hi": hi, "n": n, "k": k, "method": "wilson"}
     mean, lo, hi = mean_interval(values, z)
+    if all(0.0 <= v <= 1.0 for v in values):  # a mean of [0, 1] scores: the interval stays in [0, 1]
+        lo, hi = max(0.0, lo), min(1.0, hi)
     return {"value": mean, "lo": lo, "hi": hi, "n": n, "method": "normal"}
 
 
@@ -120,6 +123,8 @@ def paired(first: Sequence[float], second: Sequence[float], z: float = Z95) -> d
         return {"diff": diff, "lo": lo, "hi": hi, "p": mcnemar_exact(b, c), "n": n, "a": a, "b": b, "c": c, "d": d,
                 "method": "newcombe-paired+mcnemar-exact"}
     diff, lo, hi = mean_interval([x - y for x, y in pairs], z)
+    if all(0.0 <= v <= 1.0 for p in pairs for v in p):
+        lo, hi = max(-1.0, lo), min(1.0, hi)
     return {"diff": diff, "lo": lo, "hi": hi, "p": None, "n": n, "method": "normal-paired"}
 
 
