@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from shirg.cli import main
-from shirg.errors import ConfigError
 from shirg.entitygrid.scenes import COLOURS, EntityGridConfig, generate_sample, preset_config
+from shirg.errors import ConfigError
 
 DENSE = dict(rows=4, cols=4, occupancy=1.0, entity_scale=0.4, repeat_labels=True, lookalikes=3,
              label_place="inside", label_grid=14, label_jitter=2)

@@ -12,9 +12,7 @@ OUT/sweep.{md,csv,json} and OUT/sweep.png (score vs visual tokens, one line per 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
-from pathlib import Path
 
 from shirg.commands._common import (
     add_generation_options,
@@ -24,6 +22,7 @@ from shirg.commands._common import (
     load_model,
     visual_options,
 )
+from shirg.commands.eval import resolve_adapter
 from shirg.errors import ConfigError
 
 HELP = "budget sweep: every strategy at K = 5/10/20/33 % of the high-detail tokens; table + plot with intervals"
@@ -58,53 +57,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shirg.evaluate import sweep
-    from shirg.evaluate.data import load_samples, task_spec
-    from shirg.evaluate.modes import build_modes
-    from shirg.evaluate.runner import EvalSettings, evaluate, machine_info
-    from shirg.evaluate.summary import SCORE_KEYS
-    from shirg.tokens.dual_scale import scaffold_size
 
-    spec = task_spec(args.task)
+    spec = sweep.task_spec(args.task)
     budgets = sweep.parse_budgets(args.budgets)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not names or len(set(names)) != len(names) or args.reference in names:
         raise ConfigError(f"--strategies {args.strategies!r}: give distinct strategies, not the reference "
                           f"{args.reference}")
-    metric = args.metric or ("acc_reading" if args.task == "entitygrid" else SCORE_KEYS[args.task][0])
+    metric = args.metric or sweep.default_metric(args.task)
     args.gen_length = args.gen_length or spec.gen_length
     args.steps = args.steps or args.gen_length
     base = visual_options(args)
     grid = base.resolution // 14
-    cover = scaffold_size(grid) ** 2
-    points = []
-    for pct in budgets:
-        k = sweep.budget_tokens(pct, grid)
-        opts = dataclasses.replace(base, k=k, coverage=base.coverage and k >= cover)
-        points.append({"percent": pct, "k": k, "coverage": opts.coverage, "modes": build_modes(names, opts)})
-    if len({p["k"] for p in points}) != len(points):
-        raise ConfigError(f"--budgets {args.budgets} give the same K twice on a {grid} x {grid} grid")
-    reference = build_modes([args.reference], base)
-    samples = load_samples(args.task, args.data, args.split, args.limit)
-    from shirg.commands.eval import resolve_adapter
-
+    points = sweep.plan(names, base, budgets, grid)
+    reference = sweep.build_modes([args.reference], base)
+    samples = sweep.load_samples(args.task, args.data, args.split, args.limit)
     adapter, weights = resolve_adapter(args.adapter)
     if args.preset and adapter:
         raise ConfigError("--adapter needs --model (a preset has random weights)")
     model, source = load_model(args, adapter=adapter, shirg_weights=weights)
-    settings = EvalSettings(task=args.task, gen=generation_kwargs(args), warmup=args.warmup, reference=args.reference)
-    out = Path(args.out)
+    settings = sweep.EvalSettings(task=args.task, gen=generation_kwargs(args), warmup=args.warmup,
+                                  reference=args.reference)
     invocation = {"command": command_line(args), "model": source, "adapter": str(adapter) if adapter else None,
                   "data": str(args.data), "samples": len(samples), "world_size": 1,
-                  "machine": machine_info(model.device), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    progress = not args.no_progress
-    evaluate(model, samples, reference, out / sweep.REFERENCE_DIR, settings, overlays=0, progress=progress,
-             invocation=invocation)
-    for pt in points:
-        evaluate(model, samples, pt["modes"], out / sweep.budget_dir(pt["k"]), settings, overlays=0,
-                 progress=progress, invocation=invocation)
-    table = sweep.collect(out, [{k: v for k, v in pt.items() if k != "modes"} for pt in points], names, metric,
-                          args.reference)
-    paths = sweep.write(table, out, grid * grid)
+                  "machine": sweep.machine_info(model.device), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    table = sweep.run_sweep(model, samples, points, reference, args.out, settings, names, metric,
+                            progress=not args.no_progress, invocation=invocation)
+    paths = sweep.write(table, args.out, grid * grid)
     print(sweep.markdown(table, grid * grid))
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0

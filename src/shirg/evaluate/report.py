@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from shirg.errors import ShirgError
 from shirg.evaluate.modes import ABLATIONS
+from shirg.evaluate.summary import restate, stats_markdown
 from shirg.io import atomic_write, write_text
 from shirg.model.options import reads_question
 
@@ -96,8 +97,6 @@ def load_eval(path: str | Path, reference: str | None = None) -> EvalRun:
             raise ReportError(f"--reference {reference} is not a mode of {path} "
                               f"({', '.join(r['mode'] for r in summary['rows'])})")
         if (path / "predictions.jsonl").is_file():
-            from shirg.evaluate.summary import restate
-
             summary["stats"] = restate(path, summary, wanted)
             ev.restated = True
     return ev
@@ -253,8 +252,6 @@ def eval_section(ev: EvalRun, files_dir: str) -> list[str]:
 def stats_section(ev: EvalRun) -> list[str]:
     """Every score's 95 % interval and every mode's paired difference against the reference (as the
     run's summary.json holds them, or recomputed from its predictions.jsonl for ``--reference``)."""
-    from shirg.evaluate.summary import stats_markdown
-
     if not ev.summary.get("stats"):
         return ["No intervals: this summary.json predates them and the folder has no predictions.jsonl to "
                 "compute them from.", ""]

@@ -12,15 +12,23 @@ visual tokens, one line per strategy with its interval band.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from shirg.errors import ConfigError
 from shirg.evaluate import stats
+from shirg.evaluate.data import load_samples, task_spec
+from shirg.evaluate.modes import build_modes
+from shirg.evaluate.runner import EvalSettings, evaluate, machine_info
+from shirg.evaluate.summary import SCORE_KEYS
 from shirg.io import atomic_write, write_json, write_text
+from shirg.tokens.dual_scale import scaffold_size
 
 REFERENCE_DIR = "reference"
+__all__ = ["EvalSettings", "build_modes", "load_samples", "machine_info", "task_spec"]  # for `shirg sweep`
 
 
 def budget_dir(k: int) -> str:
@@ -33,8 +41,6 @@ def budget_tokens(percent: float, grid: int) -> int:
 
 
 def parse_budgets(text: str) -> list[float]:
-    from shirg.errors import ConfigError
-
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -42,6 +48,39 @@ def parse_budgets(text: str) -> list[float]:
     if not values or any(not 0 < v <= 100 for v in values) or len(set(values)) != len(values):
         raise ConfigError(f"--budgets {text!r}: give distinct percentages in (0, 100], e.g. 5,10,20,33")
     return values
+
+
+def default_metric(task: str) -> str:
+    """Reading accuracy on EntityGrid, else the task's first score."""
+    return "acc_reading" if task == "entitygrid" else SCORE_KEYS[task][0]
+
+
+def plan(names: Sequence[str], base, budgets: Sequence[float], grid: int) -> list[dict]:
+    """One point per budget: {"percent", "k", "coverage", "modes"}; SHIRG's coverage is off where K is
+    below its coverage cells. ``base``: the run's VisualOptions."""
+    cover = scaffold_size(grid) ** 2
+    points = []
+    for pct in budgets:
+        k = budget_tokens(pct, grid)
+        opts = dataclasses.replace(base, k=k, coverage=base.coverage and k >= cover)
+        points.append({"percent": pct, "k": k, "coverage": opts.coverage, "modes": build_modes(list(names), opts)})
+    if len({p["k"] for p in points}) != len(points):
+        raise ConfigError(f"the budgets {', '.join(f'{b:g}' for b in budgets)} give the same K twice on a "
+                          f"{grid} x {grid} grid")
+    return points
+
+
+def run_sweep(model, samples, points: list[dict], reference, out: str | Path, settings: EvalSettings,
+              names: Sequence[str], metric: str, progress: bool = True, invocation: dict | None = None) -> dict:
+    """Evaluate the reference mode and every point (resumable folders), then collect the table."""
+    out = Path(out)
+    evaluate(model, samples, reference, out / REFERENCE_DIR, settings, overlays=0, progress=progress,
+             invocation=invocation)
+    for pt in points:
+        evaluate(model, samples, pt["modes"], out / budget_dir(pt["k"]), settings, overlays=0, progress=progress,
+                 invocation=invocation)
+    return collect(out, [{k: v for k, v in pt.items() if k != "modes"} for pt in points], names, metric,
+                   settings.reference or "full")
 
 
 def _read(folder: Path) -> list[dict]:

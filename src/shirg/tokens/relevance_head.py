@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from shirg.errors import ConfigError
 from shirg.tokens.scoring import (
     DEFAULT_WEIGHTS,
     SCORE_SOURCES,
@@ -84,8 +85,6 @@ def learned_scores(
 ) -> ScoreTerms:
     """:func:`shirg.tokens.scoring.shirg_scores` with the head's term in Sim; differentiable in the head.
     With ``head`` None or untrained (scale 0) the result equals ``shirg_scores`` exactly."""
-    from shirg.errors import ConfigError
-
     w_sim, w_nbr, w_ctr = check_weights(weights)
     if source not in SCORE_SOURCES:
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")

@@ -27,13 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shirg.errors import ConfigError
-from shirg.model.inference import Stopwatch, VisualOptions, _hires_visual, question_context
 from shirg.model.lavida import LavidaModel
-from shirg.tokens.dual_scale import dual_scale
+from shirg.model.options import VisualOptions
+from shirg.model.visual import hires_selection, patch_size, question_context, splice
 from shirg.tokens.relevance_head import RelevanceHead, learned_scores
 from shirg.tokens.types import KIND_HI
 from shirg.train.data import Batch
 from shirg.train.loss import complementary_masks, denoise_logits, diffusion_loss
+from shirg.vision.encode import encode_dual_scale
 from shirg.vision.preprocess import prepare_image
 
 TARGETS = ("none", "distilled", "box")
@@ -91,8 +92,6 @@ def box_target(boxes_px: Sequence[Sequence[Sequence[float]]], image_sizes: Seque
 
 def _answer_loss_from_blocks(model: LavidaModel, batch: Batch, blocks: list[Tensor], eps: float = 1e-3) -> Tensor:
     """LaViDa's complementary-masking loss with the given visual blocks (as :func:`diffusion_loss`)."""
-    from shirg.model.inference import splice
-
     vocab = model.config.llm.vocab_size
     prefix, prefix_mask = splice(model, batch.prompt_ids, blocks)
     answer = batch.answer_ids.to(prefix.device)
@@ -110,12 +109,12 @@ def distilled_target(model: LavidaModel, batch: Batch, resolution: int) -> Tenso
     receives a gradient: only the visual blocks are differentiated)."""
     opts = VisualOptions(resolution=resolution)
     with torch.no_grad():
-        blocks, sel, _ = _hires_visual(model, batch.images, batch.questions, "full", opts, Stopwatch(model.device))
+        blocks, sel, _ = hires_selection(model, batch.images, batch.questions, "full", opts)
     leaves = [b.detach().float().to(model.dtype).requires_grad_(True) for b in blocks]
     with torch.enable_grad():
         loss = _answer_loss_from_blocks(model, batch, leaves)
         grads = torch.autograd.grad(loss, leaves)
-    grid = resolution // 14
+    grid = resolution // patch_size(model)
     out = torch.zeros(len(blocks), grid * grid)
     for i, (g, v) in enumerate(zip(grads, leaves, strict=True)):
         rel = (g.float() * v.detach().float()).sum(-1).abs().cpu()
@@ -130,10 +129,7 @@ def relevance_loss(model: LavidaModel, head: RelevanceHead, batch: Batch, target
                    tau: float = 1.0, text_pool: str = "max") -> Tensor:
     """KL(target || softmax(SHIRG score with the head / tau)) on the batch's images at ``resolution``."""
     with torch.no_grad():
-        prepared = [prepare_image(img, resolution, "pad") for img in batch.images]
-        pixels = torch.stack([p.pixels for p in prepared]).to(model.device, model.dtype)
-        boxes = torch.tensor([p.content_box for p in prepared], device=model.device)
-        tokens = dual_scale(model.model.vision_tower(pixels), boxes)
+        tokens, _ = encode_dual_scale(model.model.vision_tower, batch.images, resolution, "pad")
         text = question_context(model, batch.questions)
     terms = learned_scores(tokens, text, head, text_pool=text_pool)
     return listwise_kl(terms.score, target.to(terms.score.device), tokens.hi_real, tau)
@@ -153,6 +149,6 @@ def combined_loss(model: LavidaModel, head: RelevanceHead | None, batch: Batch, 
         if boxes is None:
             raise ConfigError("the box relevance target needs the queried entities' boxes")
         contents = [prepare_image(img, resolution, "pad").content_box for img in batch.images]
-        target = box_target(boxes[0], boxes[1], contents, resolution // 14)
+        target = box_target(boxes[0], boxes[1], contents, resolution // patch_size(model))
     rel = relevance_loss(model, head, batch, target, resolution, objective.tau)
     return {"loss": answer + objective.weight * rel, "answer": answer.detach(), "relevance": rel.detach()}

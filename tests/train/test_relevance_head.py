@@ -51,7 +51,7 @@ def setup(tmp_path_factory):
 
 
 def _tokens_and_text(model, batch):
-    from shirg.model.inference import question_context
+    from shirg.model.visual import question_context
 
     prepared = [prepare_image(img, RES, "pad") for img in batch.images]
     pixels = torch.stack([p.pixels for p in prepared])
