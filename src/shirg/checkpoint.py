@@ -14,6 +14,8 @@ import torch
 from safetensors import safe_open
 
 from shirg.errors import CheckpointError, ConfigError
+from shirg.io import honour_umask
+from shirg.limits import read_json_file
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -26,10 +28,7 @@ def read_config(folder: str | Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{folder}: no config.json; point to a checkpoint folder that holds one")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); re-download or rewrite it") from e
+    return read_json_file(path)  # size-limited, UTF-8, a JSON object
 
 
 def key_index(folder: str | Path) -> dict[str, Path]:
@@ -39,10 +38,14 @@ def key_index(folder: str | Path) -> dict[str, Path]:
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
     index = folder / INDEX_NAME
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from e
+        weight_map = read_json_file(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+            raise CheckpointError(f"{index} is not a valid safetensors index: weight_map must map tensor names "
+                                  "to shard file names")
+        bad = sorted({v for v in weight_map.values() if Path(v).name != v or v in (".", "..")})
+        if bad:  # a shard must be a file in the folder itself, never a path elsewhere
+            raise CheckpointError(f"{index} names shard files outside the folder: {', '.join(bad[:3])}")
         files = {name: folder / fname for name, fname in weight_map.items()}
         missing = sorted({str(p.name) for p in files.values() if not p.is_file()})
         if missing:
@@ -93,7 +96,11 @@ def load_tensors(
     for path, group in _by_file(index, names).items():
         with _open(path) as handle:
             for name in group:
-                t = handle.get_tensor(name)
+                try:
+                    t = handle.get_tensor(name)
+                except Exception as e:  # noqa: BLE001 - a truncated shard, a name the shard lacks
+                    raise CheckpointError(f"cannot read {name} from {path}: {e}; the file is corrupt or "
+                                          "truncated") from e
                 cast = dtype if dtype is not None and t.is_floating_point() else t.dtype
                 out[rename(name)] = t.to(device=device, dtype=cast)
     return out
@@ -127,8 +134,35 @@ def tensor_shapes(index: dict[str, Path], names: Iterable[str]) -> dict[str, tor
     out: dict[str, torch.Size] = {}
     for path, group in _by_file(index, names).items():
         with _open(path) as handle:
+            present = set(handle.keys())
+            missing = [n for n in group if n not in present]
+            if missing:
+                raise CheckpointError(f"{path} does not hold {', '.join(missing[:3])}"
+                                      f"{' ...' if len(missing) > 3 else ''}, which {INDEX_NAME} says it does; "
+                                      "the index and the shards do not match")
             for name in group:
                 out[name] = torch.Size(handle.get_slice(name).get_shape())
+    return out
+
+
+def check_floating(state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Every tensor a floating-point one (weights); an int64 or bool tensor is a broken checkpoint."""
+    bad = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items() if not v.is_floating_point()]
+    if bad:
+        raise CheckpointError(f"{where}: weights must be floating point, found {', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}")
+
+
+def read_safetensors_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of one safetensors file on the CPU; CheckpointError when it is corrupt or truncated."""
+    path = Path(path)
+    out: dict[str, torch.Tensor] = {}
+    with _open(path) as handle:
+        try:
+            for name in handle.keys():
+                out[name] = handle.get_tensor(name)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(f"cannot read {path}: {e}; the file is corrupt or truncated") from e
     return out
 
 
@@ -176,11 +210,13 @@ def write_safetensors_folder(out_dir: str | Path, tensors: dict[str, torch.Tenso
     out.mkdir(parents=True, exist_ok=True)
     if len(groups) == 1:
         save_file({n: tensors[n] for n in groups[0]}, str(out / SINGLE_NAME), metadata=metadata)
+        honour_umask(out / SINGLE_NAME)  # safetensors writes 0600; the folder's other files follow the umask
         return out
     weight_map: dict[str, str] = {}
     for k, group in enumerate(groups, start=1):
         fname = f"model-{k:05d}-of-{len(groups):05d}.safetensors"
         save_file({n: tensors[n] for n in group}, str(out / fname), metadata=metadata)
+        honour_umask(out / fname)
         weight_map |= dict.fromkeys(group, fname)
     total = sum(_nbytes(tensors[n]) for n in weight_map)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}

@@ -15,6 +15,7 @@ import sys
 
 import shirg.commands
 from shirg.errors import ShirgError
+from shirg.limits import apply_limit_options, reset_limits
 
 
 def command_modules() -> dict[str, str]:
@@ -23,8 +24,22 @@ def command_modules() -> dict[str, str]:
     return {n.replace("_", "-"): f"shirg.commands.{n}" for n in names}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument error is one line on stderr (no usage block), exit code 2, like every user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def quiet_dependency_logs() -> None:
+    """Import-time warnings of optional dependencies (torchao's missing kernels, torch's pytree
+    notices) are not about the user's input; they stay out of stderr unless --verbose."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shirg", description="SHIRG token selection for LaViDa")
+    parser = OneLineParser(prog="shirg", description="SHIRG token selection for LaViDa")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in command_modules().items():
@@ -40,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args._argv = argv  # the exact invocation, recorded by commands that write run metadata
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        quiet_dependency_logs()
     try:
+        apply_limit_options(args)
         return int(args._run(args) or 0)
     except ShirgError as e:
         print(f"shirg {args.command}: error: {e}", file=sys.stderr)
@@ -52,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        reset_limits()  # --max-image-* hold for this command only (main() may run again in one process)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def resolve_device(device) -> torch.device:  # noqa: F821 - torch imported lazil
             raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type not in ("cpu", "meta", "mps"):
+    elif dev.type not in ("cpu", "mps"):  # "meta" holds no data: nothing could run on it
         raise ConfigError(f"device type {dev.type!r} is not supported; use cpu or cuda")
     return dev
 

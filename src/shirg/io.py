@@ -3,6 +3,7 @@ never half-written."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,19 +19,36 @@ log = logging.getLogger(__name__)
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
     path = Path(path)
+    if path.is_dir():  # else the error would name the temporary file, not the path the user gave
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file: give a file path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         write(Path(tmp))
-        # mkstemp creates 0600 files; results are meant to be shared, so honour the umask instead
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        honour_umask(Path(tmp))  # mkstemp creates 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def honour_umask(path: str | Path) -> Path:
+    """Give a file (or every file in a folder tree) the mode a plain ``open()`` would: 0666 less the
+    umask. safetensors, torch.save and mkstemp write 0600 files; a checkpoint or results folder should
+    not mix private and shared files."""
+    path = Path(path)
+    mode = 0o666 & ~_umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, mode)
     return path
 
 

@@ -3,6 +3,7 @@ it at start-up); the token strategies and the model's VisualOptions take their d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from shirg.errors import ConfigError
@@ -32,4 +33,6 @@ def parse_weights(text: str) -> tuple[float, ...]:
         raise ConfigError(f"--weights must be three comma-separated numbers like 0.7,-0.2,-0.1, got {text!r}") from e
     if len(values) != 3:
         raise ConfigError(f"--weights needs 3 values (sim, nbr, ctr), got {len(values)}: {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"--weights must be finite numbers, got {text!r}")
     return values

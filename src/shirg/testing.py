@@ -283,3 +283,22 @@ def write_tiny_lavida_checkpoint(out_dir: str | Path, config: dict[str, Any] | N
     (out / "config.json").write_text(json.dumps(config, indent=2))
     build_tiny_tokenizer(out, tokenizer_words, tokenizer_bare_words)
     return out
+
+
+def write_png_bomb(path: str | Path, width: int, height: int) -> Path:
+    """A valid 8-bit grey PNG of ``width`` x ``height`` zeros: a small file (about 1 KB per megapixel)
+    that decodes to ``width * height`` bytes, for testing the pixel limit."""
+    import zlib
+
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    data = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    path = Path(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path

@@ -18,7 +18,7 @@ from shirg.errors import ConfigError
 from shirg.model.kv_cache import cache_factory
 from shirg.model.lavida import LavidaModel
 from shirg.model.options import LAVIDA_MODES, VisualOptions
-from shirg.model.prompt import build_prompt, tokenize_prompt
+from shirg.model.prompt import prompt_token_ids
 from shirg.model.sampler import generate
 from shirg.model.visual import hires_visual, lavida_visual, splice
 
@@ -56,7 +56,7 @@ def measure_formats(model: LavidaModel, mode: str, opts: VisualOptions, formats:
             visual = lavida_visual(model, [image], mode)
         else:
             visual = hires_visual(model, [image], [question], mode, opts)
-        ids = tokenize_prompt(build_prompt(question, model.tokenizer), model.tokenizer)
+        ids = prompt_token_ids(question, model.tokenizer)
         embeds, key_mask = splice(model, [ids], visual)
         caches = {f: core.prefill(embeds, key_mask, cache_factory=factories[f]) for f in formats}
         native = caches["native"]

@@ -9,6 +9,15 @@ from __future__ import annotations
 import argparse
 
 from shirg.canvas import DEFAULT_RESOLUTION, canvas_resolution  # DEFAULT_RESOLUTION: also bench --analytic
+from shirg.errors import ConfigError
+from shirg.limits import (
+    add_limit_options,
+    check_canvas_resolution,
+    finite_float,
+    positive_int,
+    resolution_int,
+    seed_int,
+)
 from shirg.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions, parse_weights
 
 _SHIRG = ShirgOptions()  # the flags' defaults: SHIRG's, from one dataclass
@@ -17,20 +26,22 @@ _SHIRG = ShirgOptions()  # the flags' defaults: SHIRG's, from one dataclass
 def add_visual_options(p: argparse.ArgumentParser) -> None:
     """The high-resolution token options (docs/method.md sections 1-5)."""
     g = p.add_argument_group("high-resolution token options")
-    g.add_argument("--resolution", type=int, default=None,
+    g.add_argument("--resolution", type=resolution_int, default=None,
                    help="canvas side R, a multiple of 14 (default: the checkpoint's shirg_resolution, else 672)")
-    g.add_argument("--k", type=int, default=None, help="hi-detail tokens kept (default round(G*G/3): 768 at 672)")
+    g.add_argument("--k", type=positive_int, default=None,
+                   help="hi-detail tokens kept (default round(G*G/3): 768 at 672)")
     g.add_argument("--resize", default="pad", choices=["pad", "squash"])
     g.add_argument("--no-scaffold", action="store_true", help="do not prepend the pooled scaffold tokens")
     g.add_argument("--no-merge", action="store_true", help="SHIRG: no neighbour-aware 2 x 2 merging")
     g.add_argument("--no-coverage", action="store_true", help="SHIRG: no per-cell coverage guarantee")
-    g.add_argument("--merge-eps", type=float, default=_SHIRG.merge_eps)
+    g.add_argument("--merge-eps", type=finite_float, default=_SHIRG.merge_eps)  # >= 0: VisualOptions.validate
     g.add_argument("--weights", default=None, help="signed sim,nbr,ctr weights (default SHIRG's "
                    f"{','.join(f'{w:g}' for w in _SHIRG.weights)})")
     g.add_argument("--score", default=_SHIRG.source, choices=SCORE_SOURCES, help="SHIRG relevance source")
     g.add_argument("--text-pool", default=_SHIRG.text_pool, choices=TEXT_POOLS)
     g.add_argument("--no-coords", action="store_true", help="SHIRG: no coordinate embedding")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random baseline and of sampling")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed of the random baseline and of sampling")
+    add_limit_options(p)
 
 
 def default_resolution(model_dir: str | None) -> int:
@@ -45,13 +56,19 @@ def default_resolution(model_dir: str | None) -> int:
         config = json.loads(path.read_text())
     except (OSError, ValueError):
         return DEFAULT_RESOLUTION  # the model load reports a missing or broken config properly
-    return canvas_resolution(config) if isinstance(config, dict) else DEFAULT_RESOLUTION
+    if not isinstance(config, dict):
+        return DEFAULT_RESOLUTION
+    try:
+        return check_canvas_resolution(canvas_resolution(config))
+    except (TypeError, ValueError, ConfigError) as e:
+        raise ConfigError(f"{path}: shirg_resolution {config.get('shirg_resolution')!r} is not a usable canvas "
+                          f"side ({e}); fix it or pass --resolution") from None
 
 
 def visual_options(args: argparse.Namespace):
     from shirg.model.options import VisualOptions
 
-    resolution = args.resolution or default_resolution(getattr(args, "model", None))
+    resolution = args.resolution if args.resolution is not None else default_resolution(getattr(args, "model", None))
     return VisualOptions(
         resolution=resolution,
         k=args.k,
@@ -70,10 +87,11 @@ def visual_options(args: argparse.Namespace):
 
 def add_generation_options(p: argparse.ArgumentParser, steps: int = 32) -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("--gen-length", type=int, default=32, help="answer slots L (default 32)")
-    g.add_argument("--steps", type=int, default=steps, help=f"denoising steps (default {steps})")
-    g.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block (default min(32, L))")
-    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--gen-length", type=positive_int, default=32, help="answer slots L (default 32)")
+    g.add_argument("--steps", type=positive_int, default=steps, help=f"denoising steps (default {steps})")
+    g.add_argument("--block-length", type=positive_int, default=None,
+                   help="semi-autoregressive block (default min(32, L))")
+    g.add_argument("--temperature", type=finite_float, default=0.0)  # >= 0: the sampler checks
     g.add_argument("--schedule", default="uniform", choices=["uniform", "shift"])
     g.add_argument("--kv-cache", default="native", choices=["native", "fp16", "bf16", "int8", "fp8"])
     g.add_argument("--sampler", default="fixed", choices=["fixed", "threshold"],
@@ -86,7 +104,7 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
     return dict(
         gen_length=args.gen_length,
         steps=args.steps,
-        block_length=args.block_length or min(32, args.gen_length),
+        block_length=args.block_length if args.block_length is not None else min(32, args.gen_length),
         temperature=args.temperature,
         schedule=args.schedule,
         seed=args.seed,

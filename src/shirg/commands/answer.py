@@ -15,6 +15,7 @@ from shirg.commands._common import (
 )
 from shirg.errors import ConfigError
 from shirg.io import write_json
+from shirg.limits import check_text, names_text
 
 HELP = "answer a question about an image (any visual mode: lavida, lowres, full, shirg, baselines)"
 
@@ -23,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="LaViDa checkpoint folder (config.json, safetensors, tokenizer)")
     p.add_argument("--image", required=True, help="image file")
     p.add_argument("--question", required=True, help="the question")
-    p.add_argument("--mode", default="lavida", help="visual mode (default lavida); several: comma-separated")
+    p.add_argument("--mode", type=names_text, default="lavida",
+                   help="visual mode (default lavida); several: comma-separated")
     p.add_argument("--shirg-weights", default=None, help="SHIRG weights (coordinate embedding) safetensors file")
     p.add_argument("--adapter", default=None, metavar="DIR",
                    help="trained adapter folder from `shirg train` (LoRA + SHIRG weights)")
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     gen = generation_kwargs(args)
     for m in modes:
         opts.validate(m)
+    check_text(args.question, "--question")
     if not args.question.strip():
         raise ConfigError("--question is empty; ask something about the image")
     from shirg.vision.preprocess import load_image

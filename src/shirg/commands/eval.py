@@ -25,6 +25,7 @@ from shirg.commands._common import (
     visual_options,
 )
 from shirg.errors import ConfigError
+from shirg.limits import names_text, non_negative_int, positive_int
 
 HELP = "evaluate modes side by side on ChartQA, DocVQA, TextVQA or EntityGrid (resumable, data-parallel)"
 DEFAULT_MODES = "lowres,lavida,full,shirg"
@@ -42,18 +43,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="chartqa | docvqa | textvqa | entitygrid")
     p.add_argument("--data", required=True, help="benchmark folder (original release or Hugging Face parquet layout)")
     p.add_argument("--split", default=None, help="parquet split (default: test for chartqa, validation otherwise)")
-    p.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated modes (default {DEFAULT_MODES})")
+    p.add_argument("--modes", type=names_text, default=DEFAULT_MODES,
+                   help=f"comma-separated modes (default {DEFAULT_MODES})")
     p.add_argument("--ablation", "--preset-ablation", dest="ablation", action="store_true",
                    help="add the SHIRG ablations (no coverage / merge / coords, each score term off, nbr sign flipped)")
     p.add_argument("--reference", default=None, metavar="MODE",
                    help="the mode every other mode is compared with, sample by sample: paired difference with "
                         "its 95 %% interval and the exact McNemar p in the summary (default: full; a run "
                         "without full then has no paired differences)")
-    p.add_argument("--limit", type=int, default=None, help="first N samples only (the same N for every mode)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="first N samples only (the same N for every mode)")
     p.add_argument("--out", required=True, help="output folder (reused to resume)")
-    p.add_argument("--batch-size", type=int, default=1, help="samples per answer() call (1 gives clean latencies)")
-    p.add_argument("--warmup", type=int, default=1, help="discarded answers per mode before timing (default 1)")
-    p.add_argument("--overlays", type=int, default=3, help="samples in the overlay grid (0: none)")
+    p.add_argument("--batch-size", type=positive_int, default=1,
+                   help="samples per answer() call (1 gives clean latencies)")
+    p.add_argument("--warmup", type=non_negative_int, default=1,
+                   help="discarded answers per mode before timing (default 1)")
+    p.add_argument("--overlays", type=non_negative_int, default=3, help="samples in the overlay grid (0: none)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first sample that cannot be answered (default: record its error in "
+                        "predictions.jsonl, count it as failed, go on)")
     p.add_argument("--no-evidence", action="store_true", help="EntityGrid: skip evidence recall")
     p.add_argument("--prompt-suffix", default=None, help="text appended to every question (default: lmms-eval's)")
     p.add_argument("--device", default=None, help="default: cuda (this rank's GPU) when available, else cpu")
@@ -171,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     device = model.device
     settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
                             warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix,
-                            weight_format=args.weight_format, reference=args.reference or "full")
+                            weight_format=args.weight_format, reference=args.reference or "full",
+                            strict=args.strict)
     invocation = {"command": command_line(args),
                   "model": source, "adapter": describe_adapter(adapter, weights), "data": str(args.data),
                   "samples": len(samples), "world_size": world, "machine": machine_info(device),

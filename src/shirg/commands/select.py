@@ -8,6 +8,7 @@ import logging
 from shirg.commands._common import add_device_options, add_visual_options, device_of, visual_options
 from shirg.errors import ConfigError
 from shirg.io import write_json
+from shirg.limits import check_text
 
 HELP = "see which visual tokens a strategy keeps (PNG overlay + JSON)"
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.strategy not in strategy_names():
         raise ConfigError(f"unknown strategy {args.strategy!r}; valid strategies: {', '.join(strategy_names())}")
+    if args.question is not None:
+        check_text(args.question, "--question")
     if args.question is not None and not args.question.strip():
         raise ConfigError("--question is empty; give a question or leave the option out")
     opts = visual_options(args)

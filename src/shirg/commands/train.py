@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from shirg.errors import ConfigError
+from shirg.limits import positive_int
+
 HELP = "train SHIRG's LoRA adapter and coordinate embedding (single process or under accelerate launch)"
 
 
@@ -19,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default=None, help="overrides run.output_dir")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in the output folder (or the one given)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although batch, learning rates or other exactness-relevant settings differ from the "
+                        "checkpoint's (the run is then no longer exact; the changes are recorded)")
+    p.add_argument("--stop-after", type=positive_int, default=None, metavar="N",
                    help="stop after N optimizer steps without finishing (as if interrupted; resume later)")
     p.add_argument("--dry-run", action="store_true", help="print the trainable parameters and targets, then exit")
 
@@ -42,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from shirg.train.trainer import train
 
-    result = train(cfg, resume=args.resume, stop_after=args.stop_after)
+    if args.resume_with_changes and not args.resume:
+        raise ConfigError("--resume-with-changes needs --resume")
+    result = train(cfg, resume=args.resume, stop_after=args.stop_after, resume_with_changes=args.resume_with_changes)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

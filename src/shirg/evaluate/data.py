@@ -7,7 +7,6 @@ one row group at a time, so a 5 GB DocVQA split never sits in memory.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from PIL import Image
 from shirg.entitygrid import QUESTIONS_FILE
 from shirg.errors import ConfigError
 from shirg.io import read_jsonl
-from shirg.vision.preprocess import load_image
+from shirg.vision.preprocess import load_image, open_image_bytes
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ class ParquetImage:
             data = value
         if not data:
             raise ConfigError(f"{self.path} row {self.row}: the {self.column!r} cell holds no image bytes")
-        return load_image(Image.open(io.BytesIO(data)))
+        return open_image_bytes(bytes(data), f"{self.path} row {self.row}")
 
 
 @lru_cache(maxsize=64)

@@ -12,6 +12,7 @@ Data-parallel runs (``accelerate launch``) give rank R the samples R, R + W, R +
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from shirg.errors import ConfigError
+from shirg.errors import ConfigError, ShirgError
 from shirg.evaluate import metrics
 from shirg.evaluate.data import Sample, task_spec
 from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches, queried_patch_kept
@@ -123,6 +124,7 @@ class EvalSettings:
     prompt_suffix: str | None = None  # None: the task's lmms-eval post-prompt
     weight_format: str = "float"  # the model's weight format (shirg.load(weight_format=...))
     reference: str | None = "full"  # the mode every other is compared with, paired (summary only)
+    strict: bool = False  # stop at the first sample that cannot be answered (else: record it as failed, go on)
 
     def suffix(self) -> str:
         return task_spec(self.task).prompt_suffix if self.prompt_suffix is None else self.prompt_suffix
@@ -211,12 +213,11 @@ def run_shard(
             gen = dict(settings.gen, options=spec.options, mode=spec.mode)
             bar.set_postfix_str(spec.name)
             for s in items[: settings.warmup]:
-                answer_or_fail(model, [s.image()], [s.question + suffix], gen)
+                with contextlib.suppress(ShirgError):  # a bad sample is recorded (or stops --strict) below
+                    answer_or_fail(model, [s.image()], [s.question + suffix], gen, strict=True)
             for start in range(0, len(items), settings.batch_size):
                 batch = items[start : start + settings.batch_size]
-                images = [s.image() for s in batch]
-                answers = answer_or_fail(model, images, [s.question + suffix for s in batch], gen)
-                for s, img, ans in zip(batch, images, answers, strict=True):
+                for s, img, ans in answer_batch(model, batch, suffix, gen, settings.strict):
                     if isinstance(ans, str):
                         rec = failed_record(settings, spec, s, ans, rank)
                     else:
@@ -231,21 +232,62 @@ def run_shard(
     return answered
 
 
-def answer_or_fail(model, images: list, questions: list[str], gen: dict) -> list:
+def answer_batch(model, batch: Sequence[Sample], suffix: str, gen: dict, strict: bool = False) -> list:
+    """(sample, image or None, Answer or the reason it failed) per sample of ``batch``. A sample whose
+    image cannot be read or whose question is empty fails alone (recorded, never silently dropped);
+    the others are answered. ``strict``: the first such error is raised instead."""
+    images: list = []
+    for s in batch:
+        try:
+            if not isinstance(s.question, str) or not s.question.strip():  # the suffix would hide it
+                raise ConfigError(f"the question is empty ({s.question!r}); the data has no question here")
+            images.append(s.image())
+        except ShirgError as e:
+            if strict:
+                raise
+            images.append(_input_failure(e))
+    good = [i for i, img in enumerate(images) if not isinstance(img, str)]
+    results: list = list(images)
+    if good:
+        answers = answer_or_fail(model, [images[i] for i in good], [batch[i].question + suffix for i in good],
+                                 gen, strict)
+        for i, ans in zip(good, answers, strict=True):
+            results[i] = ans
+    return [(s, None if isinstance(img, str) else img, res) for s, img, res in zip(batch, images, results,
+                                                                                  strict=True)]
+
+
+def _input_failure(e: ShirgError) -> str:
+    reason = str(e) or type(e).__name__
+    log.warning("a sample cannot be answered (%s); recorded as a failed answer", reason)
+    return reason
+
+
+def answer_or_fail(model, images: list, questions: list[str], gen: dict, strict: bool = False) -> list:
     """``model.answer`` for a batch with no fallback; where the high-resolution pass fails the batch is
     answered sample by sample (``answer`` itself already retried a failing batch per sample), and a
-    sample that still fails gives its reason (a str) instead of an Answer."""
+    sample that still fails gives its reason (a str) instead of an Answer.
+    A bad question (a one-line ShirgError) fails its own sample the same way, unless ``strict``."""
     try:
         return model.answer(images, questions, **gen)
     except HiresFailure as e:
         if len(images) == 1:
             return [_failure(e)]
+    except ShirgError as e:
+        if strict:
+            raise
+        if len(images) == 1:
+            return [_input_failure(e)]
     out = []
     for img, q in zip(images, questions, strict=True):
         try:
             out += model.answer([img], [q], **gen)
         except HiresFailure as e:
             out.append(_failure(e))
+        except ShirgError as e:
+            if strict:
+                raise
+            out.append(_input_failure(e))
     return out
 
 
@@ -256,7 +298,9 @@ def _failure(e: HiresFailure) -> str:
 
 
 def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason: str, rank: int) -> dict:
-    """A failed high-resolution pass: an empty prediction, scored like any other (wrong), no cost figures."""
+    """A failed answer (a high-resolution pass that failed, an unreadable image, a bad question): kept in
+    the JSONL so a resumed run does not try it again, an empty prediction scored like any other (wrong),
+    no cost figures; the summary counts it in ``failures``."""
     rec = {
         "id": sample.id,
         "mode": spec.name,

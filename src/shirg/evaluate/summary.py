@@ -98,7 +98,7 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str], referenc
     cider_backends: set[str] = set()
     for m in present:
         recs = [by_mode[m][i] for i in order]
-        lat = [r["latency_s"] for r in recs if r.get("latency_s") is not None]  # None: a failed pass
+        lat = [r["latency_s"] for r in recs if r.get("latency_s") is not None]  # None: a failed answer
         mem = [r["memory_mb"] for r in recs if r.get("memory_mb") is not None]
         row = {"mode": m, "n": len(recs), "answered": len(by_mode[m])}
         for k in keys:
@@ -114,13 +114,14 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str], referenc
             ev = _mean([r.get("evidence_recall") for r in recs])
             row["evidence_recall"] = 100.0 * ev if ev is not None else None
         row |= {
-            "visual_tokens": _mean([r["visual_tokens"] for r in recs]),
+            "visual_tokens": _mean([r.get("visual_tokens") for r in recs]),
             "latency_mean_s": _mean(lat),
             "latency_median_s": statistics.median(lat) if lat else None,
             "peak_memory_mb": max(mem) if mem else None,
             "memory_kind": _memory_kind(recs),
             "fallbacks": sum(1 for r in recs if r.get("fallback")),
-            # failed high-resolution passes: empty answers, scored (wrong) with the rest
+            # failed answers (a failed high-resolution pass, an unreadable image, a bad question): empty
+            # answers, scored (wrong) with the rest
             "failures": sum(1 for r in recs if r.get("failed")),
         }
         rows.append(row)
@@ -255,6 +256,9 @@ def markdown(summary: dict, title: str = "") -> str:
         lines += [*stats_markdown(summary), ""]
     for name, text in summary["definitions"].items():
         lines.append(f"- `{name}`: {text}")
+    failed = {r["mode"]: r["failures"] for r in summary["rows"] if r.get("failures")}
+    if failed:
+        lines.append(f"- failures (no answer; the error is in predictions.jsonl; scored as wrong): {failed}")
     if summary["modes_without_answers"]:
         lines.append(f"- no answers yet for: {', '.join(summary['modes_without_answers'])}")
     if summary["answered_beyond_common"]:
@@ -346,7 +350,10 @@ def plot_overlays(model, samples, modes, out: Path, records: Sequence[dict], n: 
     if not hires or n < 1:
         return None
     plt = _plt()
-    rows = list(samples)[:n]
+    failed = {r["id"] for r in records if r.get("failed")}  # a sample that could not be answered has no overlay
+    rows = [s for s in samples if s.id not in failed][:n]
+    if not rows:
+        return None
     preds = {(r["mode"], r["id"]): r.get("prediction", "") for r in records}
     fig, axes = plt.subplots(len(rows), len(hires), figsize=(3.2 * len(hires), 3.4 * len(rows)), dpi=100,
                              squeeze=False)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shirg.checkpoint import read_safetensors_file
 from shirg.errors import CheckpointError, ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
 from shirg.model.quantize import apply_weight_format, resolve_load
+from shirg.safety import ADAPTER_WEIGHTS, check_adapter_folder
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -63,10 +65,13 @@ def apply_adapter(model: LavidaModel, adapter_dir: str | Path, shirg_weights: bo
     if has_lora:
         from peft import PeftModel
 
+        check_adapter_folder(folder)  # safetensors weights only: PEFT never unpickles adapter_model.bin
+        read_safetensors_file(folder / ADAPTER_WEIGHTS)  # a corrupt or truncated file: one clear error
         try:
             peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(f"cannot apply the adapter in {folder} to this model: {e}") from e
+        except Exception as e:  # noqa: BLE001 - PEFT and safetensors raise many types for a bad adapter
+            raise CheckpointError(f"cannot apply the adapter in {folder} to this model: "
+                                  f"{' '.join(str(e).split())[:300]}") from e
         model = peft_model.base_model.model
     if has_shirg and shirg_weights:
         load_shirg_weights(model, folder / SHIRG_WEIGHTS)

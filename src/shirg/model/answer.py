@@ -30,7 +30,7 @@ from shirg.memory import PeakRss, memory_report
 from shirg.model.kv_cache import cache_factory
 from shirg.model.options import LAVIDA_MODES, VisualOptions
 from shirg.model.profile import Stopwatch
-from shirg.model.prompt import build_prompt, tokenize_prompt
+from shirg.model.prompt import prompt_token_ids
 from shirg.model.sampler import SAMPLERS, SCHEDULES, generate, generate_threshold, truncate_at_stop
 from shirg.model.visual import hires_selection, lavida_visual, patch_size, splice
 from shirg.tokens.types import TokenSet
@@ -140,7 +140,7 @@ def answer(
         t_start = time.perf_counter()
         with watch.stage("preprocess"):
             pil = [load_image(img) for img in images]
-            prompt_ids = [tokenize_prompt(build_prompt(q, model.tokenizer), model.tokenizer) for q in questions]
+            prompt_ids = [prompt_token_ids(q, model.tokenizer) for q in questions]  # the question as plain text
 
         fell_back: list[str | None] = [None] * len(pil)
         selections: list[tuple[TokenSet, tuple] | None] = [None] * len(pil)

@@ -11,10 +11,19 @@ from pathlib import Path
 
 import torch
 
-from shirg.checkpoint import check_state_dict, key_index, load_tensors, read_config, tensor_shapes
+from shirg.checkpoint import (
+    check_floating,
+    check_state_dict,
+    key_index,
+    load_tensors,
+    read_config,
+    read_safetensors_file,
+    tensor_shapes,
+)
 from shirg.errors import CheckpointError, resolve_device, resolve_dtype
 from shirg.io import atomic_write
 from shirg.model.lavida import LavidaConfig, LavidaModel
+from shirg.safety import TRUST_REMOTE_CODE, check_no_remote_code
 from shirg.tokens.coords import CoordinateEmbedding
 from shirg.vision.siglip import LAVIDA_VISION_PREFIX, layer_count
 
@@ -35,10 +44,16 @@ def load_tokenizer(path: str | Path):
             f"{folder} has no tokenizer.json / tokenizer_config.json; LaViDa checkpoints ship their tokenizer, "
             "copy it into the folder"
         )
+    check_no_remote_code(folder)  # before transformers is asked: it never sees a folder that wants code run
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot load the tokenizer in {folder}: {e}") from e
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=TRUST_REMOTE_CODE)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for a broken tokenizer folder
+        raise CheckpointError(f"cannot load the tokenizer in {folder}: {_one_line(e)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text[:300] + " ...") if len(text) > 300 else text or type(e).__name__
 
 
 def _initial_coord_embed(dim: int) -> CoordinateEmbedding:
@@ -72,13 +87,18 @@ def load(
     dtype = resolve_dtype(dtype, device)
     cfg = read_config(folder)
     index = key_index(folder)
-    config = LavidaConfig.from_dict(cfg, vision_layers=layer_count(index, LAVIDA_VISION_PREFIX) or None)
-    with torch.device("meta"):
-        model = LavidaModel(config)
+    try:
+        config = LavidaConfig.from_dict(cfg, vision_layers=layer_count(index, LAVIDA_VISION_PREFIX) or None)
+        with torch.device("meta"):
+            model = LavidaModel(config)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:  # e.g. "d_model": "abc"
+        raise CheckpointError(f"{folder / 'config.json'} has a value of the wrong type or range: "
+                              f"{_one_line(e)}") from e
     expected = {PREFIX + k: v.shape for k, v in model.model.state_dict().items()}
     check_state_dict(expected, tensor_shapes(index, index), "LaViDa checkpoint", folder)
 
     state = load_tensors(index, list(index), rename=lambda n: n[len(PREFIX):], device=device, dtype=dtype)
+    check_floating(state, folder)
     model.model.load_state_dict(state, strict=True, assign=True)
     model.shirg["coord_embed"] = _initial_coord_embed(config.vision.hidden_size).to(device=device, dtype=dtype)
     model.model.vision_tower.rebuild_buffers()  # non-persistent, so built on meta
@@ -98,12 +118,11 @@ def save_shirg_weights(model: LavidaModel, path: str | Path) -> Path:
 
 
 def load_shirg_weights(model: LavidaModel, path: str | Path) -> None:
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"SHIRG weights file {path} does not exist")
-    state = load_file(str(path))
+    state = read_safetensors_file(path)
+    check_floating(state, path)
     expected = {k: v.shape for k, v in model.shirg.state_dict().items()}
     check_state_dict(expected, {k: v.shape for k, v in state.items()}, "SHIRG weights", path)
     model.shirg.load_state_dict({k: v.to(model.dtype) for k, v in state.items()})

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import torch
 
-from shirg.checkpoint import INDEX_NAME, read_config, shard_by_bytes, write_safetensors_folder
+from shirg.checkpoint import (
+    INDEX_NAME,
+    check_floating,
+    read_config,
+    read_safetensors_file,
+    shard_by_bytes,
+    write_safetensors_folder,
+)
 from shirg.errors import CheckpointError, resolve_dtype
-from shirg.io import write_dir
+from shirg.io import honour_umask, write_dir
 from shirg.model.adapter import ADAPTER_CONFIG, apply_adapter, load_model
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import PREFIX, SHIRG_WEIGHTS, save_shirg_weights
@@ -34,7 +41,7 @@ def save_adapter(peft_model, lavida: LavidaModel, out_dir: str | Path, save_shir
         peft_model.save_pretrained(str(out), safe_serialization=True)
     if save_shirg:
         save_shirg_weights(lavida, out / SHIRG_WEIGHTS)
-    return out
+    return honour_umask(out)  # PEFT's safetensors file is written 0600
 
 
 def merge_lora(model: LavidaModel) -> LavidaModel:
@@ -76,8 +83,6 @@ PATCH_HEAD_PREFIX = "patch_head."  # shirg.train.patch_labels' head (LavidaModel
 def load_training_checkpoint(model: LavidaModel, checkpoint: str | Path) -> LavidaModel:
     """Put an intermediate ``shirg train`` checkpoint (``checkpoints/step-N``) into ``model``, the
     base model that run started from: its LoRA layers (unmerged) and every trained weight."""
-    from safetensors.torch import load_file
-
     ckpt = Path(checkpoint)
     weights_file = ckpt / "trainable.safetensors"
     if not weights_file.is_file():
@@ -86,7 +91,8 @@ def load_training_checkpoint(model: LavidaModel, checkpoint: str | Path) -> Lavi
     adapter = ckpt / "adapter"
     if (adapter / ADAPTER_CONFIG).is_file():
         model = apply_adapter(model, adapter, shirg_weights=False)
-    weights = load_file(str(weights_file))
+    weights = read_safetensors_file(weights_file)
+    check_floating(weights, weights_file)
     # a stage-0 run (data.objective patch_labels) also checkpoints its per-patch head, which is not
     # part of LaViDa and is dropped from the model it writes: drop it here too
     weights = {k: v for k, v in weights.items() if not k.startswith(PATCH_HEAD_PREFIX)}

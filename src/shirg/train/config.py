@@ -9,6 +9,7 @@ never silently trains the wrong thing. ``--set section.key=value`` overrides any
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ class TrainConfig:
             raise ConfigError(f"lora.llm_layers must be a list of layer indices or 'all', got {self.lora.llm_layers!r}")
         if self.run.batch_size < 1 or self.run.grad_accum < 1:
             raise ConfigError("run.batch_size and run.grad_accum must be >= 1")
+        check_numbers(self)
         if self.data.answer_length < 2:
             raise ConfigError(f"data.answer_length must be >= 2, got {self.data.answer_length}")
         if not self.modes() or not all(isinstance(m, str) for m in self.modes()):
@@ -204,6 +206,40 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
     return value
 
 
+def check_numbers(cfg: TrainConfig) -> None:
+    """Types and ranges of the numbers (a typo or --set must not train nothing, or train on NaN)."""
+    def number(where: str, value, lo=None, integer=False, allow_none=False, strict=False):
+        if value is None and allow_none:
+            return
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or (not integer and not math.isfinite(value)):
+            raise ConfigError(f"{where} must be a {'whole' if integer else 'finite'} number, got {value!r}")
+        if lo is not None and (value <= lo if strict else value < lo):
+            raise ConfigError(f"{where} must be {'>' if strict else '>='} {lo}, got {value!r}")
+
+    run, o = cfg.run, cfg.optim
+    number("run.max_steps", run.max_steps, 1, integer=True, allow_none=True)
+    number("run.epochs", run.epochs, 0, strict=True)
+    number("run.seed", run.seed, 0, integer=True)
+    number("run.checkpoint_every", run.checkpoint_every, 1, integer=True)
+    number("run.keep_checkpoints", run.keep_checkpoints, 0, integer=True)
+    number("run.log_every", run.log_every, 1, integer=True)
+    for name in ("lr_lora", "lr_other", "weight_decay", "eps", "min_lr_ratio"):
+        number(f"optim.{name}", getattr(o, name), 0)
+    number("optim.lr_vision", o.lr_vision, 0, allow_none=True)
+    number("optim.max_grad_norm", o.max_grad_norm, 0, allow_none=True, strict=True)
+    number("optim.warmup_steps", o.warmup_steps, 0, integer=True, allow_none=True)
+    number("optim.warmup_ratio", o.warmup_ratio, 0, allow_none=True)
+    if not (isinstance(o.betas, (tuple, list)) and len(o.betas) == 2):
+        raise ConfigError(f"optim.betas must be two numbers, got {o.betas!r}")
+    for b in o.betas:
+        number("optim.betas", b, 0)
+    number("lora.alpha", cfg.lora.alpha, 0)
+    number("lora.dropout", cfg.lora.dropout, 0)
+    number("data.mask_eps", cfg.data.mask_eps, 0)
+    number("data.snap", cfg.data.snap, 1, integer=True)
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, data, "").validate()
 
@@ -218,7 +254,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({' '.join(str(e).split())})") from e
     return data
 
 
@@ -230,7 +271,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"training config {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"training config {path} must be a mapping of sections (model, lora, optim, data, "
+                              f"run, ...), got {type(data).__name__}")
     return config_from_dict(apply_overrides(data, overrides or []))

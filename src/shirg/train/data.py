@@ -35,7 +35,7 @@ import yaml
 from shirg.errors import ConfigError, ImageError
 from shirg.io import write_json
 from shirg.llava import IMAGE_TAG, llava_record
-from shirg.model.prompt import build_prompt, tokenize_prompt
+from shirg.model.prompt import prompt_token_ids, user_text_ids
 from shirg.vision.preprocess import load_image
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def encode_answer(self, answer: str) -> tuple[list[int], bool]:
-        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids = user_text_ids(answer, self.tokenizer)  # data text: control-token strings stay plain text
         if self.eot_id is not None:
             ids = ids + [self.eot_id]
         truncated = len(ids) > self.answer_length
@@ -271,7 +271,7 @@ class TrainDataset(torch.utils.data.Dataset):
         item = {
             "image": image,
             "question": s.question,
-            "prompt_ids": tokenize_prompt(build_prompt(s.question, self.tokenizer), self.tokenizer),
+            "prompt_ids": prompt_token_ids(s.question, self.tokenizer),
             "answer_ids": answer,
             "truncated": truncated,
             "resolution": resolution,

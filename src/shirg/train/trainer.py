@@ -29,10 +29,12 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from shirg.errors import ConfigError
-from shirg.io import replace_dir, write_dir, write_text
+from shirg.checkpoint import read_safetensors_file
+from shirg.errors import CheckpointError, ConfigError
+from shirg.io import honour_umask, replace_dir, write_dir, write_text
+from shirg.limits import read_json_file
 from shirg.model.adapter import load_model
 from shirg.model.options import LAVIDA_MODES, VisualOptions
 from shirg.train.adapter import merge_lora, save_adapter, write_lavida_checkpoint
@@ -58,6 +60,7 @@ from shirg.train.deepspeed import (  # noqa: F401 - grad_norm_value, loss_diviso
 from shirg.train.lora import describe, make_trainable, parameter_groups
 from shirg.train.objectives import OBJECTIVES
 from shirg.train.plot import loss_curve
+from shirg.train.resume_check import CONFIG_COPY, check_resume
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +119,10 @@ def _mixed_precision(cfg: TrainConfig) -> str | None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None,
+                 resume_with_changes: bool = False) -> None:
         self.cfg, self.resume, self.stop_after = cfg, resume, stop_after
+        self.resume_with_changes = resume_with_changes
         self.out = Path(cfg.run.output_dir)
 
     # ------------------------------------------------------------------ setup
@@ -224,10 +229,12 @@ class Trainer:
                 torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
                 meta = asdict(self.state) | {"num_processes": acc.num_processes, "deepspeed": self.deepspeed}
                 (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+                (tmp / CONFIG_COPY).write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
                 save_adapter(self.tm.peft, self.tm.lavida, tmp / "adapter",
                              save_shirg="coord" in self.cfg.trainable.components)
         acc.wait_for_everyone()
         if acc.is_main_process:
+            honour_umask(tmp)  # safetensors and torch.save files get the same mode as every other file
             replace_dir(tmp, final)
             self._plot_loss()
             for old in checkpoint_dirs(self.out)[: -self.cfg.run.keep_checkpoints or None]:
@@ -246,7 +253,8 @@ class Trainer:
             path = found[-1]
         if not (path / "state.json").is_file():
             raise ConfigError(f"{path} is not a complete training checkpoint (no state.json)")
-        meta = json.loads((path / "state.json").read_text())
+        meta = read_json_file(path / "state.json")
+        check_resume(path, self.out, self.cfg.to_dict(), self.resume_with_changes, int(meta.get("step", 0)))
         saved_world = meta.pop("num_processes", 1)
         saved_deepspeed = bool(meta.pop("deepspeed", False))
         if saved_deepspeed != self.deepspeed:
@@ -256,7 +264,7 @@ class Trainer:
         if self.deepspeed:
             names = set(json.loads((path / TRAINABLE_NAMES).read_text()))
         else:
-            weights = load_file(str(path / "trainable.safetensors"))
+            weights = read_safetensors_file(path / "trainable.safetensors")  # corrupt: a one-line error
             names = set(weights)
         if names != set(params):
             raise ConfigError(f"checkpoint {path} holds different trainable weights than this config "
@@ -271,8 +279,8 @@ class Trainer:
             with torch.no_grad():
                 for n, p in params.items():
                     p.copy_(weights[n].to(p.dtype))
-            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+            self.optimizer.load_state_dict(_load_pt(path / "optimizer.pt"))
+        self.scheduler.load_state_dict(_load_pt(path / "scheduler.pt"))
         if self.deepspeed:  # the engine's optimizer may keep its saved LRs; ours follow the scheduler
             for group, lr in zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
                 group["lr"] = lr
@@ -282,12 +290,12 @@ class Trainer:
             log.warning("checkpoint was written by %d processes, resuming with %d: RNG streams restart from "
                         "process 0's state", saved_world, acc.num_processes)
             rank_file = path / "rng-0.pt"
-        set_rng_state(torch.load(rank_file, weights_only=True))
+        set_rng_state(_load_pt(rank_file))
         if acc.is_main_process:
             metrics = self.out / METRICS
             if metrics.is_file():
-                keep = [ln for ln in metrics.read_text().splitlines()
-                        if ln.strip() and json.loads(ln)["step"] <= self.state.step]
+                keep = [ln for ln in metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+                        if (rec := _metrics_record(ln)) is not None and rec["step"] <= self.state.step]
                 write_text(metrics, "".join(ln + "\n" for ln in keep))
             log.info("resumed from %s (step %d, epoch %d, position %d)", path, self.state.step, self.state.epoch,
                      self.state.position)
@@ -441,8 +449,31 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
 
-def train(cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> dict[str, Any]:
-    """Train as ``cfg`` says; returns the per-step losses and the output paths."""
-    trainer = Trainer(cfg, resume=resume, stop_after=stop_after)
+def _load_pt(path: Path):
+    """A tensor-only torch file of a checkpoint (weights_only: nothing is unpickled beyond tensors and
+    plain containers); CheckpointError when it is missing, corrupt or truncated."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete") from e
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise CheckpointError(f"cannot read {path}: {' '.join(str(e).split())[:200]}; the checkpoint is "
+                              "damaged, resume from an earlier one") from e
+
+
+def _metrics_record(line: str) -> dict | None:
+    """One metrics.jsonl record, or None for a blank, torn (a crash mid-write) or foreign line."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("step"), int) else None
+
+
+def train(cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None,
+          resume_with_changes: bool = False) -> dict[str, Any]:
+    """Train as ``cfg`` says; returns the per-step losses and the output paths. ``resume_with_changes``:
+    resume even when exactness-relevant settings differ from the checkpoint's (recorded)."""
+    trainer = Trainer(cfg, resume=resume, stop_after=stop_after, resume_with_changes=resume_with_changes)
     trainer.setup()
     return trainer.run()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from shirg.errors import ConfigError, ImageError
+from shirg.limits import check_image_file, check_image_pixels, limit
 
 PATCH = 14
 MEAN = STD = (0.5, 0.5, 0.5)
@@ -26,15 +29,46 @@ def load_image(image: str | Path | Image.Image) -> Image.Image:
         img = image
     else:
         path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"image {path} does not exist")
+        check_image_file(path)  # exists, is a file, within the byte limit
+        cap = limit("image_pixels")
+        if Image.MAX_IMAGE_PIXELS is not None and cap > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = cap  # PIL's own bomb check never undercuts a limit the user raised
         try:
-            img = Image.open(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is checked next
+                img = Image.open(path)  # lazy: reads the header only
+            check_image_pixels(*img.size, where=f"image {path}")  # before the pixels are decoded
             img.load()
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"image {path} is too large to decode safely ({e}); raise --max-image-pixels "
+                             "if the image is trusted") from e
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
             raise ImageError(f"cannot read image {path}: {e}; is it a valid PNG/JPEG file?") from e
     if img.width == 0 or img.height == 0:
         raise ImageError(f"image has zero size {img.size}")
+    check_image_pixels(*img.size)  # a PIL image handed in directly (the server, lmms-eval) too
+    try:
+        return _to_rgb(img)
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # a lazily opened image that fails to decode
+        raise ImageError(f"cannot decode the image: {e}; is it a valid PNG/JPEG file?") from e
+
+
+def open_image_bytes(data: bytes, where: str) -> Image.Image:
+    """An image from bytes (a parquet cell, an upload) as 8-bit RGB, under the same limits as a file."""
+    if len(data) > limit("image_bytes"):
+        raise ImageError(f"{where}: the image is {len(data)} bytes, over the limit of {limit('image_bytes')}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image checks our limit
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{where}: the image is too large to decode safely ({e})") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageError(f"{where}: cannot read the image ({e})") from e
+    return load_image(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         scale = 65535.0 if arr.max() > 255 else 255.0
