@@ -27,6 +27,13 @@ def command_modules() -> dict[str, str]:
 class OneLineParser(argparse.ArgumentParser):
     """An argument error is one line on stderr (no usage block), exit code 2, like every user error."""
 
+    def _get_values(self, action, arg_strings):
+        # "--k=--" gives the option the value "--"; argparse (3.11) would drop it as the "--" separator and
+        # hand the command an empty list instead of an error
+        if arg_strings == ["--"] and action.option_strings and action.nargs is None:
+            return self._get_value(action, "--")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 

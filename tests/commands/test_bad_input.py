@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,20 @@ def test_eval_records_bad_samples_and_finishes(tiny, tmp_path):
     assert "junk.png" in line
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (["--block-length", "3"], "multiple of block_length 3"),
+    (["--steps", "3", "--block-length", "2"], "split evenly"),
+    (["--temperature", "-1"], "temperature must be >= 0"),
+])
+def test_eval_settings_errors_stop_before_the_run_folder(tiny, tmp_path, extra, needle):
+    """A bad setting is the run's error, not each sample's: exit 2 before any output exists."""
+    data = _chartqa(tmp_path / "data", good=1)
+    out = tmp_path / "out"
+    one_line(["eval", "--model", tiny, "--task", "chartqa", "--data", data, "--modes", "lowres", "--out", out,
+              "--no-progress", "--gen-length", "4", *extra], needle)
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- 3, 4, 5. training
 
 
@@ -425,7 +440,12 @@ def eval_data(root) -> Path:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=bad_invocation())
-def test_random_bad_arguments_are_one_line_errors(case, tiny, image, eval_data, tmp_path):
+def test_random_bad_arguments_are_one_line_errors(case, tiny, image, eval_data):
+    with tempfile.TemporaryDirectory() as tmp:  # a fresh folder per example (tmp_path is shared by them)
+        _check_bad_invocation(case, tiny, image, eval_data, Path(tmp))
+
+
+def _check_bad_invocation(case, tiny, image, eval_data, tmp_path: Path) -> None:
     command, options = case
     base = {
         "answer": ["answer", "--model", tiny, "--image", image, "--question", "what?"],

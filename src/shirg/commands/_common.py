@@ -97,11 +97,25 @@ def add_generation_options(p: argparse.ArgumentParser, steps: int = 32) -> None:
     g.add_argument("--sampler", default="fixed", choices=["fixed", "threshold"],
                    help="fixed: --steps split by --schedule; threshold: commit every slot of the block whose "
                         "confidence >= --threshold each step, at least one (Fast-dLLM); steps vary")
-    g.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of --sampler threshold")
+    g.add_argument("--threshold", type=finite_float, default=0.9, help="confidence threshold of --sampler threshold")
+
+
+def check_generation(gen: dict) -> dict:
+    """The sampler's own rules, checked before any model is loaded or output written (the sampler checks
+    them again): gen length a multiple of the block, steps split evenly over the blocks, temperature >= 0."""
+    length, block, steps = gen["gen_length"], gen["block_length"], gen["steps"]
+    if block < 1 or length % block:
+        raise ConfigError(f"gen_length {length} must be a positive multiple of block_length {block}")
+    if gen.get("sampler", "fixed") == "fixed" and steps % (length // block):
+        raise ConfigError(f"steps {steps} must split evenly over {length // block} blocks (gen_length {length} / "
+                          f"block_length {block}); use a multiple of {length // block}")
+    if gen["temperature"] < 0:
+        raise ConfigError(f"temperature must be >= 0 (0 = greedy) and steps >= 1, got {gen['temperature']} and {steps}")
+    return gen
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict:
-    return dict(
+    return check_generation(dict(
         gen_length=args.gen_length,
         steps=args.steps,
         block_length=args.block_length if args.block_length is not None else min(32, args.gen_length),
@@ -112,7 +126,7 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
         # only when used: runs recorded before the option existed keep comparing equal
         **({"sampler": "threshold", "threshold": args.threshold}
            if getattr(args, "sampler", "fixed") == "threshold" else {}),
-    )
+    ))
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:

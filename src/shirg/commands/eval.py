@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None and args.reference not in {m.name for m in modes}:
         raise ConfigError(f"--reference {args.reference} is not one of the modes run "
                           f"({', '.join(m.name for m in modes)}); add it to --modes or pick one of them")
+    gen = generation_kwargs(args)  # checked before the run folder is touched
     if args.batch_size < 1 or args.warmup < 0:
         raise ConfigError("--batch-size must be >= 1 and --warmup >= 0")
     samples = load_samples(args.task, args.data, args.split, args.limit)
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         args.device = str(state.device)  # this rank's GPU under a data-parallel launch
     model, source = load_model(args, adapter=adapter, shirg_weights=weights)
     device = model.device
-    settings = EvalSettings(task=args.task, gen=generation_kwargs(args), batch_size=args.batch_size,
+    settings = EvalSettings(task=args.task, gen=gen, batch_size=args.batch_size,
                             warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix,
                             weight_format=args.weight_format, reference=args.reference or "full",
                             strict=args.strict)

@@ -32,6 +32,7 @@ from shirg.evaluate.modes import ModeSpec
 from shirg.evaluate.summary import plot_overlays, summarize, write_summary
 from shirg.io import read_jsonl, write_json, write_text
 from shirg.model.answer import HiresFailure
+from shirg.model.prompt import prompt_token_ids
 from shirg.model.visual import selection_for
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def run_shard(
             bar.set_postfix_str(spec.name)
             for s in items[: settings.warmup]:
                 with contextlib.suppress(ShirgError):  # a bad sample is recorded (or stops --strict) below
-                    answer_or_fail(model, [s.image()], [s.question + suffix], gen, strict=True)
+                    answer_or_fail(model, [s.image()], [s.question + suffix], gen)
             for start in range(0, len(items), settings.batch_size):
                 batch = items[start : start + settings.batch_size]
                 for s, img, ans in answer_batch(model, batch, suffix, gen, settings.strict):
@@ -233,14 +234,18 @@ def run_shard(
 
 
 def answer_batch(model, batch: Sequence[Sample], suffix: str, gen: dict, strict: bool = False) -> list:
-    """(sample, image or None, Answer or the reason it failed) per sample of ``batch``. A sample whose
-    image cannot be read or whose question is empty fails alone (recorded, never silently dropped);
-    the others are answered. ``strict``: the first such error is raised instead."""
+    """(sample, image or None, Answer or the reason it failed) per sample of ``batch``.
+
+    A sample whose image cannot be read or whose question cannot be put into the prompt (empty,
+    holding ``<image>``, not UTF-8, too long) fails alone, found before answering (recorded, never
+    silently dropped), and the others are answered. ``strict``: its error is raised instead. An error
+    of the run's own settings (gen length, temperature ...) is never a sample's: it stops the run."""
     images: list = []
     for s in batch:
         try:
             if not isinstance(s.question, str) or not s.question.strip():  # the suffix would hide it
                 raise ConfigError(f"the question is empty ({s.question!r}); the data has no question here")
+            prompt_token_ids(s.question + suffix, model.tokenizer)  # the checks answer() makes of a question
             images.append(s.image())
         except ShirgError as e:
             if strict:
@@ -249,8 +254,7 @@ def answer_batch(model, batch: Sequence[Sample], suffix: str, gen: dict, strict:
     good = [i for i, img in enumerate(images) if not isinstance(img, str)]
     results: list = list(images)
     if good:
-        answers = answer_or_fail(model, [images[i] for i in good], [batch[i].question + suffix for i in good],
-                                 gen, strict)
+        answers = answer_or_fail(model, [images[i] for i in good], [batch[i].question + suffix for i in good], gen)
         for i, ans in zip(good, answers, strict=True):
             results[i] = ans
     return [(s, None if isinstance(img, str) else img, res) for s, img, res in zip(batch, images, results,
@@ -263,31 +267,21 @@ def _input_failure(e: ShirgError) -> str:
     return reason
 
 
-def answer_or_fail(model, images: list, questions: list[str], gen: dict, strict: bool = False) -> list:
+def answer_or_fail(model, images: list, questions: list[str], gen: dict) -> list:
     """``model.answer`` for a batch with no fallback; where the high-resolution pass fails the batch is
     answered sample by sample (``answer`` itself already retried a failing batch per sample), and a
-    sample that still fails gives its reason (a str) instead of an Answer.
-    A bad question (a one-line ShirgError) fails its own sample the same way, unless ``strict``."""
+    sample that still fails gives its reason (a str) instead of an Answer."""
     try:
         return model.answer(images, questions, **gen)
     except HiresFailure as e:
         if len(images) == 1:
             return [_failure(e)]
-    except ShirgError as e:
-        if strict:
-            raise
-        if len(images) == 1:
-            return [_input_failure(e)]
     out = []
     for img, q in zip(images, questions, strict=True):
         try:
             out += model.answer([img], [q], **gen)
         except HiresFailure as e:
             out.append(_failure(e))
-        except ShirgError as e:
-            if strict:
-                raise
-            out.append(_input_failure(e))
     return out
 
 
