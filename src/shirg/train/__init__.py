@@ -13,8 +13,9 @@ from shirg.train.config import TrainConfig, load_config
 __all__ = ["TrainConfig", "load_config", "train"]
 
 
-def train(cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None) -> dict:
+def train(cfg: TrainConfig, resume: bool | str = False, stop_after: int | None = None,
+          resume_with_changes: bool = False) -> dict:
     """Run training; see :func:`shirg.train.trainer.train`."""
     from shirg.train.trainer import train as _train
 
-    return _train(cfg, resume=resume, stop_after=stop_after)
+    return _train(cfg, resume=resume, stop_after=stop_after, resume_with_changes=resume_with_changes)
