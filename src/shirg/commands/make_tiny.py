@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from shirg.errors import ConfigError
+from shirg.io import write_dir
 from shirg.limits import positive_int, seed_int
 
 HELP = "write a random-weight checkpoint in LaViDa's exact layout (tiny, or sizes from a YAML: a training init)"
@@ -33,8 +35,6 @@ def load_model_spec(path: str) -> dict:
     from pathlib import Path
 
     import yaml
-
-    from shirg.errors import ConfigError
 
     file = Path(path)
     if not file.is_file():
@@ -64,8 +64,6 @@ def load_model_spec(path: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shirg.errors import ConfigError
-    from shirg.io import write_dir
     from shirg.testing import tiny_lavida_config, write_tiny_lavida_checkpoint
 
     out = Path(args.out)
