@@ -47,6 +47,18 @@ class LimitsMiddleware:
     def __init__(self, app, max_body_bytes: int, counts: collections.Counter) -> None:
         self.app, self.max_body, self.counts = app, max_body_bytes, counts
 
+    async def _drain(self, receive, already: int) -> None:
+        """Read and drop the rest of an oversized body (up to 4x the limit), so the client, still
+        sending, reads the 413 instead of a reset connection; nothing is kept."""
+        seen = already
+        while seen <= 4 * self.max_body:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
     async def _send_413(self, send) -> None:
         body = json.dumps(RequestError(f"the request body is over the server's limit of {self.max_body} bytes",
                                        413, None, "body_too_large").body()).encode()
@@ -67,6 +79,7 @@ class LimitsMiddleware:
             except ValueError:
                 too_big = True
             if too_big:
+                await self._drain(receive, 0)
                 await self._send_413(send)
                 return
         state = {"received": 0, "overflow": False, "started": False}
@@ -77,6 +90,8 @@ class LimitsMiddleware:
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > self.max_body:
                     state["overflow"] = True
+                    if message.get("more_body", False):
+                        await self._drain(receive, state["received"])
                     raise _BodyTooLarge
             return message
 

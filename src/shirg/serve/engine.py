@@ -75,20 +75,28 @@ class Engine:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, model_dir: str | Path, adapter: str | None, modes: Sequence[str], options, defaults: Defaults,
-             limits: Limits, device, dtype) -> Engine:
-        """``shirg`` answers with the adapter (when given); the other modes with the plain model."""
+    def load(cls, model_dir: str | Path, adapter: str | None, modes: Sequence[str], options=None,
+             defaults: Defaults | None = None, limits: Limits | None = None, device="cpu", dtype=None) -> Engine:
+        """``shirg`` answers with the adapter (when given); the other modes with the plain model.
+
+        ``options``: the server's default VisualOptions (default: the checkpoint's canvas, K = G*G/3).
+        """
         import shirg
 
         base = shirg.load(model_dir, device=device, dtype=dtype)
-        adapted = shirg.load(model_dir, device=device, dtype=dtype, adapter=adapter) if adapter else base
+        if options is None:
+            from shirg.canvas import canvas_resolution
+            from shirg.model.inference import VisualOptions
+
+            options = VisualOptions(resolution=canvas_resolution(base.config.raw))
         for m in modes:
             options.validate(m)
+        adapted = shirg.load(model_dir, device=device, dtype=dtype, adapter=adapter) if adapter else base
         models = {m: (adapted if m == "shirg" else base) for m in modes}
         for m in models.values():
             m.eval()
         text = f"{model_dir}" + (f" (shirg mode with adapter {adapter})" if adapter else "")
-        return cls(models, options, defaults, limits, description=text)
+        return cls(models, options, defaults or Defaults(), limits or Limits(), description=text)
 
     # ------------------------------------------------------------------ requests -> settings
     def mode_of(self, model: str) -> str:
