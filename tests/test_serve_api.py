@@ -132,7 +132,8 @@ def _bad_requests(img: Image.Image, question: str) -> list[tuple[str, object, in
     good = data_url(img)
     not_image = "data:image/png;base64," + base64.b64encode(b"this is plain text, not a PNG").decode()
     huge = data_url(Image.new("RGB", (1200, 1000), "white"))  # 1.2 M pixels > the 1 M limit, few bytes
-    noise = Image.frombytes("RGB", (700, 700), bytes(range(256)) * (700 * 700 * 3 // 256) + b"\0" * (700 * 700 * 3 % 256))
+    n = 700 * 700 * 3
+    noise = Image.frombytes("RGB", (700, 700), bytes(range(256)) * (n // 256) + b"\0" * (n % 256))
     big_bytes = data_url(noise, "BMP")  # ~1.47 MB of pixels > the 1 MiB image limit, under the body limit
 
     def chat(content, model="shirg", **extra):
@@ -258,8 +259,10 @@ def test_batching_groups_requests_and_batched_answers_equal_single(engine, sampl
         app = create_app(engine, max_batch=4, batch_wait_ms=2000, max_queue=16)
         with LiveServer(app) as live:
             client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-            replies = _concurrent(lambda im, q: client.chat.completions.create(model=name, messages=user(data_url(im), q)),
-                                  items)
+            def ask(im, q, client=client, name=name):
+                return client.chat.completions.create(model=name, messages=user(data_url(im), q))
+
+            replies = _concurrent(ask, items)
             stats = httpx.get(live.url + "/metrics").json()["batcher"]
         assert stats["batch_sizes"] == {"4": 1}, stats  # all four in one model call
         for r, a in zip(replies, single, strict=True):
@@ -276,7 +279,8 @@ def test_different_settings_are_not_batched_together(engine, sample):
         client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         ks = [60, 60, 120, None]
         replies = _concurrent(lambda k: client.chat.completions.create(
-            model="shirg", messages=user(data_url(img), s.question), extra_body={"shirg": {"k": k}}), [(k,) for k in ks])
+            model="shirg", messages=user(data_url(img), s.question), extra_body={"shirg": {"k": k}}),
+            [(k,) for k in ks])
         stats = httpx.get(live.url + "/metrics").json()["batcher"]
     assert stats["batch_sizes"] == {"1": 2, "2": 1}, stats
     assert [r.model_extra["shirg"]["batch_size"] for r in replies] == [2, 2, 1, 1]

@@ -15,6 +15,7 @@ _PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>shirg serve: compare visual-token modes</title>
 <style>
+  [hidden] { display: none !important; }
   body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1d1d1f; background: #fafafa; }
   h1 { font-size: 1.3rem; margin: 0 0 .3rem; }
   p.lead { margin: 0 0 1rem; color: #555; }
@@ -29,7 +30,8 @@ _PAGE = """<!doctype html>
   #status { margin: .8rem 0; min-height: 1.2rem; }
   #status.error { color: #b00020; }
   #results { display: flex; gap: 1rem; flex-wrap: wrap; }
-  .result { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .8rem; width: 380px; }
+  .result { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .8rem;
+            flex: 1 1 300px; max-width: 440px; }
   .result h2 { font-size: 1.05rem; margin: 0 0 .4rem; }
   .answer { font-size: 1.4rem; font-weight: 600; margin: .2rem 0 .5rem; }
   .answer.ok::after { content: "  \\2713 expected"; color: #1a7f37; font-size: .9rem; }
@@ -46,7 +48,8 @@ how many visual tokens it spends, where the time goes, and which tokens it kept.
 <form id="ask-form">
   <div>
     <img id="preview" alt="no image yet">
-    <label>Image <input id="image-file" type="file" accept="image/png,image/jpeg,image/webp,image/gif,image/bmp"></label>
+    <label>Image <input id="image-file" type="file"
+      accept="image/png,image/jpeg,image/webp,image/gif,image/bmp"></label>
     <button id="use-example" type="button">Use the bundled example</button>
   </div>
   <div>
