@@ -104,6 +104,25 @@ def test_page_answers_the_bundled_example_side_by_side(engine, browser, tmp_path
         page.fill("#k", "")
         assert errors == []
 
+        # an uploaded image, asked in the modes ticked (lowres unticked)
+        flipped = tmp_path / "flipped.png"
+        from PIL import Image
+
+        pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
+
+        want = engine.run(engine.settings("shirg"), [(Image.open(flipped).convert("RGB"), sample.question)])[0]
+        page.set_input_files("#image-file", str(flipped))
+        page.wait_for_function("document.getElementById('preview').src.startsWith('data:image/png')")
+        page.uncheck("input[name=mode][value=lowres]")
+        page.select_option("#score", "text")
+        page.evaluate("document.body.dataset.state = ''")
+        page.click("#ask")
+        page.wait_for_selector("body[data-state=answered]", timeout=180_000)
+        cards = page.query_selector_all(".result")
+        assert [c.get_attribute("data-mode") for c in cards] == ["full", "shirg"]
+        assert cards[1].query_selector(".answer").inner_text().strip() == (want.text or "(empty)")
+        assert page.query_selector_all(".answer.ok") == []  # no expected answer for an upload
+
         shot = tmp_path / "serve-page.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000

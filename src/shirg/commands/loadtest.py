@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", default=None, help="image file (default: the bundled EntityGrid sample)")
     p.add_argument("--question", default=None, help="the question (default: the bundled sample's)")
     p.add_argument("--model", default="shirg", help="model (mode) to ask, e.g. shirg or shirg:lowres (default shirg)")
-    p.add_argument("--warmup", type=int, default=0, help="requests sent first and not counted (default 0)")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="requests sent first at the same concurrency, not counted (default 0)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
     p.add_argument("--max-seconds", type=float, default=3600.0,
                    help="stop sending new requests after this many seconds (default 3600)")
@@ -139,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
     if before is None:
         raise ConfigError(f"no shirg server answers at {base} (GET /metrics and /healthz failed); "
                           "start one with `shirg serve`")
-    for _ in range(args.warmup):
-        _request(chat, body, headers, args.timeout)
+    if args.warmup:  # at the same concurrency, so the server reaches the batch sizes of the run
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            list(pool.map(lambda _: _request(chat, body, headers, args.timeout), range(args.warmup)))
     before = server_metrics(base, headers) or before
 
     lock = threading.Lock()

@@ -8,6 +8,7 @@ would otherwise depend on the other requests in the batch.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import io
 import logging
@@ -158,13 +159,33 @@ class Engine:
         model = self.models[settings.mode]
         images = [img for img, _ in items]
         questions = [q for _, q in items]
-        return model.answer(images, questions, mode=settings.mode, options=self.visual_options(settings),
-                            kv_cache=self.defaults.kv_cache, **settings.generation())
+        try:
+            return model.answer(images, questions, mode=settings.mode, options=self.visual_options(settings),
+                                kv_cache=self.defaults.kv_cache, **settings.generation())
+        finally:
+            _trim_heap()
 
     def warm_up(self, image: Image.Image, question: str) -> None:
         """One answer per mode, so first-call costs are not charged to the first request."""
         for m in self.modes:
             self.run(self.settings(m), [(image, question)])
+
+
+def _trim_heap() -> None:
+    """Hand the heap pages freed by a batch back to the OS (glibc ``malloc_trim``; well under a
+    millisecond), so a long-running server's RSS tracks what it holds, not the allocator's peak."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - not glibc: no trimming
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def overlay_png(image: Image.Image, answer, settings: Settings, engine: Engine, title: str) -> bytes | None:
