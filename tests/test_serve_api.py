@@ -318,13 +318,16 @@ def test_api_key(engine, sample):
             anon.models.list()
         with pytest.raises(openai.AuthenticationError):
             anon.chat.completions.create(model="shirg", messages=user(data_url(img), s.question))
-        r = httpx.post(live.url + "/v1/chat/completions", json={"model": "shirg", "messages": []})
-        assert r.status_code in (400, 401)
+        r = httpx.post(live.url + "/v1/chat/completions", content=b"{not json")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"  # refused before the body
+        r = httpx.post(live.url + "/api/compare", json={}, headers={"Authorization": "Bearer s3cre"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(live.url + "/v1/models").status_code == 401
         keyed = openai.OpenAI(base_url=live.url + "/v1", api_key="s3cret", max_retries=0, timeout=120)
         assert keyed.chat.completions.create(model="shirg", messages=user(data_url(img), s.question)
                                              ).choices[0].message.content in s.answers
         assert httpx.get(live.url + "/healthz").status_code == 200  # health stays open for probes
+        assert httpx.get(live.url + "/").status_code == 200  # the page asks for the key itself
 
 
 def test_serve_without_the_extra_is_a_one_line_error(monkeypatch, capsys):

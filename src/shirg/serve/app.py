@@ -40,12 +40,31 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class LimitsMiddleware:
-    """Refuses bodies over ``max_body_bytes`` (413, also when no Content-Length is sent) and counts
-    responses by status for ``/metrics``."""
+PROTECTED = ("/v1/", "/api/compare")
 
-    def __init__(self, app, max_body_bytes: int, counts: collections.Counter) -> None:
-        self.app, self.max_body, self.counts = app, max_body_bytes, counts
+
+class LimitsMiddleware:
+    """Checks the API key on the protected routes (401 before the body is read), refuses bodies
+    over ``max_body_bytes`` (413, also when no Content-Length is sent) and counts responses by
+    status for ``/metrics``."""
+
+    def __init__(self, app, max_body_bytes: int, counts: collections.Counter, api_key: str | None = None) -> None:
+        self.app, self.max_body, self.counts, self.api_key = app, max_body_bytes, counts, api_key
+
+    def _authorized(self, scope) -> bool:
+        if self.api_key is None or not scope.get("path", "").startswith(PROTECTED):
+            return True
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        token = given[7:] if given[:7].lower() == b"bearer " else b""
+        return hmac.compare_digest(token, self.api_key.encode())
+
+    async def _send_json(self, send, status: int, error: RequestError) -> None:
+        body = json.dumps(error.body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.counts[status] += 1
 
     async def _drain(self, receive, already: int) -> None:
         """Read and drop the rest of an oversized body (up to 4x the limit), so the client, still
@@ -60,17 +79,18 @@ class LimitsMiddleware:
                 return
 
     async def _send_413(self, send) -> None:
-        body = json.dumps(RequestError(f"the request body is over the server's limit of {self.max_body} bytes",
-                                       413, None, "body_too_large").body()).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-        self.counts[413] += 1
+        await self._send_json(send, 413, RequestError(
+            f"the request body is over the server's limit of {self.max_body} bytes", 413, None, "body_too_large",
+            headers={"Connection": "close"}))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not self._authorized(scope):
+            await self._send_json(send, 401, RequestError(
+                "a valid API key is required (Authorization: Bearer <key>)", 401, None, "invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"}))
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None:
@@ -141,7 +161,7 @@ def create_app(engine: Engine, max_batch: int = 8, batch_wait_ms: float = 10.0, 
 
     app = FastAPI(title="shirg serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.batcher, app.state.status_counts = engine, batcher, counts
-    app.add_middleware(LimitsMiddleware, max_body_bytes=engine.limits.max_body_bytes, counts=counts)
+    app.add_middleware(LimitsMiddleware, max_body_bytes=engine.limits.max_body_bytes, counts=counts, api_key=api_key)
 
     # ---------------------------------------------------------------- errors
     @app.exception_handler(RequestError)
@@ -160,15 +180,6 @@ def create_app(engine: Engine, max_batch: int = 8, batch_wait_ms: float = 10.0, 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         return _error(500, f"internal error ({type(exc).__name__}); the server keeps running", code="internal")
-
-    def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise RequestError("a valid API key is required (Authorization: Bearer <key>)", status=401,
-                               code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
     async def answer(settings: Settings, image, question: str):
         """Queue one request and wait for its answer (503 when the queue is full, 504 on timeout)."""
@@ -214,14 +225,12 @@ def create_app(engine: Engine, max_batch: int = 8, batch_wait_ms: float = 10.0, 
 
     # ---------------------------------------------------------------- OpenAI-compatible API
     @app.get("/v1/models")
-    async def list_models(request: Request):
-        check_key(request)
+    async def list_models():
         return {"object": "list", "data": [{"id": model_id(m), "object": "model", "created": int(started),
                                             "owned_by": "shirg", "mode": m} for m in engine.modes]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request):
-        check_key(request)
+    async def chat_completions(body: ChatCompletionRequest):
         mode = engine.mode_of(body.model)
         settings = engine.settings(mode, body.shirg, body.max_completion_tokens or body.max_tokens,
                                    body.temperature, body.seed)
@@ -269,8 +278,7 @@ def create_app(engine: Engine, max_batch: int = 8, batch_wait_ms: float = 10.0, 
         return {"image": data, "question": example.question, "answers": example.answers}
 
     @app.post("/api/compare")
-    async def compare(body: CompareRequest, request: Request):
-        check_key(request)
+    async def compare(body: CompareRequest):
         modes = list(dict.fromkeys(body.modes))
         for m in modes:
             if m not in engine.modes:
