@@ -65,7 +65,7 @@ def test_page_answers_the_bundled_example_side_by_side(engine, browser, tmp_path
         page.click("#use-example")
         page.wait_for_function("document.getElementById('question').value.length > 0", timeout=30_000)
         assert page.input_value("#question") == sample.question
-        assert "expected answer: 6" in page.inner_text("#expected")
+        assert "expected answer: " + " | ".join(sample.answers) in page.inner_text("#expected")
         assert not page.is_visible("#api-key")  # no key asked when the server needs none
         page.click("#ask")
         page.wait_for_selector("body[data-state=answered]", timeout=180_000)
@@ -84,6 +84,8 @@ def test_page_answers_the_bundled_example_side_by_side(engine, browser, tmp_path
                 assert overlay.evaluate("img => img.complete && img.naturalWidth > 100")
         ok = page.eval_on_selector_all(".answer.ok", "els => els.length")
         assert ok == sum(expected[m].text in sample.answers for m in MODES)
+        shots = [tmp_path / "serve-page-example.png", tmp_path / "serve-page-upload.png"]
+        page.screenshot(path=str(shots[0]), full_page=True)
 
         # K and score are sent with the request: a smaller K keeps fewer tokens
         page.fill("#k", "60")
@@ -123,9 +125,10 @@ def test_page_answers_the_bundled_example_side_by_side(engine, browser, tmp_path
         assert cards[1].query_selector(".answer").inner_text().strip() == (want.text or "(empty)")
         assert page.query_selector_all(".answer.ok") == []  # no expected answer for an upload
 
-        shot = tmp_path / "serve-page.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 10_000
+        page.screenshot(path=str(shots[1]), full_page=True)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, ARTIFACTS / "serve-page.png")
+        for shot in shots:  # test artifacts (runs/ is not tracked)
+            assert shot.stat().st_size > 10_000
+            shutil.copyfile(shot, ARTIFACTS / shot.name)
+        assert errors == []  # no JavaScript error on the page
         page.close()
