@@ -23,7 +23,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from shirg import bundled
 from shirg.errors import ConfigError
+from shirg.io import write_json
 
 HELP = "load-test a running `shirg serve`: throughput, latency percentiles, errors, server RSS"
 MAX_REQUESTS = 100_000
@@ -89,7 +91,6 @@ def server_metrics(base: str, headers: dict[str, str], timeout: float = 10.0) ->
 
 
 def _payload(args: argparse.Namespace) -> bytes:
-    from shirg import bundled
     from shirg.vision.preprocess import load_image
 
     if args.image is None:
@@ -197,8 +198,6 @@ def run(args: argparse.Namespace) -> int:
     }
     _print(result)
     if args.json:
-        from shirg.io import write_json
-
         write_json(args.json, result)
     return 0
 

@@ -15,8 +15,15 @@ import ipaddress
 import os
 from pathlib import Path
 
-from shirg.commands._common import add_device_options, add_generation_options, add_visual_options
-from shirg.errors import ConfigError
+from shirg import bundled
+from shirg.commands._common import (
+    add_device_options,
+    add_generation_options,
+    add_visual_options,
+    device_of,
+    visual_options,
+)
+from shirg.errors import ConfigError, resolve_dtype
 
 HELP = "serve a page comparing modes and an OpenAI-compatible API (needs the [serve] extra)"
 DEFAULT_MODES = "lowres,full,shirg"
@@ -71,12 +78,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise ConfigError(f"shirg serve needs the [serve] extra ({e.name or 'fastapi'} is missing): "
                           f"{EXTRA_HINT}") from e
-    from shirg import bundled
-    from shirg.commands._common import device_of, visual_options
-    from shirg.errors import resolve_dtype
-    from shirg.serve.app import create_app
-    from shirg.serve.engine import Defaults, Engine, model_id
-    from shirg.serve.inputs import Limits
+    from shirg.serve import app as web
+    from shirg.serve import engine as eng
+    from shirg.serve import inputs
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes:
@@ -95,33 +99,30 @@ def run(args: argparse.Namespace) -> int:
     opts = visual_options(args)
     gen_length = args.gen_length or (20 if is_bundled else 32)
     steps = args.steps or (10 if is_bundled else 32)
-    defaults = Defaults(gen_length=gen_length, steps=steps, block_length=args.block_length or min(32, gen_length),
+    defaults = eng.Defaults(gen_length=gen_length, steps=steps, block_length=args.block_length or min(32, gen_length),
                         schedule=args.schedule, kv_cache=args.kv_cache)
-    limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_image_bytes=int(args.max_image_mb * 2**20),
+    limits = inputs.Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_image_bytes=int(args.max_image_mb * 2**20),
                     max_pixels=args.max_pixels, max_tokens=args.max_tokens)
     api_key = args.api_key or os.environ.get("SHIRG_API_KEY") or None
     if not _is_loopback(args.host) and api_key is None:
         print(f"warning: binding {args.host} without --api-key: anyone who can reach this address can use the model")
 
     device = device_of(args)
-    engine = Engine.load(model_dir, adapter, modes, opts, defaults, limits, device, resolve_dtype(args.dtype, device))
+    dtype = resolve_dtype(args.dtype, device)
+    engine = eng.Engine.load(model_dir, adapter, modes, opts, defaults, limits, device, dtype)
     # validates generation settings before the server starts
-    from shirg.serve.inputs import RequestError
-
     for m in modes:
         try:
             engine.settings(m)
-        except RequestError as e:
+        except inputs.RequestError as e:
             raise ConfigError(e.message) from e
     sample = bundled.demo_sample() if (bundled.ROOT / "demo.json").exists() else None
     if not args.no_warmup and sample is not None:
-        from shirg.vision.preprocess import load_image
-
-        engine.warm_up(load_image(sample.image), sample.question)
-    app = create_app(engine, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+        engine.warm_up(sample.image, sample.question)
+    app = web.create_app(engine, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
                      request_timeout_s=args.request_timeout, api_key=api_key, example=sample)
     print(f"serving {engine.description}")
-    print(f"models: {', '.join(model_id(m) for m in modes)}; max batch {args.max_batch}, "
+    print(f"models: {', '.join(eng.model_id(m) for m in modes)}; max batch {args.max_batch}, "
           f"batch wait {args.batch_wait_ms:g} ms, queue {args.max_queue}" + ("; API key required" if api_key else ""))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5)

@@ -22,11 +22,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shirg.errors import ShirgError
+from shirg.memory import rss_bytes
 from shirg.serve.batcher import MicroBatcher, QueueFull
 from shirg.serve.engine import Engine, Settings, model_id, overlay_png
 from shirg.serve.inputs import RequestError, check_question, decode_image, image_data_url, parse_chat
 from shirg.serve.page import render_page
-from shirg.serve.schemas import ChatCompletionRequest, CompareRequest
+from shirg.serve.schemas import ChatCompletionRequest, CompareRequest, ShirgSettings
 
 PAGE_DEFAULT_MODES = ("lowres", "full", "shirg")
 
@@ -199,16 +201,12 @@ def create_app(engine: Engine, max_batch: int = 8, batch_wait_ms: float = 10.0, 
         except RequestError:
             raise
         except Exception as e:  # noqa: BLE001 - the model call failed for this request alone
-            from shirg.errors import ShirgError
-
             if isinstance(e, ShirgError):
                 raise RequestError(str(e), status=400, code="invalid_request") from e
             raise RequestError(f"the model call failed ({type(e).__name__}: {e})", status=500,
                                code="model_error") from e
 
     def server_state() -> dict[str, Any]:
-        from shirg.memory import rss_bytes
-
         return {"status": "ok", "models": [model_id(m) for m in engine.modes], "modes": engine.modes,
                 "uptime_s": round(time.time() - started, 3), "rss_bytes": rss_bytes(),
                 "batcher": batcher.stats(),
@@ -266,7 +264,7 @@ def create_app(engine: Engine, max_batch: int = 8, batch_wait_ms: float = 10.0, 
         opts = engine.options
         return HTMLResponse(render_page({
             "modes": engine.modes, "default_modes": page_modes, "resolution": opts.resolution,
-            "default_k": opts.budget(), "max_k": (opts.resolution // 14) ** 2, "score": opts.score,
+            "default_k": opts.budget(), "max_k": opts.grid() ** 2, "score": opts.score,
             "has_example": example is not None, "needs_key": api_key is not None,
         }))
 
@@ -284,8 +282,6 @@ def create_app(engine: Engine, max_batch: int = 8, batch_wait_ms: float = 10.0, 
             if m not in engine.modes:
                 raise RequestError(f"unknown mode {m!r}; this server serves {', '.join(engine.modes)}",
                                    param="modes", code="model_not_found")
-        from shirg.serve.schemas import ShirgSettings
-
         extra = ShirgSettings(k=body.k, score=body.score)
         settings = [engine.settings(m, extra if m not in ("lowres", "lavida", "full") else None) for m in modes]
         question = check_question(body.question, engine.limits, param="question")

@@ -17,11 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
+import shirg
+from shirg.canvas import canvas_resolution
 from shirg.errors import ConfigError, ShirgError
+from shirg.model.options import VisualOptions
+from shirg.model.sampler import SCHEDULES, num_transfer_tokens
 from shirg.serve.inputs import Limits, RequestError
 from shirg.serve.schemas import ShirgSettings
+from shirg.vision.overlay import draw_overlay
+from shirg.vision.preprocess import load_image
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +90,8 @@ class Engine:
 
         ``options``: the server's default VisualOptions (default: the checkpoint's canvas, K = G*G/3).
         """
-        import shirg
-
         base = shirg.load(model_dir, device=device, dtype=dtype)
         if options is None:
-            from shirg.canvas import canvas_resolution
-            from shirg.model.inference import VisualOptions
-
             options = VisualOptions(resolution=canvas_resolution(base.config.raw))
         for m in modes:
             options.validate(m)
@@ -110,8 +113,6 @@ class Engine:
     def settings(self, mode: str, shirg: ShirgSettings | None = None, max_tokens: int | None = None,
                  temperature: float | None = None, seed: int | None = None) -> Settings:
         """Resolve and validate a request's settings (a RequestError names what is wrong)."""
-        from shirg.model.sampler import SCHEDULES, num_transfer_tokens
-
         s = shirg or ShirgSettings()
         d = self.defaults
         gen_length = max_tokens or d.gen_length
@@ -150,23 +151,25 @@ class Engine:
                         schedule=schedule, seed=0 if seed is None else int(seed),
                         options=dataclasses.astuple(opts))
 
-    def visual_options(self, settings: Settings):
-        return type(self.options)(*settings.options)
+    def visual_options(self, settings: Settings) -> VisualOptions:
+        return VisualOptions(*settings.options)
 
     # ------------------------------------------------------------------ running (worker thread)
     def run(self, settings: Settings, items: Sequence[tuple[Image.Image, str]]) -> list:
-        """One batched model call; returns one :class:`shirg.model.inference.Answer` per item."""
+        """One batched model call; returns one :class:`shirg.model.answer.Answer` per item."""
         model = self.models[settings.mode]
         images = [img for img, _ in items]
         questions = [q for _, q in items]
         try:
+            # interactive use: a failed high-resolution pass answers in LaViDa's layout and says so
             return model.answer(images, questions, mode=settings.mode, options=self.visual_options(settings),
-                                kv_cache=self.defaults.kv_cache, **settings.generation())
+                                kv_cache=self.defaults.kv_cache, fallback="lavida", **settings.generation())
         finally:
             _trim_heap()
 
-    def warm_up(self, image: Image.Image, question: str) -> None:
+    def warm_up(self, image: Image.Image | str | Path, question: str) -> None:
         """One answer per mode, so first-call costs are not charged to the first request."""
+        image = load_image(image)
         for m in self.modes:
             self.run(self.settings(m), [(image, question)])
 
@@ -192,11 +195,6 @@ def overlay_png(image: Image.Image, answer, settings: Settings, engine: Engine, 
     """The kept-token overlay of a high-resolution answer as PNG bytes (None when nothing was selected)."""
     if answer.selection is None:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from shirg.viz import draw_overlay
-
     fig = Figure(figsize=(4.2, 4.4), dpi=90)  # no pyplot: figures built here are thread-safe
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from shirg.serve.schemas import ChatCompletionRequest
+from shirg.vision.preprocess import load_image
 
 # decoders a request may use (Pillow's others, e.g. EPS or the raw/SGI family, are never tried)
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
@@ -47,8 +48,6 @@ class Limits:
 
 def decode_image(url: object, limits: Limits, param: str = "image_url") -> Image.Image:
     """A base64 ``data:image/...`` URL -> 8-bit RGB PIL image, or a RequestError."""
-    from shirg.vision.preprocess import load_image
-
     if not isinstance(url, str) or not url:
         raise RequestError("image_url.url must be a base64 data URL (data:image/png;base64,...)", param=param)
     if not url.startswith("data:"):

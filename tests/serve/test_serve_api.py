@@ -88,7 +88,7 @@ def test_chat_answers_the_bundled_example_in_every_mode(engine, server, client, 
         assert {"vision", "prefill", "denoise", "total"} <= set(extra["time_s"])
         if mode != "lowres":  # the bundled model reads the digit at high resolution
             assert r.choices[0].message.content in s.answers
-    grid = engine.options.resolution // 14
+    grid = engine.options.grid()
     shirg = client.chat.completions.create(model="shirg", messages=user(url, s.question))
     assert shirg.model_extra["shirg"]["visual_tokens"] == scaffold_size(grid) ** 2 + default_k(grid)
 
@@ -97,7 +97,7 @@ def test_shirg_settings_through_the_extra_body_field(engine, client, sample):
     s, img = sample
     r = client.chat.completions.create(model="shirg", messages=user(data_url(img), s.question),
                                        extra_body={"shirg": {"k": 100, "score": "saliency", "overlay": True}})
-    grid = engine.options.resolution // 14
+    grid = engine.options.grid()
     assert r.model_extra["shirg"]["visual_tokens"] == scaffold_size(grid) ** 2 + 100
     overlay = r.model_extra["shirg"]["overlay"]
     assert overlay.startswith("data:image/png;base64,")

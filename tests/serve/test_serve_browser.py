@@ -22,7 +22,7 @@ CHROMIUM = os.environ.get("SHIRG_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MODES = ["lowres", "full", "shirg"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "runs" / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "runs" / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
                                 reason="Debian's chromium is not installed (apt-get install -y chromium)")
@@ -94,7 +94,7 @@ def test_page_answers_the_bundled_example_side_by_side(engine, browser, tmp_path
         page.click("#ask")
         page.wait_for_selector("body[data-state=answered]", timeout=180_000)
         shirg_card = page.query_selector(".result[data-mode=shirg]")
-        grid = engine.options.resolution // 14
+        grid = engine.options.grid()
         from shirg.tokens.dual_scale import scaffold_size
 
         assert f"{scaffold_size(grid) ** 2 + 60} visual tokens" in shirg_card.query_selector(".tokens").inner_text()
