@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shirg import bundled
-from shirg.errors import ConfigError
+from shirg.errors import ConfigError, ImageError
 from shirg.io import write_json
 
 HELP = "load-test a running `shirg serve`: throughput, latency percentiles, errors, server RSS"
@@ -91,8 +91,6 @@ def server_metrics(base: str, headers: dict[str, str], timeout: float = 10.0) ->
 
 
 def _payload(args: argparse.Namespace) -> bytes:
-    from shirg.vision.preprocess import load_image
-
     if args.image is None:
         sample = bundled.demo_sample()
         path, question = sample.image, args.question or sample.question
@@ -102,20 +100,24 @@ def _payload(args: argparse.Namespace) -> bytes:
         path, question = Path(args.image), args.question
     if not question.strip():
         raise ConfigError("--question is empty; ask something about the image")
-    img = load_image(path)  # a missing or unreadable image fails here, with a one-line error
-    fmt = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as probe:
-        kind = fmt.get(probe.format or "")
-    if kind is None:
-        import io
+    if not Path(path).is_file():
+        raise ImageError(f"image {path} does not exist")
+    try:  # a missing or unreadable image fails here, with a one-line error
+        with Image.open(path) as img:
+            img.load()
+            kind = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}.get(img.format or "")
+            if kind is None:  # another format Pillow reads: sent as PNG
+                import io
 
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        data, kind = buf.getvalue(), "png"
-    else:
-        data = Path(path).read_bytes()
+                buf = io.BytesIO()
+                img.convert("RGB").save(buf, format="PNG")
+                data, kind = buf.getvalue(), "png"
+            else:
+                data = Path(path).read_bytes()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageError(f"cannot read image {path}: {e}; is it a valid PNG/JPEG file?") from e
     url = f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
     return json.dumps({"model": args.model, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]}]}).encode()

@@ -79,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"shirg serve needs the [serve] extra ({e.name or 'fastapi'} is missing): "
                           f"{EXTRA_HINT}") from e
     from shirg.serve import app as web
-    from shirg.serve import engine as eng
-    from shirg.serve import inputs
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes:
@@ -99,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
     opts = visual_options(args)
     gen_length = args.gen_length or (20 if is_bundled else 32)
     steps = args.steps or (10 if is_bundled else 32)
-    defaults = eng.Defaults(gen_length=gen_length, steps=steps, block_length=args.block_length or min(32, gen_length),
+    defaults = web.Defaults(gen_length=gen_length, steps=steps, block_length=args.block_length or min(32, gen_length),
                         schedule=args.schedule, kv_cache=args.kv_cache)
-    limits = inputs.Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_image_bytes=int(args.max_image_mb * 2**20),
+    limits = web.Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_image_bytes=int(args.max_image_mb * 2**20),
                     max_pixels=args.max_pixels, max_tokens=args.max_tokens)
     api_key = args.api_key or os.environ.get("SHIRG_API_KEY") or None
     if not _is_loopback(args.host) and api_key is None:
@@ -109,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
 
     device = device_of(args)
     dtype = resolve_dtype(args.dtype, device)
-    engine = eng.Engine.load(model_dir, adapter, modes, opts, defaults, limits, device, dtype)
+    engine = web.Engine.load(model_dir, adapter, modes, opts, defaults, limits, device, dtype)
     # validates generation settings before the server starts
     for m in modes:
         try:
             engine.settings(m)
-        except inputs.RequestError as e:
+        except web.RequestError as e:
             raise ConfigError(e.message) from e
     sample = bundled.demo_sample() if (bundled.ROOT / "demo.json").exists() else None
     if not args.no_warmup and sample is not None:
@@ -122,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     app = web.create_app(engine, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
                      request_timeout_s=args.request_timeout, api_key=api_key, example=sample)
     print(f"serving {engine.description}")
-    print(f"models: {', '.join(eng.model_id(m) for m in modes)}; max batch {args.max_batch}, "
+    print(f"models: {', '.join(web.model_id(m) for m in modes)}; max batch {args.max_batch}, "
           f"batch wait {args.batch_wait_ms:g} ms, queue {args.max_queue}" + ("; API key required" if api_key else ""))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5)

@@ -25,12 +25,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shirg.errors import ShirgError
 from shirg.memory import rss_bytes
 from shirg.serve.batcher import MicroBatcher, QueueFull
-from shirg.serve.engine import Engine, Settings, model_id, overlay_png
-from shirg.serve.inputs import RequestError, check_question, decode_image, image_data_url, parse_chat
+from shirg.serve.engine import Defaults, Engine, Settings, model_id, overlay_png
+from shirg.serve.inputs import Limits, RequestError, check_question, decode_image, image_data_url, parse_chat
 from shirg.serve.page import render_page
 from shirg.serve.schemas import ChatCompletionRequest, CompareRequest, ShirgSettings
 
 PAGE_DEFAULT_MODES = ("lowres", "full", "shirg")
+__all__ = ["Defaults", "Engine", "Limits", "RequestError", "create_app", "model_id"]  # what `shirg serve` uses
 
 
 def _error(status: int, message: str, param: str | None = None, code: str | None = None,
