@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from shirg.cli import main
-from shirg.evaluate.paired import mcnemar_exact, paired_difference, wilson
+from shirg.evaluate.stats import mcnemar_exact, newcombe_paired, paired_difference, wilson
 
 
 def test_wilson_known_values():
@@ -17,7 +16,7 @@ def test_wilson_known_values():
     lo, hi = wilson(0, 10)
     z2 = 1.959963984540054**2
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(z2 / (10 + z2))
-    assert all(math.isnan(v) for v in wilson(0, 0))
+    assert wilson(0, 0) == (0.0, 1.0)  # no samples: nothing known
 
 
 def test_mcnemar_exact_binomial():
@@ -27,19 +26,22 @@ def test_mcnemar_exact_binomial():
     assert mcnemar_exact(5, 5) == 1.0
 
 
-def test_paired_difference_agresti_min():
+def test_paired_difference_newcombe():
     # 10 pairs: b = 1 (base only), c = 3 (other only), 4 both right, 2 both wrong
     x = [1, 0, 0, 0, 1, 1, 1, 1, 0, 0]
     y = [0, 1, 1, 1, 1, 1, 1, 1, 0, 0]
     r = paired_difference(x, y)
     assert (r["base_only"], r["other_only"], r["n"]) == (1, 3, 10)
     assert r["diff"] == pytest.approx(0.2) and r["base"] == 0.5 and r["other"] == 0.7
-    se = math.sqrt(5 - 4 / 12) / 12
-    assert r["diff_ci"][0] == pytest.approx(2 / 12 - 1.959963984540054 * se)
-    assert r["diff_ci"][1] == pytest.approx(2 / 12 + 1.959963984540054 * se)
+    # other - base with Newcombe's cells for (other, base): both 4, other only 3, base only 1, neither 2
+    diff, lo, hi = newcombe_paired(4, 3, 1, 2)
+    assert diff == pytest.approx(0.2) and r["diff_ci"] == (pytest.approx(lo), pytest.approx(hi))
+    assert lo < 0.2 < hi
     assert r["mcnemar_p"] == pytest.approx(mcnemar_exact(1, 3))
     with pytest.raises(ValueError):
         paired_difference([1], [1, 0])
+    with pytest.raises(ValueError):
+        paired_difference([0.5], [1])
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """`shirg compare`: paired comparison of `shirg eval` runs on the same samples (e.g. weight formats or
 samplers): each run's score with its 95 % Wilson interval, the paired difference against the base run
-(Agresti-Min 95 % interval, McNemar exact p), answer agreement with the base, steps used, latency.
+(Newcombe's 95 % interval for paired proportions, McNemar exact p:
+the project's statistics in shirg.evaluate.stats), answer agreement with the base, steps used, latency.
 
     shirg compare --base runs/eval-float --other runs/eval-int8 runs/eval-int4 --mode full
 """
@@ -12,7 +13,7 @@ import statistics
 from pathlib import Path
 
 from shirg.errors import ConfigError
-from shirg.evaluate.paired import paired_difference, wilson  # pure Python: start-up stays fast
+from shirg.evaluate.stats import paired_difference, wilson  # pure Python: start-up stays fast
 from shirg.io import read_jsonl, write_json, write_text
 
 HELP = "paired comparison of eval runs on the same samples (intervals, paired differences, McNemar p)"

@@ -128,6 +128,24 @@ def paired(first: Sequence[float], second: Sequence[float], z: float = Z95) -> d
     return {"diff": diff, "lo": lo, "hi": hi, "p": None, "n": n, "method": "normal-paired"}
 
 
+def paired_difference(x: Sequence[int], y: Sequence[int], z: float = Z95) -> dict:
+    """Two runs' 0/1 outcomes on the same samples, as ``shirg compare`` reports them: each run's
+    accuracy with its Wilson interval, the paired difference y - x with Newcombe's interval, the
+    discordant counts and McNemar's exact p."""
+    if len(x) != len(y) or not x:
+        raise ValueError(f"paired outcomes need equal, non-zero lengths, got {len(x)} and {len(y)}")
+    if not is_binary([*x, *y]):
+        raise ValueError("paired_difference takes 0/1 outcomes")
+    n = len(x)
+    d = paired(y, x, z)
+    kx, ky = sum(map(bool, x)), sum(map(bool, y))
+    return {
+        "n": n, "base": kx / n, "base_ci": wilson(kx, n, z), "other": ky / n, "other_ci": wilson(ky, n, z),
+        "diff": d["diff"], "diff_ci": (d["lo"], d["hi"]), "base_only": d["c"], "other_only": d["b"],
+        "mcnemar_p": d["p"],
+    }
+
+
 def verdict(p: dict) -> str:
     """'above' / 'below' when the paired interval excludes 0, else 'not distinguishable'."""
     if p.get("lo") is None:
