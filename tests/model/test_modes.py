@@ -126,8 +126,8 @@ def test_every_mode_runs_and_reports_its_visual_token_count(model, mode):
 
 
 def test_modes_cover_the_spec():
-    assert set(MODES) == {"lavida", "lowres", "full", "shirg", "uniform", "pool", "random", "text-topk", "saint",
-                          "tome", "visionzip", "divprune"}
+    assert set(MODES) == {"lavida", "lowres", "lavida-pad", "full", "shirg", "uniform", "pool", "random", "text-topk",
+                          "saint", "tome", "visionzip", "divprune"}
 
 
 @pytest.mark.parametrize(

@@ -41,11 +41,12 @@ def test_uniform_schedule():
 
 
 def test_shift_schedule():
-    assert num_transfer_tokens(32, 16, "shift") == [6, 4, 4, 2, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]
-    for n in range(1, 60):
-        for steps in range(1, n + 1):
-            counts = num_transfer_tokens(n, steps, "shift")
-            assert sum(counts) == n and len(counts) == steps and min(counts) >= 1
+    assert num_transfer_tokens(32, 16, "shift", 0.33) == [6, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    for shift in (0.33, 3.0):
+        for n in range(1, 60):
+            for steps in range(1, n + 1):
+                counts = num_transfer_tokens(n, steps, "shift", shift)
+                assert sum(counts) == n and len(counts) == steps and min(counts) >= 1
 
 
 def test_schedule_errors():

@@ -85,10 +85,12 @@ MEMORY_NOTE = {
 def check_targets(result: dict) -> list[dict]:
     """SHIRG's efficiency targets (docs/method.md section 9) on this run's numbers: each value, limit and
     whether it is met."""
-    by_mode = {r["mode"]: r for r in result["rows"]}
+    first = result.get("caches", ["prefix"])[0]
+    rows = [r for r in result["rows"] if r.get("cache", first) == first]
+    by_mode = {r["mode"]: r for r in rows}
     gpu = result["device"] != "cpu"
     targets = []
-    for r in result["rows"]:
+    for r in rows:
         if "select_pct_of_vision" not in r or r["mode"] == "full":
             continue
         if gpu:
@@ -111,11 +113,12 @@ def markdown_table(result: dict) -> str:
     head = (f"{result['model']} on {result['device']} ({result['dtype']}, {result['torch_threads']} threads), "
             f"{result['steps']} steps, {result['gen_length']} answer tokens, KV {result['kv_cache']}, "
             f"median of {result['repeats']}; weights {result['weights_mb']:.0f} MiB")
-    cols = ["mode", "visual", "prompt", "KV MiB", "peak MiB", "act+KV MiB", *(f"{s} ms" for s in STAGES),
+    cols = ["mode", "cache", "visual", "prompt", "KV MiB", "peak MiB", "act+KV MiB", *(f"{s} ms" for s in STAGES),
             "total min-max ms", "select % vision", "x lowres", "x full", "act+KV x lowres", "act+KV x full"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["rows"]:
-        cells = [r["mode"], str(r["visual_tokens"]), str(r["prompt_length"]), f"{r['kv_cache_bytes'] / 2**20:.1f}",
+        cells = [r["mode"], r.get("cache", "prefix"), str(r["visual_tokens"]), str(r["prompt_length"]),
+                 f"{r['kv_cache_bytes'] / 2**20:.1f}",
                  f"{r['peak_mb']:.0f}", f"{r['act_kv_mb']:.1f}"]
         cells += [f"{r['time_s'][s]['median'] * 1e3:.1f}" for s in STAGES]
         total = r["time_s"]["total"]

@@ -93,11 +93,25 @@ def add_generation_options(p: argparse.ArgumentParser, steps: int = 32) -> None:
                    help="semi-autoregressive block (default min(32, L))")
     g.add_argument("--temperature", type=finite_float, default=0.0)  # >= 0: the sampler checks
     g.add_argument("--schedule", default="uniform", choices=["uniform", "shift"])
+    g.add_argument("--shift", type=finite_float, default=3.0,
+                   help="shift schedule a, a float (default 3 as in LaViDa's sampler; its eval scripts pass 0.33)")
+    g.add_argument("--predict-mask", action="store_true",
+                   help="let the mask id be predicted (LLaDA / LaViDa: such a slot stays masked); default: forbidden")
     g.add_argument("--kv-cache", default="native", choices=["native", "fp16", "bf16", "int8", "fp8"])
     g.add_argument("--sampler", default="fixed", choices=["fixed", "threshold"],
                    help="fixed: --steps split by --schedule; threshold: commit every slot of the block whose "
                         "confidence >= --threshold each step, at least one (Fast-dLLM); steps vary")
     g.add_argument("--threshold", type=finite_float, default=0.9, help="confidence threshold of --sampler threshold")
+    g.add_argument("--prompt-style", default="shirg", choices=["shirg", "lavida-eval"],
+                   help="lavida-eval: the prompt ids LaViDa's evaluation builds (drops the newline after the "
+                        "image when the tokenizer adds no BOS)")
+    g.add_argument("--decode", default="shirg", choices=["shirg", "lavida-eval"],
+                   help="lavida-eval: decode every answer slot skipping special tokens, as LaViDa's lmms-eval model")
+    g.add_argument("--pool", default="auto", choices=["auto", "on", "off"],
+                   help="lavida/lowres: LaViDa's 27->14 pooling per view; auto follows the checkpoint config")
+    g.add_argument("--cache", default="prefix", choices=["prefix", "none"],
+                   help="prefix: prompt run once, steps on the answer slots (default); none: the whole "
+                        "sequence every step, the prompt attending to the answer (LaViDa's published evals)")
 
 
 def check_generation(gen: dict) -> dict:
@@ -121,17 +135,29 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
         block_length=args.block_length if args.block_length is not None else min(32, args.gen_length),
         temperature=args.temperature,
         schedule=args.schedule,
+        shift=args.shift,
+        predict_mask=args.predict_mask,
         seed=args.seed,
         kv_cache=args.kv_cache,
         # only when used: runs recorded before the option existed keep comparing equal
         **({"sampler": "threshold", "threshold": args.threshold}
            if getattr(args, "sampler", "fixed") == "threshold" else {}),
+        cache=args.cache,
+        prompt_style=args.prompt_style,
+        decode=args.decode,
+        pool=args.pool,
     ))
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
+    add_revision_option(p)
+
+
+def add_revision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--revision", default=None,
+                   help="branch, tag or commit when --model is a Hugging Face id (a local folder always wins)")
 
 
 def add_weight_format_option(p: argparse.ArgumentParser) -> None:
@@ -170,7 +196,7 @@ def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
         import shirg
 
         model = shirg.load(args.model, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter,
-                           weight_format=weight_format)
+                           weight_format=weight_format, revision=getattr(args, "revision", None))
         return model, f"checkpoint {args.model}" + (f" + adapter {adapter}" if adapter else "") + suffix
     from shirg.presets import build_preset
 

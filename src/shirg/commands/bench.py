@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--image", default=None, help="image to use (default: a synthetic 1000 x 800 chart)")
     p.add_argument("--question", default="What is the value of the highest bar?")
+    p.add_argument("--compare-cache", action="store_true",
+                   help="measure every mode twice: with the prefix cache and with none (full recompute every step)")
     p.add_argument("--memory-snapshot", default=None, help="CUDA: write a PyTorch memory snapshot pickle here")
     p.add_argument("--analytic", action="store_true",
                    help="print the roofline model of the real LaViDa-8B config instead (no model is built)")
@@ -105,20 +107,25 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.memory._record_memory_history(max_entries=200_000)
     from tqdm import tqdm
 
-    measured = [measure_mode(model, image, args.question, mode, gen, args.repeats, device, weights_mb)
-                for mode in tqdm(modes, desc="modes", unit="mode")]
+    caches = ["prefix", "none"] if args.compare_cache else [args.cache]
+    runs = [(mode, c) for mode in modes for c in caches]
+    measured = [{**measure_mode(model, image, args.question, mode, {**gen, "cache": c}, args.repeats, device,
+                                weights_mb), "cache": c}
+                for mode, c in tqdm(runs, desc="modes", unit="run")]
     rows = [r for r in measured if "failed" not in r]
-    failed = {r["mode"]: r["failed"] for r in measured if "failed" in r}
+    failed = {r["mode"] + ("" if len(caches) == 1 else f" ({r['cache']})"): r["failed"]
+              for r in measured if "failed" in r}
     if args.memory_snapshot:
         torch.cuda.memory._dump_snapshot(args.memory_snapshot)
         torch.cuda.memory._record_memory_history(enabled=None)
-    by_mode = {r["mode"]: r for r in rows}
+    by_key = {(r["mode"], r["cache"]): r for r in rows}
     for r in rows:
         for ref in ("lowres", "full"):
-            if ref in by_mode:
-                base = by_mode[ref]
+            if (ref, r["cache"]) in by_key:  # ratios against the reference mode under the same cache
+                base = by_key[(ref, r["cache"])]
                 r[f"total_vs_{ref}"] = r["time_s"]["total"]["median"] / base["time_s"]["total"]["median"]
-                r[f"kv_vs_{ref}"] = r["kv_cache_bytes"] / base["kv_cache_bytes"]
+                if base["kv_cache_bytes"]:
+                    r[f"kv_vs_{ref}"] = r["kv_cache_bytes"] / base["kv_cache_bytes"]
                 if base["act_kv_mb"] > 0:
                     r[f"act_kv_vs_{ref}"] = r["act_kv_mb"] / base["act_kv_mb"]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -131,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "gen_length": args.gen_length,
         "kv_cache": args.kv_cache,
+        "caches": caches,
         "repeats": args.repeats,
         "resolution": opts.resolution,
         "image_size": list(image.size),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shirg.commands._common import (
     add_generation_options,
+    add_revision_option,
     add_visual_options,
     add_weight_format_option,
     command_line,
@@ -63,6 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop at the first sample that cannot be answered (default: record its error in "
                         "predictions.jsonl, count it as failed, go on)")
     p.add_argument("--no-evidence", action="store_true", help="EntityGrid: skip evidence recall")
+    p.add_argument("--recipe", default=None, choices=["lavida-paper"],
+                   help="lavida-paper: every generation setting as LaViDa's published evaluation of the task "
+                        "(cache none, uniform one-token steps, eval-time prompt ids and decoding, pooling on); "
+                        "it wins over the generation flags (docs/lavida_recipe.md)")
     p.add_argument("--prompt-suffix", default=None, help="text appended to every question (default: lmms-eval's)")
     p.add_argument("--device", default=None, help="default: cuda (this rank's GPU) when available, else cpu")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default bf16 on CUDA, fp32 on CPU)")
@@ -70,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_weight_format_option(p)
     add_generation_options(p)
     add_visual_options(p)
+    add_revision_option(p)
     p.set_defaults(gen_length=None, steps=None)
 
 
@@ -157,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
     from shirg.evaluate.runner import EvalSettings, evaluate, machine_info
 
     spec = task_spec(args.task)
+    if args.recipe:
+        from shirg.evaluate.recipes import recipe_settings
+
+        for key, value in recipe_settings(args.recipe, args.task).items():
+            setattr(args, key, value)
     names = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.ablation:
         names += [m for m in ("shirg", *ABLATIONS) if m not in names]
@@ -170,6 +181,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.warmup < 0:
         raise ConfigError("--batch-size must be >= 1 and --warmup >= 0")
     samples = load_samples(args.task, args.data, args.split, args.limit)
+    from shirg.evaluate.data import has_answers
+
+    scored = args.task == "entitygrid" or has_answers(samples)
+    if not scored and args.task not in ("docvqa", "textvqa"):
+        raise ConfigError(f"{args.data}: no sample has an answer, and {args.task} has no submission format")
     adapter, weights = resolve_adapter(args.adapter, args.shirg_weights)
     if args.preset and (adapter or weights):
         raise ConfigError("--adapter / --shirg-weights need --model (a preset has random weights)")
@@ -182,18 +198,21 @@ def run(args: argparse.Namespace) -> int:
                             warmup=args.warmup, evidence=not args.no_evidence, prompt_suffix=args.prompt_suffix,
                             weight_format=args.weight_format, reference=args.reference or "full",
                             strict=args.strict)
-    invocation = {"command": command_line(args),
+    invocation = {"command": command_line(args), "recipe": args.recipe,
                   "model": source, "adapter": describe_adapter(adapter, weights), "data": str(args.data),
                   "samples": len(samples), "world_size": world, "machine": machine_info(device),
                   "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     summary = evaluate(model, samples, modes, args.out, settings, rank=rank, world=world,
                        barrier=state.barrier if state is not None else None, overlays=args.overlays,
-                       progress=not args.no_progress, invocation=invocation)
+                       progress=not args.no_progress, invocation=invocation, score=scored)
     if state is not None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
-    if summary is not None:
+    if summary is not None and "submissions" in summary:
+        print(f"{args.data}: this split has no answers, so nothing was scored; wrote the evaluation server's "
+              f"submission files {', '.join(summary['submissions'])} and predictions.jsonl in {args.out}")
+    elif summary is not None:
         from shirg.evaluate.summary import markdown
 
         print(markdown(summary, f"{args.task}: {len(samples)} samples"))

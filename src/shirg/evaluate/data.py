@@ -33,6 +33,13 @@ class TaskSpec:
     primary: str  # the score the summary sorts and compares by
     prompt_suffix: str  # lmms-eval's post-prompt for the task
     layouts: tuple[str, ...]  # human-readable expected layouts, for errors and docs
+    pre_prompt: str = ""  # lmms-eval's pre-prompt for the task
+    capitalize: bool = False  # lmms-eval's TextVQA sends question.capitalize() (first letter up, rest lower)
+
+    def prompt(self, question: str, suffix: str | None = None) -> str:
+        """The text lmms-eval's task builds from a question: pre-prompt + question + post-prompt."""
+        q = question.capitalize() if self.capitalize else question
+        return f"{self.pre_prompt}{q}{self.prompt_suffix if suffix is None else suffix}"
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -44,13 +51,15 @@ TASKS: dict[str, TaskSpec] = {
          "lmms-lab/ChartQA)")),
     "docvqa": TaskSpec(
         "docvqa", 32, "validation", "anls", "\nAnswer the question using a single word or phrase.",
-        ("original: val/val_v1.0.json (or val_v1.0_withQT.json) + val/documents/ (DocVQA release)",
+        ("original: val/val_v1.0.json (or val_v1.0_withQT.json) + val/documents/ (DocVQA 2020 release), or "
+         "spdocvqa_qas/val_v1.0_withQT.json + spdocvqa_images/ (current official download)",
          "parquet: *.parquet with columns question, answers, image (lmms-lab/DocVQA, config DocVQA)")),
     "textvqa": TaskSpec(
         "textvqa", 16, "validation", "vqa_accuracy", "\nAnswer the question using a single word or phrase.",
         ("original: TextVQA_0.5.1_val.json + train_images/<image_id>.jpg (TextVQA release; "
          "train_val_images/train_images/ also found)",
-         "parquet: *.parquet with columns question, answers, image (lmms-lab/textvqa, facebook/textvqa)")),
+         "parquet: *.parquet with columns question, answers, image (lmms-lab/textvqa, facebook/textvqa)"),
+        capitalize=True),
     "entitygrid": TaskSpec(
         "entitygrid", 32, "", "f1", "",
         ("generated: questions.jsonl + images/ written by `shirg entitygrid --out DIR`",)),
@@ -166,9 +175,57 @@ def _split_files(files: list[Path], split: str) -> list[Path]:
                       "pass --split with one of the splits present")
 
 
-def load_parquet(task: str, files: list[Path], split: str) -> list[Sample]:
+# Per task: columns one of which a parquet file must have, and columns that belong to another dataset
+# (TextVQA's image_id / ocr_tokens, DocVQA's questionId, InfographicVQA's answer_type / image_url,
+# ChartQA's query / label / human_or_machine), so that --task docvqa never scores TextVQA rows.
+PARQUET_SIGNATURE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "docvqa": (("questionId",), ("question_id", "image_id", "ocr_tokens", "query", "label", "human_or_machine",
+                                 "answer_type", "image_url")),
+    "textvqa": (("question_id", "image_id"), ("questionId", "query", "label", "human_or_machine", "answer_type")),
+    "chartqa": (("query", "label", "human_or_machine", "type", "answer"),
+                ("questionId", "question_id", "image_id", "ocr_tokens", "answer_type")),
+}
+
+
+def check_parquet_columns(task: str, path: Path, columns: list[str]) -> None:
+    need, foreign = PARQUET_SIGNATURE.get(task, ((), ()))
+    wrong = [c for c in foreign if c in columns]
+    if wrong or (need and not any(c in columns for c in need)):
+        why = (f"has {', '.join(wrong)} (another dataset's columns)" if wrong
+               else f"has none of {', '.join(need)}")
+        raise ConfigError(f"{path} does not look like {task} parquet: it {why}; its columns are {columns}. "
+                          "Point --data at the task's own files or pick the matching --task")
+
+
+def chartqa_type(value) -> str | None:
+    """ChartQA's question source under one name: ``human`` or ``augmented`` (the release's file names;
+    lmms-lab's ``human_test`` / ``augmented_test``; HuggingFaceM4's human_or_machine 0 / 1)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("0", "human") or text.startswith("human"):
+        return "human"
+    if text in ("1", "machine", "augmented") or text.startswith(("augmented", "machine")):
+        return "augmented"
+    return text
+
+
+def _docvqa_config_files(files: list[Path], root: Path) -> list[Path]:
+    """Within a whole lmms-lab/DocVQA download (folders below ``root``), only the ``DocVQA``
+    config's files (never the ``InfographicVQA`` folder next to it)."""
+    def below(f: Path) -> list[str]:
+        return [p.lower() for p in f.relative_to(root).parts[:-1]]
+
+    files = [f for f in files if "infographicvqa" not in below(f)]
+    own = [f for f in files if "docvqa" in below(f)]
+    return own or files
+
+
+def load_parquet(task: str, files: list[Path], split: str, root: Path | None = None) -> list[Sample]:
     import pyarrow.parquet as pq
 
+    if task == "docvqa" and root is not None:
+        files = _docvqa_config_files(files, root)
     samples = []
     for f in sorted(_split_files(files, split)):
         schema_cols = pq.ParquetFile(f).schema_arrow.names
@@ -178,6 +235,7 @@ def load_parquet(task: str, files: list[Path], split: str) -> list[Sample]:
         if not (q_col and a_col and img_col):
             raise ConfigError(f"{f} has columns {schema_cols}; a {task} parquet file needs a question "
                               "(question|query), answers (answers|answer|label) and image column")
+        check_parquet_columns(task, f, schema_cols)
         id_col = _first(schema_cols, "questionId", "question_id", "id")
         type_col = _first(schema_cols, "type", "human_or_machine", "question_types")
         cols = [c for c in (q_col, a_col, id_col, type_col) if c]
@@ -185,9 +243,11 @@ def load_parquet(task: str, files: list[Path], split: str) -> list[Sample]:
         for row, rec in enumerate(table):
             sid = str(rec[id_col]) if id_col else f"{f.stem}-{row}"
             qtype = rec.get(type_col) if type_col else None
+            qtype = str(qtype) if isinstance(qtype, (str, int)) else None
+            if task == "chartqa":
+                qtype = chartqa_type(qtype)
             samples.append(Sample(id=sid, question=str(rec[q_col]), answers=_as_answers(rec[a_col]),
-                                  image_ref=ParquetImage(str(f), row, img_col),
-                                  qtype=str(qtype) if isinstance(qtype, (str, int)) else None))
+                                  image_ref=ParquetImage(str(f), row, img_col), qtype=qtype))
     return samples
 
 
@@ -252,15 +312,28 @@ def load_chartqa_original(root: Path, split: str) -> list[Sample] | None:
     return None
 
 
+def _docvqa_image(base: Path, root: Path, name: str) -> Path:
+    """Where a DocVQA record's image is: ``base/<image>`` (2020 package: val/documents/...), else the
+    current official download's ``spdocvqa_images/<file>`` next to ``spdocvqa_qas/``."""
+    direct = base / name
+    if direct.is_file():
+        return direct
+    for folder in (base.parent / "spdocvqa_images", root / "spdocvqa_images", base / "spdocvqa_images"):
+        if (folder / Path(name).name).is_file():
+            return folder / Path(name).name
+    return direct
+
+
 def load_docvqa_original(root: Path, split: str) -> list[Sample] | None:
     split = "val" if split == "validation" else split
-    for base in (root / split, root):
+    for base in (root / split, root / "spdocvqa_qas", root):
         f = _find(base, [f"{split}_v1.0_withQT.json", f"{split}_v1.0.json"])
         if f is not None:
             data = _records(f, "docvqa", DOCVQA_JSON, _read_json(f, "docvqa", DOCVQA_JSON), "data",
                             ("questionId", "question", "image"))
             return [Sample(id=str(r["questionId"]), question=r["question"], answers=_as_answers(r.get("answers")),
-                           image_ref=base / r["image"], qtype=(r.get("question_types") or [None])[0])
+                           image_ref=_docvqa_image(base, root, r["image"]),
+                           qtype=(r.get("question_types") or [None])[0])
                     for r in data]
     return None
 
@@ -320,7 +393,7 @@ def load_samples(task: str, data: str | Path, split: str | None = None, limit: i
     if samples is None and task != "entitygrid":
         parquet = sorted(root.rglob("*.parquet"))
         if parquet:
-            samples = load_parquet(task, parquet, split)
+            samples = load_parquet(task, parquet, split, root)
     if samples is None:
         layouts = "\n  - ".join(spec.layouts)
         raise ConfigError(f"{root} matches no {task} layout; expected one of:\n  - {layouts}")
@@ -333,4 +406,13 @@ def load_samples(task: str, data: str | Path, split: str | None = None, limit: i
         if limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {limit}")
         samples = samples[:limit]
+    missing = [s for s in samples if isinstance(s.image_ref, Path) and not s.image_ref.is_file()]
+    if missing:
+        raise ConfigError(f"{root}: {len(missing)} of {len(samples)} images are missing, e.g. {missing[0].image_ref} "
+                          f"(sample {missing[0].id}); put the images where the {task} layout expects them")
     return samples
+
+
+def has_answers(samples: list[Sample]) -> bool:
+    """False for a split released without answers (DocVQA / TextVQA test): it cannot be scored here."""
+    return any(s.answers for s in samples)

@@ -130,6 +130,10 @@ class EvalSettings:
     def suffix(self) -> str:
         return task_spec(self.task).prompt_suffix if self.prompt_suffix is None else self.prompt_suffix
 
+    def text(self, question: str) -> str:
+        """What the model is asked: the task's lmms-eval prompt around the question."""
+        return task_spec(self.task).prompt(question, self.suffix())
+
     def describe(self) -> dict:
         out = {"task": self.task, "gen": dict(self.gen), "prompt_suffix": self.suffix(), "batch_size": self.batch_size}
         if self.weight_format != "float":  # only when used: runs recorded before the option keep comparing equal
@@ -204,7 +208,6 @@ def run_shard(
 
     bar = tqdm(total=total, desc=f"eval {settings.task}" + (f" rank {rank}" if world > 1 else ""), unit="ans",
                disable=not progress, position=rank if world > 1 else None)
-    suffix = settings.suffix()
     answered = 0
     with open(path, "a", encoding="utf-8") as f:
         for spec in modes:
@@ -215,10 +218,10 @@ def run_shard(
             bar.set_postfix_str(spec.name)
             for s in items[: settings.warmup]:
                 with contextlib.suppress(ShirgError):  # a bad sample is recorded (or stops --strict) below
-                    answer_or_fail(model, [s.image()], [s.question + suffix], gen)
+                    answer_or_fail(model, [s.image()], [settings.text(s.question)], gen)
             for start in range(0, len(items), settings.batch_size):
                 batch = items[start : start + settings.batch_size]
-                for s, img, ans in answer_batch(model, batch, suffix, gen, settings.strict):
+                for s, img, ans in answer_batch(model, batch, settings.text, gen, settings.strict):
                     if isinstance(ans, str):
                         rec = failed_record(settings, spec, s, ans, rank)
                     else:
@@ -233,8 +236,10 @@ def run_shard(
     return answered
 
 
-def answer_batch(model, batch: Sequence[Sample], suffix: str, gen: dict, strict: bool = False) -> list:
-    """(sample, image or None, Answer or the reason it failed) per sample of ``batch``.
+def answer_batch(model, batch: Sequence[Sample], text: Callable[[str], str], gen: dict,
+                 strict: bool = False) -> list:
+    """(sample, image or None, Answer or the reason it failed) per sample of ``batch``; ``text`` turns a
+    question into the prompt text (the task's pre/post prompt).
 
     A sample whose image cannot be read or whose question cannot be put into the prompt (empty,
     holding ``<image>``, not UTF-8, too long) fails alone, found before answering (recorded, never
@@ -245,7 +250,7 @@ def answer_batch(model, batch: Sequence[Sample], suffix: str, gen: dict, strict:
         try:
             if not isinstance(s.question, str) or not s.question.strip():  # the suffix would hide it
                 raise ConfigError(f"the question is empty ({s.question!r}); the data has no question here")
-            prompt_token_ids(s.question + suffix, model.tokenizer)  # the checks answer() makes of a question
+            prompt_token_ids(text(s.question), model.tokenizer)  # the checks answer() makes of a question
             images.append(s.image())
         except ShirgError as e:
             if strict:
@@ -254,7 +259,7 @@ def answer_batch(model, batch: Sequence[Sample], suffix: str, gen: dict, strict:
     good = [i for i, img in enumerate(images) if not isinstance(img, str)]
     results: list = list(images)
     if good:
-        answers = answer_or_fail(model, [images[i] for i in good], [batch[i].question + suffix for i in good], gen)
+        answers = answer_or_fail(model, [images[i] for i in good], [text(batch[i].question) for i in good], gen)
         for i, ans in zip(good, answers, strict=True):
             results[i] = ans
     return [(s, None if isinstance(img, str) else img, res) for s, img, res in zip(batch, images, results,
@@ -303,7 +308,7 @@ def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason
         "question": sample.question,
         "answers": sample.answers,
         "prediction": "",
-        "scores": score_sample(settings.task, "", sample),
+        "scores": score_sample(settings.task, "", sample) if sample.answers else None,
         "visual_tokens": None,
         "prompt_length": None,
         "latency_s": None,
@@ -320,6 +325,24 @@ def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason
     if settings.task == "entitygrid" and settings.evidence:
         rec |= {"evidence_recall": None, "evidence_recall_strict": None}
     return rec
+
+
+SUBMISSION_ID = {"docvqa": "questionId", "textvqa": "question_id"}  # as lmms-eval writes them
+
+
+def write_submissions(task: str, records: Sequence[dict], modes: Sequence[str], out: Path) -> list[Path]:
+    """``submission_<mode>.json``: [{questionId | question_id, answer}, ...] in sample order, the
+    format the DocVQA / TextVQA evaluation servers take (and lmms-eval writes for their test splits)."""
+    if task not in SUBMISSION_ID:
+        raise ConfigError(f"{task} has no answer-less split with a submission format; it must be scored")
+    key, paths = SUBMISSION_ID[task], []
+    for mode in modes:
+        rows = [{key: int(r["id"]) if str(r["id"]).isdigit() else r["id"], "answer": r["prediction"]}
+                for r in records if r.get("mode") == mode]
+        path = out / f"submission_{mode}.json"
+        write_json(path, rows)
+        paths.append(path)
+    return paths
 
 
 def record_memory(meta: dict) -> tuple[float | None, str | None]:
@@ -346,7 +369,7 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
         "question": sample.question,
         "answers": sample.answers,
         "prediction": ans.text,
-        "scores": score_sample(settings.task, ans.text, sample),
+        "scores": score_sample(settings.task, ans.text, sample) if sample.answers else None,
         "visual_tokens": meta["visual_tokens"],
         "prompt_length": meta["prompt_length"],
         "latency_s": meta["time_s"]["total"] / meta.get("batch_size", 1),
@@ -357,6 +380,7 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
         "kv_cache_bytes": meta.get("kv_cache_bytes"),
         "steps_used": meta.get("steps_used"),
         "weight_format": meta.get("weight_format", "float"),
+        "cache": meta.get("cache"),
         "fallback": bool(meta.get("fallback")),
         "rank": rank,
     }
@@ -401,9 +425,11 @@ def evaluate(
     progress: bool = True,
     invocation: dict | None = None,
     on_record: Callable[[dict], None] | None = None,
+    score: bool = True,
 ) -> dict | None:
     """Run (or resume) this rank's share, then on rank 0 merge, summarize, plot. Returns the summary
-    on rank 0, None elsewhere."""
+    on rank 0, None elsewhere. ``score`` False (a split released without answers): no scores and no
+    summary; rank 0 writes the benchmark server's submission file per mode instead."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = check_run_file(out, settings, modes, write=False)  # every rank refuses a mismatch
@@ -417,6 +443,8 @@ def evaluate(
     names = [m for m in run["mode_order"] if m in {s.name for s in modes}]
     records = merge_shards(out, samples, run["mode_order"])
     ids = {s.id for s in samples}
+    if not score:
+        return {"submissions": [str(p) for p in write_submissions(settings.task, records, names, out)]}
     summary = summarize([r for r in records if r["id"] in ids], settings.task, names, settings.reference)
     summary["run"] = {"settings": run["settings"], "invocation": invocation}
     write_summary(summary, out, title=f"{settings.task}: {len(ids)} samples")

@@ -39,6 +39,8 @@ SCORE_NOTES = {
     "f1": "EntityGrid F1 (set F1 for multi-entity position answers, correctness otherwise)",
     "accuracy": "EntityGrid accuracy (exact answer)",
     "cider": "CIDEr-D x 100 over the corpus (pycocoevalcap definition)",
+    "relaxed_human": "ChartQA relaxed accuracy on the human-written questions (lmms-eval relaxed_human_split)",
+    "relaxed_augmented": "ChartQA relaxed accuracy on the augmented questions (lmms-eval relaxed_augmented_split)",
     "evidence_recall": "share of the queried entity's hi-res patches the selection keeps (mean, x 100)",
     "queried_patch_kept": "share of questions whose queried number's centre patch is kept at full detail",
 }
@@ -104,6 +106,10 @@ def summarize(records: Sequence[dict], task: str, modes: Sequence[str], referenc
         for k in keys:
             row[k] = 100.0 * _mean([r["scores"][k] for r in recs]) if recs else None
         if task == "chartqa" and recs:
+            # lmms-eval's relaxed_human_split / relaxed_augmented_split (the split LaViDa reports)
+            for t in ("human", "augmented"):
+                vals = [r["scores"]["relaxed_accuracy"] for r in recs if r.get("type") == t]
+                row[f"relaxed_{t}"] = 100.0 * _mean(vals) if vals else None
             cider = metrics.cider_d([r["prediction"] for r in recs], [r["answers"] for r in recs])
             row["cider"] = 100.0 * cider["cider"]
             cider_backends.add(cider["backend"])

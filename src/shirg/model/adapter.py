@@ -18,7 +18,8 @@ from shirg.safety import ADAPTER_WEIGHTS, check_adapter_folder
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None, weight_format=None) -> LavidaModel:
+def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None, weight_format=None,
+               revision=None) -> LavidaModel:
     """Load a LaViDa-LLaDA checkpoint folder (:func:`shirg.model.loading.load`) and apply ``adapter``.
 
     ``adapter``: a folder written by ``shirg train`` (PEFT LoRA adapter and/or
@@ -35,7 +36,7 @@ def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None,
     quantized = weight_format not in (None, "float")
     if quantized:
         dtype = resolve_load(weight_format, device, dtype)  # fails before the load on a format without kernel
-    model = load(path, device=device, dtype=dtype, shirg_weights=shirg_weights)
+    model = load(path, device=device, dtype=dtype, shirg_weights=shirg_weights, revision=revision)
     if adapter is not None:
         model = apply_adapter(model, adapter, shirg_weights=shirg_weights is None)
     return apply_weight_format(model, weight_format) if quantized else model

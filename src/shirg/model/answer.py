@@ -28,10 +28,11 @@ from shirg.canvas import canvas_resolution
 from shirg.errors import ConfigError, ShirgError
 from shirg.memory import PeakRss, memory_report
 from shirg.model.kv_cache import cache_factory
-from shirg.model.options import LAVIDA_MODES, VisualOptions
+from shirg.model.options import CACHE_MODES, LAVIDA_MODES, POOL_CHOICES, VisualOptions
 from shirg.model.profile import Stopwatch
 from shirg.model.prompt import prompt_token_ids
-from shirg.model.sampler import SAMPLERS, SCHEDULES, generate, generate_threshold, truncate_at_stop
+from shirg.model.sampler import DEFAULT_SHIFT, SAMPLERS, SCHEDULES, generate, generate_threshold, truncate_at_stop
+from shirg.model.upstream_prompt import PROMPT_STYLES, lavida_eval_text, prompt_ids_for_style
 from shirg.model.visual import hires_selection, lavida_visual, patch_size, splice
 from shirg.tokens.types import TokenSet
 from shirg.vision.preprocess import load_image
@@ -99,6 +100,12 @@ def answer(
     fallback: str | None = None,
     sampler: str = "fixed",
     threshold: float = 0.9,
+    shift: float = DEFAULT_SHIFT,
+    predict_mask: bool = False,
+    cache: str = "prefix",
+    prompt_style: str = "shirg",
+    decode: str = "shirg",
+    pool: str = "auto",
 ) -> list[Answer]:
     """Answer one question per image. ``images``/``questions``: one item or equal-length lists.
 
@@ -110,6 +117,16 @@ def answer(
     ``sampler``: "fixed" (``steps`` split over the blocks by ``schedule``) or "threshold" (every
     masked slot of the block at confidence >= ``threshold`` committed per step, at least one;
     ``steps`` and ``schedule`` unused); ``meta["steps_used"]`` counts the denoising steps taken.
+    LaViDa / LLaDA behaviours (docs/lavida_recipe.md): ``shift`` is the shift schedule's a (a float);
+    ``predict_mask`` lets the mask id be predicted (such a slot stays masked). ``cache``: ``prefix``
+    runs the prompt once and each step only the answer slots against its keys/values (prefix-DLM);
+    ``none`` recomputes the whole sequence every step, the prompt attending to the answer slots too
+    (LaViDa's uncached path, which its published DocVQA / ChartQA / TextVQA runs used); ``kv_cache``
+    (storage format) applies to ``prefix`` only. ``prompt_style`` ``lavida-eval`` gives the prompt
+    ids LaViDa's evaluation gives; ``decode`` ``lavida-eval`` decodes as its lmms-eval model does
+    (every answer slot, special tokens skipped, leading "!" stripped) instead of cutting at the first
+    stop token. ``pool`` (``lavida`` / ``lowres``): ``auto`` follows the checkpoint, ``on`` / ``off``
+    force LaViDa's 27 -> 14 pooling.
     """
     opts = options or VisualOptions(resolution=canvas_resolution(model.config.raw))
     opts.validate(mode, patch_size(model))
@@ -128,6 +145,15 @@ def answer(
         raise ConfigError(f"unknown sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
     if sampler == "threshold" and not 0.0 < threshold <= 1.0:
         raise ConfigError(f"threshold must be in (0, 1], got {threshold}")
+    if schedule == "shift" and not 0 < shift < float("inf"):
+        raise ConfigError(f"the schedule shift must be a positive finite number, got {shift}")
+    if prompt_style not in PROMPT_STYLES or decode not in PROMPT_STYLES:
+        raise ConfigError(f"prompt style and decode must be one of {', '.join(PROMPT_STYLES)}, "
+                          f"got {prompt_style!r} and {decode!r}")
+    if pool not in POOL_CHOICES:
+        raise ConfigError(f"unknown pool {pool!r}; valid: {', '.join(POOL_CHOICES)}")
+    if cache not in CACHE_MODES:
+        raise ConfigError(f"unknown cache {cache!r}; valid: {', '.join(CACHE_MODES)}")
     if model.tokenizer is None:
         raise ConfigError("the model has no tokenizer; load it with shirg.load(folder)")
     factory = cache_factory(kv_cache)
@@ -140,12 +166,14 @@ def answer(
         t_start = time.perf_counter()
         with watch.stage("preprocess"):
             pil = [load_image(img) for img in images]
-            prompt_ids = [prompt_token_ids(q, model.tokenizer) for q in questions]  # the question as plain text
+            # the question as plain text; special tokens only from the template (either style)
+            prompt_ids = [prompt_ids_for_style(prompt_token_ids(q, model.tokenizer), model.tokenizer, prompt_style)
+                          for q in questions]
 
         fell_back: list[str | None] = [None] * len(pil)
         selections: list[tuple[TokenSet, tuple] | None] = [None] * len(pil)
         if mode in LAVIDA_MODES:
-            visual = lavida_visual(model, pil, mode, watch)
+            visual = lavida_visual(model, pil, mode, watch, pool={"auto": None, "on": True, "off": False}[pool])
         else:
             visual = _hires_per_sample(model, pil, questions, mode, opts, watch, fallback, fell_back, selections)
 
@@ -159,12 +187,15 @@ def answer(
                 )
         with watch.stage("prefill"):
             embeds, key_mask = splice(model, prompt_ids, visual)
-            cache = model.model.prefill(embeds, key_mask, cache_factory=factory)
+            if cache == "prefix":
+                prefix = model.model.prefill(embeds, key_mask, cache_factory=factory)
         vocab = model.config.llm.vocab_size
         generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
-
-        def logits_fn(answer_ids: Tensor) -> Tensor:
-            return model.model.forward_cached(model.model.embed(answer_ids), cache)[..., :vocab]
+        if cache == "prefix":
+            def logits_fn(answer_ids: Tensor) -> Tensor:
+                return model.model.forward_cached(model.model.embed(answer_ids), prefix)[..., :vocab]
+        else:
+            logits_fn = full_recompute(model, embeds, key_mask, vocab)
 
         with watch.stage("denoise"):
             if sampler == "threshold":
@@ -174,7 +205,8 @@ def answer(
                 steps_used = steps_used.tolist()
             else:
                 out = generate(logits_fn, len(pil), gen_length, steps, block_length, model.config.llm.mask_token_id,
-                               temperature=temperature, schedule=schedule, generator=generator, device=device)
+                               temperature=temperature, schedule=schedule, generator=generator, device=device,
+                               shift=shift, predict_mask=predict_mask)
                 steps_used = [steps] * len(pil)
         stops = {model.config.llm.eos_token_id}
         if model.config.eot_token_id is not None:
@@ -188,8 +220,12 @@ def answer(
         mem["request_peak_rss_mb"] = rss.peak / 2**20  # RSS peak during this request (sampled)
     answers = []
     for b in range(len(pil)):
-        ids = truncate_at_stop(out[b].tolist(), stops)
-        text = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if decode == "shirg":
+            ids = truncate_at_stop(out[b].tolist(), stops)
+            text = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        else:
+            ids = out[b].tolist()
+            text = lavida_eval_text(ids, model.tokenizer)
         meta = {
             "mode": fell_back[b] and "lavida" or mode,
             "requested_mode": mode,
@@ -199,11 +235,19 @@ def answer(
             "steps": steps,
             "sampler": sampler,
             "steps_used": int(steps_used[b]),
+            "block_length": block_length,
+            "schedule": schedule,
+            **({"shift": shift} if schedule == "shift" else {}),
+            "predict_mask": predict_mask,
+            "pool": pool,
+            "prompt_style": prompt_style,
+            "decode": decode,
             "batch_size": len(pil),
             "weight_format": getattr(model, "weight_format", "float"),
             "time_s": dict(watch.times),
+            "cache": cache,
             "kv_cache": kv_cache,
-            "kv_cache_bytes": cache.nbytes(),
+            "kv_cache_bytes": prefix.nbytes() if cache == "prefix" else 0,
             **mem,
         }
         if sampler == "threshold":
@@ -216,6 +260,27 @@ def answer(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return answers
+
+
+def full_recompute(model: LavidaModel, embeds: Tensor, key_mask: Tensor, vocab: int):
+    """logits_fn for ``cache="none"``: every call runs prompt + answer slots through the whole model.
+
+    Prompts are right-padded; each sample's answer slots take the positions right after its real
+    tokens and its padding is masked out, so a batch gives each sample its unpadded result.
+    """
+    core = model.model
+    b, lp, _ = embeds.shape
+    positions = torch.arange(lp, device=embeds.device).expand(b, lp)
+    start = key_mask.long().sum(-1, keepdim=True)
+
+    def logits_fn(answer_ids: Tensor) -> Tensor:
+        la = answer_ids.shape[1]
+        answer = core.embed(answer_ids).to(embeds.dtype)
+        pos = torch.cat([positions, start + torch.arange(la, device=embeds.device)], dim=1)
+        mask = torch.cat([key_mask, torch.ones_like(answer_ids, dtype=torch.bool)], dim=1)
+        return core(torch.cat([embeds, answer], dim=1), key_mask=mask, position_ids=pos, logits_tail=la)[..., :vocab]
+
+    return logits_fn
 
 
 def _release(model: LavidaModel) -> None:

@@ -21,11 +21,12 @@ from shirg.checkpoint import (
     tensor_shapes,
 )
 from shirg.errors import CheckpointError, resolve_device, resolve_dtype
+from shirg.hub import resolve_model
 from shirg.io import atomic_write
 from shirg.model.lavida import LavidaConfig, LavidaModel
 from shirg.safety import TRUST_REMOTE_CODE, check_no_remote_code
 from shirg.tokens.coords import CoordinateEmbedding
-from shirg.vision.siglip import LAVIDA_VISION_PREFIX, layer_count
+from shirg.vision.siglip import LAVIDA_VISION_PREFIX, layer_count, tower_config_from_folder
 
 log = logging.getLogger(__name__)
 PREFIX = "model."
@@ -56,6 +57,21 @@ def _one_line(e: BaseException) -> str:
     return (text[:300] + " ...") if len(text) > 300 else text or type(e).__name__
 
 
+def with_local_tower_config(cfg: dict, folder: Path) -> dict:
+    """``cfg`` with ``vision_config`` taken from the local folder ``mm_vision_tower`` names, when
+    config.json has none and that folder (as given, or relative to the checkpoint) holds a SigLIP
+    config; otherwise unchanged (so400m is assumed, as LaViDa's released configs name it)."""
+    tower = cfg.get("mm_vision_tower")
+    if cfg.get("vision_config") or not isinstance(tower, str) or not tower:
+        return cfg
+    for place in (Path(tower), folder / tower):
+        if place.is_dir():
+            vc = tower_config_from_folder(place)
+            if vc is not None:
+                return {**cfg, "vision_config": vc}
+    return cfg
+
+
 def _initial_coord_embed(dim: int) -> CoordinateEmbedding:
     """A fresh coordinate embedding, the same on every load: its first layer is random (the output layer
     is zero), and drawing it from the global RNG made two loads of one folder differ and moved the
@@ -70,11 +86,13 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     shirg_weights: str | Path | None = None,
+    revision: str | None = None,
 ) -> LavidaModel:
     """Load a LaViDa-LLaDA checkpoint folder (config.json, safetensors, tokenizer).
 
     Args:
-        path: checkpoint folder.
+        path: checkpoint folder, or a Hugging Face repo id (``org/name``; a local folder wins),
+            resolved through the hub cache (see :mod:`shirg.hub`); ``revision`` picks its version.
         device: "cpu" or "cuda" (or a torch.device).
         dtype: None/"auto" = bf16 on CUDA, fp32 on CPU.
         shirg_weights: a SHIRG weights file (coordinate embedding); by default
@@ -82,10 +100,10 @@ def load(
     Raises:
         CheckpointError naming every missing, unexpected or mis-shaped tensor.
     """
-    folder = Path(path)
+    folder = resolve_model(path, revision)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    cfg = read_config(folder)
+    cfg = with_local_tower_config(read_config(folder), folder)
     index = key_index(folder)
     try:
         config = LavidaConfig.from_dict(cfg, vision_layers=layer_count(index, LAVIDA_VISION_PREFIX) or None)

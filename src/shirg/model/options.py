@@ -18,9 +18,13 @@ from shirg.tokens.scoring import check_weights
 from shirg.tokens.selection import check_budget
 from shirg.vision.preprocess import PATCH, check_resolution
 
-LAVIDA_MODES = ("lavida", "lowres")  # LaViDa's own visual layouts (anyres views; one padded view)
+# LaViDa's own visual layouts: anyres views; one padded view (pooled, a newline); LaViDa's lmms-eval
+# single view (729 tokens, unpooled, no newline)
+LAVIDA_MODES = ("lavida", "lowres", "lavida-pad")
 HIRES_MODES = ("full", *strategy_names())  # one SigLIP pass at R x R, then all tokens or a strategy
-MODES = LAVIDA_MODES + HIRES_MODES
+MODES = LAVIDA_MODES[:2] + HIRES_MODES + LAVIDA_MODES[2:]  # lavida-pad last: the long-standing order first
+CACHE_MODES = ("prefix", "none")
+POOL_CHOICES = ("auto", "on", "off")
 
 _SHIRG = ShirgOptions()
 # VisualOptions field -> ShirgOptions field, where the names differ

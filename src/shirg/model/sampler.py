@@ -18,13 +18,20 @@ from shirg.errors import ConfigError
 SCHEDULES = ("uniform", "shift")
 
 
-def num_transfer_tokens(n: int, steps: int, schedule: str = "uniform", shift_a: float = 1 / 3) -> list[int]:
+DEFAULT_SHIFT = 3.0  # LaViDa's sampler default when the shift schedule gets no shift (its eval scripts pass 0.33)
+
+
+def num_transfer_tokens(n: int, steps: int, schedule: str = "uniform", shift: float = DEFAULT_SHIFT) -> list[int]:
     """How many of ``n`` masked slots to commit at each of ``steps`` steps; sums to ``n``.
 
     uniform: n // steps each, the first n % steps steps one more (LLaDA).
-    shift: cumulative share sigma(t) = a t / (1 + (a - 1) t) on t = i / steps, i = 0..steps; counts
-    are the differences of int(sigma * n), raised to at least 1, the excess taken back one at a time
-    from the entries > 1 (first to last, repeating), then reversed so that more tokens come early.
+    shift: cumulative share sigma(t) = a t / (1 + (a - 1) t) with a = ``shift`` (a float), on
+    t = linspace(0, 1, steps + 1), all in float32 as LaViDa computes it (``torch.linspace``, the
+    Python float a applied to the float32 tensor); counts are the differences of int(sigma * n),
+    raised to at least 1, the excess taken back one at a time from the entries > 1 (first to last,
+    repeating), then reversed. a < 1 commits more tokens early (0.33: n=16, steps=8 ->
+    [5, 4, 2, 1, 1, 1, 1, 1]); a > 1 commits more late. Where float32 rounding leaves sigma(1) * n
+    just below n (LaViDa stops on an assertion there), the missing tokens go to the last interval.
     """
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; valid schedules are {', '.join(SCHEDULES)}.")
@@ -37,13 +44,15 @@ def num_transfer_tokens(n: int, steps: int, schedule: str = "uniform", shift_a: 
     if schedule == "uniform":
         base, extra = divmod(n, steps)
         return [base + (i < extra) for i in range(steps)]
-    if shift_a <= 0:
-        raise ConfigError(f"shift_a must be positive, got {shift_a}.")
-    sigma = [shift_a * t / (1 + (shift_a - 1) * t) for t in (i / steps for i in range(steps + 1))]
-    cumulative = [int(s * n) for s in sigma]
-    cumulative[-1] = n  # sigma(1) = 1 exactly; float rounding must not lose the last token
+    if not shift > 0 or shift == float("inf"):
+        raise ConfigError(f"the schedule shift must be a positive finite number, got {shift}.")
+    t = torch.linspace(0, 1, steps + 1, dtype=torch.float32)
+    sigma = float(shift) * t / (1 + (float(shift) - 1) * t)
+    cumulative = (sigma * n).to(torch.int64).tolist()
     counts = [max(1, hi - lo) for lo, hi in zip(cumulative, cumulative[1:], strict=False)]
     excess, i = sum(counts) - n, 0
+    if excess < 0:
+        counts[-1] -= excess
     while excess > 0:
         if counts[i] > 1:
             counts[i] -= 1
@@ -70,12 +79,20 @@ def generate(
     schedule: str = "uniform",
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    shift: float = DEFAULT_SHIFT,
+    predict_mask: bool = False,
 ) -> Tensor:
     """Fill ``gen_length`` answer slots; returns ids long [B, gen_length].
 
     logits_fn(answer_ids long [B, gen_length]) -> logits [B, gen_length, V]. ``steps`` are split
-    evenly over the gen_length / block_length blocks. The mask id is never predicted. Temperature 0
-    is deterministic argmax; above 0, Gumbel noise is drawn from ``generator``.
+    evenly over the gen_length / block_length blocks; ``shift`` is the shift schedule's a.
+    Temperature 0 is deterministic argmax; above 0, Gumbel noise is drawn from ``generator``.
+    Confidence is the float64 softmax probability of the prediction (as in LLaDA).
+
+    ``predict_mask`` False (ours): the mask id is never predicted, so every block ends filled.
+    True (LLaDA / LaViDa): the mask id competes like any token; a committed slot whose argmax is the
+    mask stays masked and stays a candidate in the following steps and blocks, and slots still
+    masked at the end come back as the mask id.
     """
     if block_length < 1 or gen_length % block_length:
         raise ConfigError(
@@ -87,25 +104,29 @@ def generate(
             f"steps {steps} must split evenly over {num_blocks} blocks (gen_length {gen_length} / "
             f"block_length {block_length}); use a multiple of {num_blocks}."
         )
-    counts = num_transfer_tokens(block_length, steps // num_blocks, schedule)
+    counts = num_transfer_tokens(block_length, steps // num_blocks, schedule, shift)
     ids = torch.full((batch_size, gen_length), mask_id, dtype=torch.long, device=device)
     rows = torch.arange(batch_size, device=ids.device)[:, None]
     for block in range(num_blocks):
         in_block = torch.zeros(gen_length, dtype=torch.bool, device=ids.device)
-        in_block[block * block_length : (block + 1) * block_length] = True
+        # predict_mask: slots left masked in earlier blocks stay candidates (LLaDA's rule)
+        in_block[0 if predict_mask else block * block_length : (block + 1) * block_length] = True
         for n in counts:
-            logits = logits_fn(ids).clone()
-            logits[..., mask_id] = float("-inf")
+            logits = logits_fn(ids)
+            if not predict_mask:
+                logits = logits.clone()
+                logits[..., mask_id] = float("-inf")
             if temperature > 0:
                 predicted = _gumbel_argmax(logits, temperature, generator)
             else:
                 predicted = logits.argmax(-1)
-            probs = torch.softmax(logits.float(), dim=-1)
+            probs = torch.softmax(logits.double(), dim=-1)
             confidence = probs.gather(-1, predicted[..., None]).squeeze(-1)
-            candidates = (ids == mask_id) & in_block
+            masked = ids == mask_id
+            candidates = masked & in_block
             confidence = confidence.masked_fill(~candidates, float("-inf"))
             chosen = confidence.topk(n, dim=-1).indices
-            ids[rows, chosen] = predicted[rows, chosen]
+            ids[rows, chosen] = torch.where(masked, predicted, ids)[rows, chosen]
     return ids
 
 

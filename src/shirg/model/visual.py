@@ -48,12 +48,19 @@ def question_context(model: LavidaModel, questions: Sequence[str]) -> TextContex
     return TextContext(project=model.project, question=embeds, question_mask=mask.to(model.device))
 
 
-def lavida_visual(model: LavidaModel, images: Sequence[Image.Image], mode: str, watch=NO_WATCH) -> list[Tensor]:
-    """LaViDa's own layouts: ``lavida`` (anyres views + unpad + newlines) or ``lowres`` (one padded view)."""
+def lavida_visual(model: LavidaModel, images: Sequence[Image.Image], mode: str, watch=NO_WATCH,
+                  pool: bool | None = None) -> list[Tensor]:
+    """LaViDa's own layouts: ``lavida`` (anyres views + unpad + newlines), ``lowres`` (one padded
+    view, pooled, one newline: 197 tokens at so400m) or ``lavida-pad`` (LaViDa's lmms-eval single
+    view: one padded view, 729 tokens, never pooled, no newline).
+
+    ``pool`` None follows the checkpoint (``pool_views``); True / False forces LaViDa's bilinear
+    27 -> 14 pooling on or off (LaViDa's stage-1 / low-res checkpoints were evaluated without it).
+    """
     core, cfg = model.model, model.config
     view = cfg.vision.image_size  # 384 for SigLIP so400m; smaller towers keep their own view size
     with watch.stage("preprocess"):
-        if mode == "lowres" or cfg.image_aspect_ratio != "anyres":
+        if mode in ("lowres", "lavida-pad") or cfg.image_aspect_ratio != "anyres":
             views = [[expand2square(img).resize((view, view), Image.Resampling.BICUBIC)] for img in images]
             grids = [None] * len(images)
         else:
@@ -64,7 +71,9 @@ def lavida_visual(model: LavidaModel, images: Sequence[Image.Image], mode: str, 
         feats = core.vision_tower(pixels)
     with watch.stage("project"):
         x = model.project(feats)
-        if cfg.pool_views:
+        if mode == "lavida-pad":
+            return list(x.unbind(0))
+        if cfg.pool_views if pool is None else pool:
             x = pool_view_tokens(x)
     out, start = [], 0
     t = math.isqrt(x.shape[1])

@@ -9,6 +9,7 @@ layer 26, before ``post_layernorm``; the pooling head is unused. We build transf
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from shirg.vision.preprocess import PATCH
 
 LAVIDA_VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
 SIGLIP_PREFIX = "vision_model."
+BARE_PREFIX = "embeddings.patch_embedding."  # SiglipVisionModel.save_pretrained in transformers 5.x
 LAVIDA_LAYERS = 26
 
 # google/siglip-so400m-patch14-384, as LaViDa uses it (26 of its 27 layers).
@@ -95,6 +97,28 @@ def vision_config_from_dict(cfg: dict, num_layers: int) -> SiglipVisionConfig:
     return vision_config(**fields, num_hidden_layers=num_layers)
 
 
+def tower_config_from_folder(folder: str | Path) -> dict | None:
+    """The vision fields of a local SigLIP folder's config.json (a full SigLIP config's
+    ``vision_config``, or a ``siglip_vision_model`` config itself); None when there is no such folder.
+
+    LaViDa builds its tower from the folder ``mm_vision_tower`` names, so a checkpoint whose
+    config.json has no ``vision_config`` gets its tower shape from there.
+    """
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} (the mm_vision_tower folder's config) is not valid JSON: {e}") from e
+    if not isinstance(cfg, dict):
+        return None
+    if cfg.get("model_type") == "siglip_vision_model":
+        return cfg
+    vc = cfg.get("vision_config")
+    return vc if isinstance(vc, dict) else None
+
+
 def layer_count(names: Iterable[str], prefix: str) -> int:
     """Number of encoder layers among tensor ``names`` under ``prefix`` (0 when none)."""
     ids = {int(n[len(prefix) :].split(".")[2]) for n in names if n.startswith(prefix + "encoder.layers.")}
@@ -119,8 +143,10 @@ def load_vision_tower(
         prefix = LAVIDA_VISION_PREFIX
         num_layers = layer_count(names, prefix)
         wanted = [n for n in names if n.startswith(prefix)]
-    elif any(n.startswith(SIGLIP_PREFIX) for n in names):
-        prefix = SIGLIP_PREFIX
+    elif any(n.startswith(SIGLIP_PREFIX) for n in names) or any(n.startswith(BARE_PREFIX) for n in names):
+        # hub-style SigLIP ("vision_model." + "text_model.") or transformers 5.x
+        # SiglipVisionModel.save_pretrained (vision keys with no prefix at all)
+        prefix = SIGLIP_PREFIX if any(n.startswith(SIGLIP_PREFIX) for n in names) else ""
         num_layers = layer_count(names, prefix) - 1  # LaViDa deletes the last layer
         wanted = [
             n
@@ -134,7 +160,8 @@ def load_vision_tower(
     else:
         raise CheckpointError(
             f"{folder} holds no vision tower tensors (looked for names starting with "
-            f"{LAVIDA_VISION_PREFIX!r} or {SIGLIP_PREFIX!r}); pass a LaViDa or SigLIP checkpoint folder"
+            f"{LAVIDA_VISION_PREFIX!r}, {SIGLIP_PREFIX!r} or {BARE_PREFIX!r}); pass a LaViDa or SigLIP checkpoint "
+            "folder"
         )
     if num_layers == 0:
         raise CheckpointError(f"{folder}: no encoder layers found under {prefix!r}")
