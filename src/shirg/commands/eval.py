@@ -26,6 +26,7 @@ from shirg.commands._common import (
     visual_options,
 )
 from shirg.errors import ConfigError
+from shirg.evaluate.recipes import recipe_settings  # torch-free: plain settings tables
 from shirg.limits import names_text, non_negative_int, positive_int
 
 HELP = "evaluate modes side by side on ChartQA, DocVQA, TextVQA or EntityGrid (resumable, data-parallel)"
@@ -158,14 +159,12 @@ def distributed() -> tuple[int, int, _Dist | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shirg.evaluate.data import load_samples, task_spec
+    from shirg.evaluate.data import has_answers, load_samples, task_spec
     from shirg.evaluate.modes import ABLATIONS, build_modes
     from shirg.evaluate.runner import EvalSettings, evaluate, machine_info
 
     spec = task_spec(args.task)
     if args.recipe:
-        from shirg.evaluate.recipes import recipe_settings
-
         for key, value in recipe_settings(args.recipe, args.task).items():
             setattr(args, key, value)
     names = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -181,8 +180,6 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.warmup < 0:
         raise ConfigError("--batch-size must be >= 1 and --warmup >= 0")
     samples = load_samples(args.task, args.data, args.split, args.limit)
-    from shirg.evaluate.data import has_answers
-
     scored = args.task == "entitygrid" or has_answers(samples)
     if not scored and args.task not in ("docvqa", "textvqa"):
         raise ConfigError(f"{args.data}: no sample has an answer, and {args.task} has no submission format")
