@@ -10,7 +10,7 @@ import torch
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 import shirg
-from shirg.errors import ConfigError
+from shirg.errors import CheckpointError
 from shirg.testing import tiny_lavida_config, write_tiny_lavida_checkpoint
 from shirg.vision.siglip import load_vision_tower
 
@@ -62,5 +62,5 @@ def test_lavida_checkpoint_reads_tower_config_from_mm_vision_tower(tmp_path, mon
     # a hub name that is no local folder keeps the so400m assumption (and this small checkpoint then fails)
     raw["mm_vision_tower"] = "google/siglip-so400m-patch14-384"
     (ckpt / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(ConfigError, match="mm_hidden_size 48 differs"):
+    with pytest.raises(CheckpointError, match="mm_hidden_size 48 differs"):
         shirg.load(ckpt)
