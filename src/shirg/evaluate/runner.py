@@ -296,19 +296,26 @@ def _failure(e: HiresFailure) -> str:
     return reason
 
 
-def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason: str, rank: int) -> dict:
-    """A failed answer (a high-resolution pass that failed, an unreadable image, a bad question): kept in
-    the JSONL so a resumed run does not try it again, an empty prediction scored like any other (wrong),
-    no cost figures; the summary counts it in ``failures``."""
-    rec = {
+def record_head(settings: EvalSettings, spec: ModeSpec, sample: Sample, prediction: str) -> dict:
+    """The fields every per-sample record starts with, answered or failed."""
+    return {
         "id": sample.id,
         "mode": spec.name,
         "task": settings.task,
         "type": sample.qtype,
         "question": sample.question,
         "answers": sample.answers,
-        "prediction": "",
-        "scores": score_sample(settings.task, "", sample) if sample.answers else None,
+        "prediction": prediction,
+        "scores": score_sample(settings.task, prediction, sample) if sample.answers else None,
+    }
+
+
+def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason: str, rank: int) -> dict:
+    """A failed answer (a high-resolution pass that failed, an unreadable image, a bad question): kept in
+    the JSONL so a resumed run does not try it again, an empty prediction scored like any other (wrong),
+    no cost figures; the summary counts it in ``failures``."""
+    rec = {
+        **record_head(settings, spec, sample, ""),
         "visual_tokens": None,
         "prompt_length": None,
         "latency_s": None,
@@ -362,14 +369,7 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
     meta = ans.meta
     memory, memory_kind = record_memory(meta)
     rec = {
-        "id": sample.id,
-        "mode": spec.name,
-        "task": settings.task,
-        "type": sample.qtype,
-        "question": sample.question,
-        "answers": sample.answers,
-        "prediction": ans.text,
-        "scores": score_sample(settings.task, ans.text, sample) if sample.answers else None,
+        **record_head(settings, spec, sample, ans.text),
         "visual_tokens": meta["visual_tokens"],
         "prompt_length": meta["prompt_length"],
         "latency_s": meta["time_s"]["total"] / meta.get("batch_size", 1),
