@@ -16,15 +16,12 @@ formulas, each named in its function's docstring. Conventions:
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from shirg.bench.hardware import ANALYTIC_MODES, GPU, GPUS
 from shirg.canvas import DEFAULT_RESOLUTION
 from shirg.errors import ConfigError
-from shirg.io import write_json, write_text
 from shirg.model.lavida import LavidaConfig
 from shirg.model.options import MODES
 from shirg.presets import preset_config
@@ -542,31 +539,33 @@ def verdicts_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_analytic(args: argparse.Namespace) -> int:
-    """Entry point of ``shirg bench --analytic``: print the table, write analytic.json / .md to --out."""
-    gpu_name = (args.gpu or "h100").lower()
+def analytic_report(
+    gpu: str = "h100",
+    modes: str | None = None,
+    resolution: int | None = None,
+    steps: int = 30,
+    gen_length: int = 32,
+    text_tokens: int = 64,
+    weight_formats: str | None = None,
+    expected_steps: int | None = None,
+) -> tuple[dict, str]:
+    """The roofline of LaViDa-8B per mode on ``gpu`` plus the per-weight-format verdicts on H100/H200:
+    (report dict, Markdown text). Comma-separated ``modes`` / ``weight_formats`` (defaults: all)."""
+    gpu_name = (gpu or "h100").lower()
     if gpu_name not in GPUS:
-        raise ConfigError(f"unknown GPU {args.gpu!r}; valid GPUs: {', '.join(GPUS)}")
-    modes = [m.strip() for m in (args.modes or DEFAULT_MODES).split(",") if m.strip()]
-    resolution = args.resolution or DEFAULT_RESOLUTION  # no checkpoint here: LaViDa-8B at SHIRG's canvas
-    geometries = [mode_geometry(m, resolution) for m in modes]  # validates every mode first
-    if args.steps < 1 or args.gen_length < 1:
-        raise ConfigError(f"--steps ({args.steps}) and --gen-length ({args.gen_length}) must be at least 1")
+        raise ConfigError(f"unknown GPU {gpu!r}; valid GPUs: {', '.join(GPUS)}")
+    mode_list = [m.strip() for m in (modes or DEFAULT_MODES).split(",") if m.strip()]
+    resolution = resolution or DEFAULT_RESOLUTION  # no checkpoint here: LaViDa-8B at SHIRG's canvas
+    geometries = [mode_geometry(m, resolution) for m in mode_list]  # validates every mode first
+    if steps < 1 or gen_length < 1:
+        raise ConfigError(f"--steps ({steps}) and --gen-length ({gen_length}) must be at least 1")
     cfg = LavidaConfig.from_dict(preset_config("lavida-8b"))
-    report = analyze(cfg, [g.mode for g in geometries], GPUS[gpu_name], args.steps, args.gen_length,
-                     getattr(args, "text_tokens", 64), resolution)
-    formats = [f.strip() for f in (getattr(args, "weight_format", None) or ",".join(ANALYTIC_FORMATS)).split(",")]
+    report = analyze(cfg, [g.mode for g in geometries], GPUS[gpu_name], steps, gen_length, text_tokens, resolution)
+    formats = [f.strip() for f in (weight_formats or ",".join(ANALYTIC_FORMATS)).split(",")]
     formats = ["bf16" if f == "float" else f for f in formats if f]
-    expected = getattr(args, "expected_steps", None) or args.steps
+    expected = expected_steps or steps
     if expected <= 0:
         raise ConfigError(f"--expected-steps must be positive, got {expected}")
-    report["formats"] = format_verdicts(cfg, formats, ("h100", "h200"), args.steps, expected, args.gen_length,
-                                        getattr(args, "text_tokens", 64), resolution)
-    text = markdown(report) + "\n\n" + verdicts_markdown(report["formats"])
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        write_json(out / "analytic.json", report)
-        write_text(out / "analytic.md", text + "\n")
-        print(f"wrote {out / 'analytic.json'}, {out / 'analytic.md'}")
-    return 0
+    report["formats"] = format_verdicts(cfg, formats, ("h100", "h200"), steps, expected, gen_length, text_tokens,
+                                        resolution)
+    return report, markdown(report) + "\n\n" + verdicts_markdown(report["formats"])

@@ -63,8 +63,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.analytic:
-        from shirg.bench.analytic import run_analytic
-
         return run_analytic(args)
     from shirg.commands._bench_speed import run_speed, speed_requested
 
@@ -158,4 +156,20 @@ def run(args: argparse.Namespace) -> int:
         write_text(out / "bench.md", table + "\n")
         plot_stages(result, out / "bench.png")
         print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    return 0
+
+
+def run_analytic(args: argparse.Namespace) -> int:
+    """``shirg bench --analytic``: print the roofline table, write analytic.json / .md to --out."""
+    from shirg.bench.analytic import analytic_report
+
+    report, text = analytic_report(args.gpu, args.modes, args.resolution, args.steps, args.gen_length,
+                                   getattr(args, "text_tokens", 64), getattr(args, "weight_format", None),
+                                   getattr(args, "expected_steps", None))
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        write_json(out / "analytic.json", report)
+        write_text(out / "analytic.md", text + "\n")
+        print(f"wrote {out / 'analytic.json'}, {out / 'analytic.md'}")
     return 0
