@@ -8,14 +8,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shirg.checkpoint import read_safetensors_file
+from shirg.checkpoint import check_floating, check_state_dict, read_safetensors_file
 from shirg.errors import CheckpointError, ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
 from shirg.model.quantize import apply_weight_format, resolve_load
 from shirg.safety import ADAPTER_WEIGHTS, check_adapter_folder
+from shirg.tokens.relevance_head import RelevanceHead
 
 ADAPTER_CONFIG = "adapter_config.json"
+RELEVANCE_HEAD = "relevance_head.safetensors"  # a learned relevance head (shirg.tokens.relevance_head)
+
+
+def load_relevance_head(model: LavidaModel, path: str | Path) -> RelevanceHead:
+    """Read a relevance head written by ``shirg train`` (safetensors) and attach it to ``model``
+    (float32, on the model's device): SHIRG's text score then adds its term."""
+    path = Path(path)
+    state = read_safetensors_file(path)
+    check_floating(state, path)
+    token = state.get("token.weight")
+    if token is None or token.ndim != 2:
+        raise CheckpointError(f"{path} is not a relevance head (no 2-D token.weight)")
+    rank, dim = token.shape
+    width = model.config.llm.d_model
+    if dim != width:
+        raise CheckpointError(f"{path}: the relevance head reads {dim}-dim tokens, this model's embeddings are "
+                              f"{width}-dim; pass the adapter trained on this base checkpoint")
+    head = RelevanceHead(int(dim), int(rank))
+    expected = {k: v.shape for k, v in head.state_dict().items()}
+    check_state_dict(expected, {k: v.shape for k, v in state.items()}, "relevance head", path)
+    head.load_state_dict({k: v.float() for k, v in state.items()})
+    model.relevance_head = head.to(model.device).eval().requires_grad_(False)
+    return model.relevance_head
 
 
 def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None, weight_format=None,
@@ -23,8 +47,9 @@ def load_model(path, device="cpu", dtype=None, shirg_weights=None, adapter=None,
     """Load a LaViDa-LLaDA checkpoint folder (:func:`shirg.model.loading.load`) and apply ``adapter``.
 
     ``adapter``: a folder written by ``shirg train`` (PEFT LoRA adapter and/or
-    ``shirg_weights.safetensors``); its LoRA layers are applied unmerged and its SHIRG weights
-    loaded (an explicit ``shirg_weights`` file wins). A ``.safetensors`` file is plain SHIRG
+    ``shirg_weights.safetensors`` and/or ``relevance_head.safetensors``); its LoRA layers are
+    applied unmerged, its SHIRG weights loaded (an explicit ``shirg_weights`` file wins) and its
+    relevance head attached. A ``.safetensors`` file is plain SHIRG
     weights, the same as ``shirg_weights`` (passing both is an error).
 
     ``weight_format``: "float" (default), "bf16", "int8" or "int4": the language model's linears are
@@ -60,9 +85,10 @@ def apply_adapter(model: LavidaModel, adapter_dir: str | Path, shirg_weights: bo
         raise CheckpointError(f"adapter folder {folder} does not exist")
     has_lora = (folder / ADAPTER_CONFIG).is_file()
     has_shirg = (folder / SHIRG_WEIGHTS).is_file()
-    if not has_lora and not has_shirg:
-        raise CheckpointError(f"{folder} holds neither {ADAPTER_CONFIG} (a PEFT adapter) nor {SHIRG_WEIGHTS}; "
-                              "pass the adapter folder written by `shirg train`")
+    has_head = (folder / RELEVANCE_HEAD).is_file()
+    if not has_lora and not has_shirg and not has_head:
+        raise CheckpointError(f"{folder} holds neither {ADAPTER_CONFIG} (a PEFT adapter), {SHIRG_WEIGHTS} nor "
+                              f"{RELEVANCE_HEAD}; pass the adapter folder written by `shirg train`")
     if has_lora:
         from peft import PeftModel
 
@@ -76,4 +102,6 @@ def apply_adapter(model: LavidaModel, adapter_dir: str | Path, shirg_weights: bo
         model = peft_model.base_model.model
     if has_shirg and shirg_weights:
         load_shirg_weights(model, folder / SHIRG_WEIGHTS)
+    if has_head:
+        load_relevance_head(model, folder / RELEVANCE_HEAD)
     return model.eval()

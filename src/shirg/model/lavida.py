@@ -20,6 +20,7 @@ from shirg.model.answer import answer
 from shirg.model.anyres import DEFAULT_PINPOINTS
 from shirg.model.llada import LLaDAConfig, LLaDAModel
 from shirg.tokens.coords import CoordinateEmbedding
+from shirg.tokens.relevance_head import RelevanceHead
 from shirg.vision.siglip import SO400M, VisionTower, vision_config_from_dict
 
 DEFAULT_MAX_LENGTH = 4096
@@ -93,6 +94,9 @@ class LavidaModel(nn.Module):
         self.tokenizer = tokenizer
         self.model = LavidaCore(config)
         self.shirg = nn.ModuleDict({"coord_embed": CoordinateEmbedding(config.vision.hidden_size)})
+        # a learned relevance head (shirg.tokens.relevance_head), loaded from an adapter folder or
+        # attached by training; None = SHIRG's score as defined
+        self.relevance_head: RelevanceHead | None = None
 
     @property
     def device(self) -> torch.device:

@@ -45,7 +45,8 @@ def question_context(model: LavidaModel, questions: Sequence[str]) -> TextContex
         table[b, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[b, : len(row)] = True
     embeds = model.model.embed(table.to(model.device))
-    return TextContext(project=model.project, question=embeds, question_mask=mask.to(model.device))
+    return TextContext(project=model.project, question=embeds, question_mask=mask.to(model.device),
+                       head=model.relevance_head)
 
 
 def lavida_visual(model: LavidaModel, images: Sequence[Image.Image], mode: str, watch=NO_WATCH,

@@ -52,13 +52,13 @@ class RelevanceHead(nn.Module):
 
     def forward(self, projected: Tensor, question: Tensor, mask: Tensor) -> Tensor:
         """[B, N] head term; rows without a question token are 0."""
-        a = self.token(projected.float())
-        b = self.text(question.float())
+        a = self.token(projected.to(self.token.weight.dtype)).float()
+        b = self.text(question.to(self.text.weight.dtype)).float()
         pair = torch.einsum("bnr,btr->bnt", a, b) / math.sqrt(self.rank)
         best = pair.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=-1)
         has = mask.any(dim=1, keepdim=True)
         best = torch.where(has, best, torch.zeros_like(best))
-        return self.scale * best
+        return self.scale.float() * best
 
 
 def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: RelevanceHead | None,

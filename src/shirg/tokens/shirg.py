@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import torch
+
 from shirg.options import ShirgOptions
 from shirg.tokens.registry import register
+from shirg.tokens.relevance_head import learned_scores
 from shirg.tokens.scoring import shirg_scores
 from shirg.tokens.selection import Candidates, check_budget, covered_topk, merge_neighbours
 from shirg.tokens.types import DualScaleTokens, TextContext, TokenSet
@@ -24,7 +27,11 @@ def select_shirg(
     opts = options or ShirgOptions()
     cover_grid = tokens.scaffold_grid if opts.coverage else None
     check_budget(k, tokens.num_hi, cover_grid)
-    terms = shirg_scores(tokens, text, opts.weights, opts.source, opts.text_pool)
+    if text is not None and text.head is not None:  # a loaded relevance head adds its term to Sim
+        with torch.no_grad():
+            terms = learned_scores(tokens, text, text.head, opts.weights, opts.source, opts.text_pool)
+    else:
+        terms = shirg_scores(tokens, text, opts.weights, opts.source, opts.text_pool)
     cand = Candidates.from_tokens(tokens, terms.score)
     if opts.merge:
         cand = merge_neighbours(cand, tokens.grid, k, opts.merge_eps)

@@ -78,11 +78,14 @@ class TextContext:
         question: [B, T, E] LLM input embeddings of the question tokens (no template tokens).
         question_mask: [B, T] bool, True for real question tokens. A row with no True entry
             means "no question" for that sample (the saliency score is used instead).
+        head: a loaded relevance head, or None (SHIRG's score as defined).
     """
 
     project: Callable[[Tensor], Tensor]
     question: Tensor
     question_mask: Tensor | None = None
+    # a trained relevance head (shirg.tokens.relevance_head.RelevanceHead) SHIRG adds to its text term
+    head: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 
     def mask(self) -> Tensor:
         if self.question_mask is not None:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from shirg.checkpoint import (
     INDEX_NAME,
@@ -24,8 +25,8 @@ from shirg.checkpoint import (
     write_safetensors_folder,
 )
 from shirg.errors import CheckpointError, resolve_dtype
-from shirg.io import honour_umask, write_dir
-from shirg.model.adapter import ADAPTER_CONFIG, apply_adapter, load_model
+from shirg.io import atomic_write, honour_umask, write_dir
+from shirg.model.adapter import ADAPTER_CONFIG, RELEVANCE_HEAD, apply_adapter, load_model
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import PREFIX, SHIRG_WEIGHTS, save_shirg_weights
 
@@ -34,13 +35,17 @@ WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def save_adapter(peft_model, lavida: LavidaModel, out_dir: str | Path, save_shirg: bool = True) -> Path:
-    """PEFT adapter (LoRA weights only, safetensors) plus SHIRG weights into ``out_dir``."""
+    """PEFT adapter (LoRA weights only, safetensors) plus SHIRG weights into ``out_dir``, and the
+    relevance head (``relevance_head.safetensors``) when the model carries one."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if peft_model is not None:
         peft_model.save_pretrained(str(out), safe_serialization=True)
     if save_shirg:
         save_shirg_weights(lavida, out / SHIRG_WEIGHTS)
+    if lavida.relevance_head is not None:
+        state = {k: v.detach().float().cpu().contiguous() for k, v in lavida.relevance_head.state_dict().items()}
+        atomic_write(out / RELEVANCE_HEAD, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     return honour_umask(out)  # PEFT's safetensors file is written 0600
 
 
@@ -78,6 +83,7 @@ def write_lavida_checkpoint(model: LavidaModel, out_dir: str | Path, source_dir:
 
 
 PATCH_HEAD_PREFIX = "patch_head."  # shirg.train.patch_labels' head (LavidaModel.patch_head during stage 0)
+RELEVANCE_HEAD_PREFIX = "relevance_head."  # data.relevance's head: kept in the adapter folder, not the model
 
 
 def load_training_checkpoint(model: LavidaModel, checkpoint: str | Path) -> LavidaModel:
@@ -94,8 +100,9 @@ def load_training_checkpoint(model: LavidaModel, checkpoint: str | Path) -> Lavi
     weights = read_safetensors_file(weights_file)
     check_floating(weights, weights_file)
     # a stage-0 run (data.objective patch_labels) also checkpoints its per-patch head, which is not
-    # part of LaViDa and is dropped from the model it writes: drop it here too
-    weights = {k: v for k, v in weights.items() if not k.startswith(PATCH_HEAD_PREFIX)}
+    # part of LaViDa and is dropped from the model it writes: drop it here too (and a relevance head,
+    # which only the final adapter folder holds)
+    weights = {k: v for k, v in weights.items() if not k.startswith((PATCH_HEAD_PREFIX, RELEVANCE_HEAD_PREFIX))}
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
     if unknown:

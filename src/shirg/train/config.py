@@ -23,6 +23,19 @@ COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 OBJECTIVES = ("answer", "patch_labels")
+RELEVANCE_TARGETS = ("none", "distilled")
+
+
+@dataclass
+class RelevanceSection:
+    """A learned relevance head trained next to the answer loss (:mod:`shirg.train.relevance`):
+    ``target`` none | distilled (gradient x input of the full-resolution model), its ``weight``,
+    the listwise loss's temperature ``tau`` and the head's ``rank``."""
+
+    target: str = "none"
+    weight: float = 0.1
+    tau: float = 1.0
+    rank: int = 16
 
 
 @dataclass
@@ -87,6 +100,7 @@ class DataSection:
     objective: str = "answer"
     entitygrid: list[str] = field(default_factory=list)  # patch_labels: `shirg entitygrid` folders
     patch_number: str = "centre"  # patch_labels: the number on its centre patch, or on every "entity" patch
+    relevance: RelevanceSection = field(default_factory=RelevanceSection)  # answer objective only
 
 
 @dataclass
@@ -167,8 +181,22 @@ class TrainConfig:
         if self.data.visual.resolution != VisualOptions.resolution:
             raise ConfigError(f"data.visual.resolution ({self.data.visual.resolution}) is not read: training "
                               "resolutions come from data.resolutions")
-        if not self.lora.enabled and not self.trainable.components:
-            raise ConfigError("nothing to train: LoRA is disabled and trainable.components is empty")
+        rel = self.data.relevance
+        if rel.target not in RELEVANCE_TARGETS:
+            raise ConfigError(f"data.relevance.target {rel.target!r}: choose one of {', '.join(RELEVANCE_TARGETS)}")
+        if rel.target != "none":
+            if self.data.objective != "answer":
+                raise ConfigError("data.relevance trains next to the answer loss: set data.objective answer "
+                                  "or data.relevance.target none")
+            if not (isinstance(rel.weight, int | float) and rel.weight > 0):
+                raise ConfigError(f"data.relevance.weight must be > 0, got {rel.weight!r}")
+            if not (isinstance(rel.tau, int | float) and rel.tau > 0):
+                raise ConfigError(f"data.relevance.tau must be > 0, got {rel.tau!r}")
+            if not (isinstance(rel.rank, int) and rel.rank >= 1):
+                raise ConfigError(f"data.relevance.rank must be an integer >= 1, got {rel.rank!r}")
+        if not self.lora.enabled and not self.trainable.components and rel.target == "none":
+            raise ConfigError("nothing to train: LoRA is disabled, trainable.components is empty and "
+                              "data.relevance.target is none")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Training objectives: one object each, building its dataset, the module accelerate wraps (which
 computes the loss in ``forward``) and the collate function of its batches.
 
-- ``answer``: LaViDa's complementary-masking diffusion loss on LLaVA records (:mod:`shirg.train.loss`).
+- ``answer``: LaViDa's complementary-masking diffusion loss on LLaVA records (:mod:`shirg.train.loss`),
+  plus, with ``data.relevance``, a learned relevance head's listwise loss (:mod:`shirg.train.relevance`).
 - ``patch_labels``: stage 0 of a tower trained from scratch, each patch's colour / shape / number on
   EntityGrid scenes (:mod:`shirg.train.patch_labels`).
 """
@@ -16,10 +17,12 @@ from torch import nn
 
 from shirg.errors import ConfigError
 from shirg.model.lavida import LavidaModel
+from shirg.tokens.relevance_head import RelevanceHead
 from shirg.train.config import TrainConfig
 from shirg.train.data import TrainDataset, collate, load_mixture, load_sources, snap_resolution
 from shirg.train.loss import LossModule
 from shirg.train.patch_labels import PatchLabelDataset, PatchLabelModule, collate_patches, load_scenes, make_head
+from shirg.train.relevance import RelevanceLossModule, RelevanceObjective
 
 
 class AnswerObjective:
@@ -45,7 +48,15 @@ class AnswerObjective:
                                eot_id=eot if cfg.data.end_with_eot else None,
                                resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
                                modes=modes)
-        return samples, dataset, LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
+        rel = cfg.data.relevance
+        if rel.target == "none":
+            return samples, dataset, LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
+        # the head lives on the LavidaModel (checkpoints and resume hold it, the adapter folder gets it)
+        # but outside model.model, so a LaViDa checkpoint written at the end does not
+        lavida.relevance_head = RelevanceHead(lavida.config.llm.d_model, rel.rank, seed=cfg.run.seed).to(device)
+        objective = RelevanceObjective(target=rel.target, weight=rel.weight, tau=rel.tau)
+        return samples, dataset, RelevanceLossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps,
+                                                     objective)
 
 
 class PatchLabelObjective:

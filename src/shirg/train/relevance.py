@@ -20,7 +20,7 @@ the answer loss with a weight.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from shirg.model.visual import hires_selection, patch_size, question_context, sp
 from shirg.tokens.relevance_head import RelevanceHead, learned_scores
 from shirg.tokens.types import KIND_HI
 from shirg.train.data import Batch
-from shirg.train.loss import complementary_masks, denoise_logits, diffusion_loss
+from shirg.train.loss import LossModule, complementary_masks, denoise_logits, diffusion_loss
 from shirg.vision.encode import encode_dual_scale
 from shirg.vision.preprocess import prepare_image
 
@@ -152,3 +152,35 @@ def combined_loss(model: LavidaModel, head: RelevanceHead | None, batch: Batch, 
         target = box_target(boxes[0], boxes[1], contents, resolution // patch_size(model))
     rel = relevance_loss(model, head, batch, target, resolution, objective.tau)
     return {"loss": answer + objective.weight * rel, "answer": answer.detach(), "relevance": rel.detach()}
+
+
+class RelevanceLossModule(LossModule):
+    """``shirg train`` with ``data.relevance``: the answer loss plus ``weight`` x the relevance loss of
+    the model's ``relevance_head`` (distilled target), each resolution group of the batch scored at
+    its own resolution. Outputs also ``relevance`` (the KL, a metric)."""
+
+    def __init__(self, net, mode: str, visual, eps: float, objective: RelevanceObjective) -> None:
+        super().__init__(net, mode, visual, eps)
+        objective.validate()
+        if objective.target != "distilled":
+            raise ConfigError(f"shirg train's relevance target must be distilled, got {objective.target!r}")
+        self.objective = objective
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        out = super().forward(batch)
+        head = self.lavida.relevance_head
+        if len(batch) == 0 or head is None:
+            return {**out, "relevance": torch.full((), float("nan"), device=out["loss"].device)}
+        rels, weights = [], []
+        for r in sorted(set(batch.resolutions)):
+            idx = [i for i, ri in enumerate(batch.resolutions) if ri == r]
+            sub = replace(batch, images=[batch.images[i] for i in idx], questions=[batch.questions[i] for i in idx],
+                          prompt_ids=[batch.prompt_ids[i] for i in idx], answer_ids=batch.answer_ids[idx],
+                          resolutions=[r] * len(idx), noise_seeds=[batch.noise_seeds[i] for i in idx],
+                          modes=None)
+            target = distilled_target(self.lavida, sub, r)
+            rels.append(relevance_loss(self.lavida, head, sub, target, r, self.objective.tau))
+            weights.append(len(idx) / len(batch))
+        rel = sum(w * x for w, x in zip(weights, rels, strict=True))
+        return {**out, "loss": out["loss"] + self.objective.weight * rel.to(out["loss"].device),
+                "relevance": rel.detach()}

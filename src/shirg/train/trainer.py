@@ -390,7 +390,7 @@ class Trainer:
             log.warning("%d training sample(s) were skipped because their image could not be read",
                         self.state.skipped_images)
         save_coord = "coord" in cfg.trainable.components
-        if self.tm.peft is not None or save_coord:
+        if self.tm.peft is not None or save_coord or self.tm.lavida.relevance_head is not None:
             adapter = self.out / "adapter"
             with gathered(self._adapter_params(), self.zero_stage):  # collective under ZeRO-3
                 if acc.is_main_process:
@@ -419,8 +419,9 @@ class Trainer:
             log.warning("could not draw %s: %s", self.out / "loss.png", e)
 
     def _adapter_params(self) -> list[torch.nn.Parameter]:
-        """The parameters an adapter folder holds (LoRA and SHIRG's own), gathered under ZeRO-3."""
-        return [p for n, p in self.tm.lavida.named_parameters() if "lora_" in n or n.startswith("shirg.")]
+        """The parameters an adapter folder holds (LoRA, SHIRG's own, the relevance head), gathered under ZeRO-3."""
+        return [p for n, p in self.tm.lavida.named_parameters()
+                if "lora_" in n or n.startswith(("shirg.", "relevance_head."))]
 
     def _micro_step_context(self, sync: bool) -> AbstractContextManager:
         """DDP: skip the gradient all-reduce except on the last micro-batch. DeepSpeed: accelerate's

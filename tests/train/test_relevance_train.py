@@ -1,0 +1,135 @@
+"""`shirg train` with data.relevance: the head trains next to the answer loss, lands in the adapter
+folder, and SHIRG's selection reads it when that adapter is loaded (and only through the head)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import shirg
+from shirg.errors import CheckpointError, ConfigError
+from shirg.model.options import VisualOptions
+from shirg.model.visual import encode_for, question_context, selection_for
+from shirg.testing import write_tiny_lavida_checkpoint
+from shirg.tokens.scoring import shirg_scores
+from shirg.train.config import load_config
+from shirg.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "train_tiny_cpu.yaml"
+QUESTION = "what color is the square?"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return write_tiny_lavida_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def toy_images(folder: Path, n: int = 4) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        arr = rng.integers(0, 60, size=(96, 112, 3), dtype=np.uint8)
+        arr[10 + 8 * i : 40 + 8 * i, 20:50] = (220, 30, 30) if i % 2 else (30, 30, 220)
+        Image.fromarray(arr).save(folder / f"{i}.png")
+        paths.append(folder / f"{i}.png")
+    return paths
+
+
+def toy_mixture(folder: Path) -> Path:
+    paths = toy_images(folder / "img")
+    records = [{"id": str(i), "image": p.name, "conversations": [
+        {"from": "human", "value": f"<image>\n{QUESTION}"}, {"from": "gpt", "value": "red" if i % 2 else "blue"}]}
+        for i, p in enumerate(paths)]
+    (folder / "train.json").write_text(json.dumps(records))
+    mix = folder / "mix.yaml"
+    mix.write_text("sources:\n  - {name: toy, json: train.json, image_root: img}\n")
+    return mix
+
+
+def relevance_config(ckpt: Path, mix: Path, out: Path, *overrides: str):
+    return load_config(TINY, [f"model.path={ckpt}", f"data.mixture={mix}", f"run.output_dir={out}",
+                              "lora.enabled=false", "trainable.components=[]", "data.resolutions=[112]",
+                              "data.relevance.target=distilled", "data.relevance.weight=1.0",
+                              "data.relevance.rank=4", "run.max_steps=2", "run.checkpoint_every=2",
+                              "optim.lr_other=0.05", *overrides])
+
+
+def test_training_writes_the_head_and_selection_reads_it_only_through_the_head(ckpt, tmp_path):
+    mix = toy_mixture(tmp_path / "data")
+    trainer = Trainer(relevance_config(ckpt, mix, tmp_path / "run"))
+    trainer.setup()
+    assert sorted(trainer.trainable_names) == ["relevance_head.scale", "relevance_head.text.weight",
+                                               "relevance_head.token.weight"]  # only the head is trained
+    result = trainer.run()
+    assert result["steps"] == 2 and all(np.isfinite(result["losses"]))
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if ln]
+    assert all(np.isfinite(r["relevance"]) and r["relevance"] >= 0 for r in records)
+    adapter = tmp_path / "run" / "adapter"
+    assert sorted(f.name for f in adapter.iterdir()) == ["relevance_head.safetensors"]  # nothing else trained
+    state = load_file(str(adapter / "relevance_head.safetensors"))
+    assert state["token.weight"].shape[0] == 4 and float(state["scale"]) != 0.0  # the head moved off zero
+
+    base = shirg.load(ckpt)
+    loaded = shirg.load(ckpt, adapter=adapter)
+    assert base.relevance_head is None and loaded.relevance_head is not None
+    assert torch.equal(loaded.relevance_head.scale.detach(), state["scale"])
+    image = Image.open(toy_images(tmp_path / "probe", 1)[0]).convert("RGB")
+    opts = VisualOptions(resolution=112, k=20)
+    tokens, _ = encode_for(base, image, opts)
+    text_base, text_loaded = question_context(base, [QUESTION]), question_context(loaded, [QUESTION])
+    assert text_base.head is None and text_loaded.head is loaded.relevance_head
+    # the score differs from today's exactly by the head's term, added to Sim
+    from shirg.tokens.relevance_head import learned_scores
+
+    plain = shirg_scores(tokens, text_base)
+    with torch.no_grad():
+        learned = learned_scores(tokens, text_loaded, loaded.relevance_head)
+        delta = loaded.relevance_head(text_loaded.project(tokens.hi), text_loaded.question, text_loaded.mask())
+    assert not torch.equal(learned.sim, plain.sim)
+    torch.testing.assert_close(learned.sim, plain.sim + delta, rtol=0, atol=0)
+    assert torch.equal(learned.nbr, plain.nbr) and torch.equal(learned.ctr, plain.ctr)
+    # selection: a zero head gives exactly today's selection; a dominant head changes it
+    with torch.no_grad():
+        loaded.relevance_head.scale.zero_()
+    same, _ = selection_for(loaded, image, QUESTION, "shirg", opts)
+    today, _ = selection_for(base, image, QUESTION, "shirg", opts)
+    assert torch.equal(same.index, today.index) and torch.equal(same.features, today.features)
+    with torch.no_grad():
+        loaded.relevance_head.scale.fill_(1e4)
+    moved, _ = selection_for(loaded, image, QUESTION, "shirg", opts)
+    assert not torch.equal(moved.index, today.index)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.relevance.target=box", "data.relevance.target 'box'"),
+    ("data.relevance.weight=-1", "data.relevance.weight must be > 0"),
+    ("data.relevance.rank=0", "data.relevance.rank must be an integer >= 1"),
+    ("data.relevance.tau=0", "data.relevance.tau must be > 0"),
+])
+def test_relevance_config_errors_are_one_line(ckpt, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        relevance_config(ckpt, tmp_path / "mix.yaml", tmp_path / "run", override).validate()
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['nope'\] in data.relevance"):
+        relevance_config(ckpt, tmp_path / "mix.yaml", tmp_path / "run", "data.relevance.nope=1")
+
+
+def test_a_head_for_another_width_is_refused(ckpt, tmp_path):
+    from safetensors.torch import save_file
+
+    from shirg.tokens.relevance_head import RelevanceHead
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    head = RelevanceHead(7, 2)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "relevance_head.safetensors"))
+    with pytest.raises(CheckpointError, match="relevance head reads 7-dim tokens"):
+        shirg.load(ckpt, adapter=folder)
