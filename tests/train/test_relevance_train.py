@@ -113,6 +113,7 @@ def test_training_writes_the_head_and_selection_reads_it_only_through_the_head(c
     ("data.relevance.weight=-1", "data.relevance.weight must be > 0"),
     ("data.relevance.rank=0", "data.relevance.rank must be an integer >= 1"),
     ("data.relevance.tau=0", "data.relevance.tau must be > 0"),
+    ("data.objective=patch_labels", "data.relevance trains next to the answer loss"),
 ])
 def test_relevance_config_errors_are_one_line(ckpt, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message) as err:

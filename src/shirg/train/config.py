@@ -159,6 +159,19 @@ class TrainConfig:
             raise ConfigError("data.resolutions is empty; give at least one, e.g. [672]")
         if self.data.objective not in OBJECTIVES:
             raise ConfigError(f"data.objective {self.data.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        rel = self.data.relevance
+        if rel.target not in RELEVANCE_TARGETS:
+            raise ConfigError(f"data.relevance.target {rel.target!r}: choose one of {', '.join(RELEVANCE_TARGETS)}")
+        if rel.target != "none":
+            if self.data.objective != "answer":
+                raise ConfigError("data.relevance trains next to the answer loss: set data.objective answer "
+                                  "or data.relevance.target none")
+            if not (isinstance(rel.weight, int | float) and rel.weight > 0):
+                raise ConfigError(f"data.relevance.weight must be > 0, got {rel.weight!r}")
+            if not (isinstance(rel.tau, int | float) and rel.tau > 0):
+                raise ConfigError(f"data.relevance.tau must be > 0, got {rel.tau!r}")
+            if not (isinstance(rel.rank, int) and rel.rank >= 1):
+                raise ConfigError(f"data.relevance.rank must be an integer >= 1, got {rel.rank!r}")
         if self.data.objective == "patch_labels":
             if self.lora.enabled or self.trainable.components != ["vision"]:
                 raise ConfigError("data.objective patch_labels trains the vision tower alone: set lora.enabled: "
@@ -181,19 +194,6 @@ class TrainConfig:
         if self.data.visual.resolution != VisualOptions.resolution:
             raise ConfigError(f"data.visual.resolution ({self.data.visual.resolution}) is not read: training "
                               "resolutions come from data.resolutions")
-        rel = self.data.relevance
-        if rel.target not in RELEVANCE_TARGETS:
-            raise ConfigError(f"data.relevance.target {rel.target!r}: choose one of {', '.join(RELEVANCE_TARGETS)}")
-        if rel.target != "none":
-            if self.data.objective != "answer":
-                raise ConfigError("data.relevance trains next to the answer loss: set data.objective answer "
-                                  "or data.relevance.target none")
-            if not (isinstance(rel.weight, int | float) and rel.weight > 0):
-                raise ConfigError(f"data.relevance.weight must be > 0, got {rel.weight!r}")
-            if not (isinstance(rel.tau, int | float) and rel.tau > 0):
-                raise ConfigError(f"data.relevance.tau must be > 0, got {rel.tau!r}")
-            if not (isinstance(rel.rank, int) and rel.rank >= 1):
-                raise ConfigError(f"data.relevance.rank must be an integer >= 1, got {rel.rank!r}")
         if not self.lora.enabled and not self.trainable.components and rel.target == "none":
             raise ConfigError("nothing to train: LoRA is disabled, trainable.components is empty and "
                               "data.relevance.target is none")
