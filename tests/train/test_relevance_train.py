@@ -134,3 +134,17 @@ def test_a_head_for_another_width_is_refused(ckpt, tmp_path):
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "relevance_head.safetensors"))
     with pytest.raises(CheckpointError, match="relevance head reads 7-dim tokens"):
         shirg.load(ckpt, adapter=folder)
+
+
+def test_the_head_trains_beside_lora_and_both_load(ckpt, tmp_path):
+    mix = toy_mixture(tmp_path / "data")
+    trainer = Trainer(relevance_config(ckpt, mix, tmp_path / "run", "lora.enabled=true", "run.max_steps=1"))
+    trainer.setup()
+    names = trainer.trainable_names
+    assert any("lora_" in n for n in names) and "relevance_head.scale" in names
+    trainer.run()
+    adapter = tmp_path / "run" / "adapter"
+    assert {"adapter_config.json", "relevance_head.safetensors"} <= {f.name for f in adapter.iterdir()}
+    model = shirg.load(ckpt, adapter=adapter)
+    state = load_file(str(adapter / "relevance_head.safetensors"))
+    assert torch.equal(model.relevance_head.token.weight.detach(), state["token.weight"])
