@@ -172,15 +172,14 @@ class Trainer:
             lavida.model.vision_tower.vision_model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         self.tm = tm = make_trainable(lavida, cfg)
+        objective = OBJECTIVES[cfg.data.objective]()
+        samples, self.dataset, module = objective.build(cfg, lavida, tm, acc.device, modes)
+        self.collate = objective.collate
+        self.trainable_names = [n for n, _ in tm.named_trainable()]  # after a head (stage 0's, relevance) is attached
         if acc.is_main_process:
             log.info("%s", describe(tm))
             log.info("device %s, %d process(es), mixed precision %s, %d CPU thread(s) per process",
                      acc.device, acc.num_processes, acc.mixed_precision, torch.get_num_threads())
-
-        objective = OBJECTIVES[cfg.data.objective]()
-        samples, self.dataset, module = objective.build(cfg, lavida, tm, acc.device, modes)
-        self.collate = objective.collate
-        self.trainable_names = [n for n, _ in tm.named_trainable()]  # after stage 0's head is attached
         self.global_batch = cfg.run.batch_size * acc.num_processes
         self.micro_per_epoch = len(samples) // self.global_batch
         if self.micro_per_epoch == 0:
