@@ -62,3 +62,15 @@ def chart_image(tmp_path: Path) -> Path:
     path = tmp_path / "chart.png"
     Image.fromarray(arr).save(path)
     return path
+
+
+# A dense EntityGrid reading set (4 x 4 cells, look-alike distractors), as the sweep and relevance tests use
+DENSE_READING = ["--preset", "small", "--grid", "4x4", "--occupancy", "1.0", "--entity-scale", "0.4",
+                 "--repeat-labels", "--lookalikes", "3", "--label-place", "inside", "--types", "reading"]
+
+
+def write_dense_reading_set(out: Path, n: int, seed: int) -> Path:
+    from shirg.cli import main
+
+    assert main(["entitygrid", *DENSE_READING, "--n", str(n), "--seed", str(seed), "--out", str(out)]) == 0
+    return out

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from conftest import write_dense_reading_set
 from shirg.cli import main
 from shirg.evaluate import stats, sweep
 from shirg.testing import write_tiny_lavida_checkpoint
@@ -19,9 +20,7 @@ def swept(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         ckpt = write_tiny_lavida_checkpoint(root / "ckpt")
-        assert main(["entitygrid", "--preset", "small", "--grid", "4x4", "--occupancy", "1.0", "--entity-scale", "0.4",
-                     "--repeat-labels", "--lookalikes", "3", "--label-place", "inside", "--types", "reading",
-                     "--n", "3", "--seed", "5", "--out", str(root / "eg")]) == 0
+        write_dense_reading_set(root / "eg", n=3, seed=5)
         args = ["sweep", "--model", str(ckpt), "--data", str(root / "eg"), "--budgets", "5,10,20,33",
                 "--strategies", "shirg,uniform", "--resolution", "336", "--gen-length", "4", "--steps", "2",
                 "--no-progress", "--out", str(root / "out")]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import shirg
-from shirg.cli import main
+from conftest import write_dense_reading_set
 from shirg.testing import write_tiny_lavida_checkpoint
 from shirg.tokens.dual_scale import dual_scale
 from shirg.tokens.relevance_head import RelevanceHead, learned_scores
@@ -35,9 +35,7 @@ def setup(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         ckpt = write_tiny_lavida_checkpoint(root / "ckpt")
-        assert main(["entitygrid", "--preset", "small", "--grid", "4x4", "--occupancy", "1.0", "--entity-scale", "0.4",
-                     "--repeat-labels", "--lookalikes", "3", "--label-place", "inside", "--types", "reading",
-                     "--n", "2", "--seed", "3", "--out", str(root / "eg")]) == 0
+        write_dense_reading_set(root / "eg", n=2, seed=3)
         recs = [json.loads(line) for line in (root / "eg" / "questions.jsonl").read_text().splitlines()]
         model = shirg.load(ckpt)
         model.model.requires_grad_(False)
