@@ -37,8 +37,8 @@ MAX_JSON_BYTES = 16 * 2**20
 MAX_QUESTION_CHARS = 8192
 MIN_RESOLUTION = 28
 MAX_RESOLUTION = 4032
-PATCH = 14
-NATIVE_RESOLUTION = 384
+PATCH = 14  # SigLIP's patch side; the vision room and the canvas checks share this one value
+NATIVE_RESOLUTION = 384  # SigLIP so400m's own size; its conv drops the last 6 pixels (27 x 27 patches)
 MAX_SEED = 2**63 - 1
 
 ENV = {

@@ -12,9 +12,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from shirg.errors import ConfigError, ImageError
-from shirg.limits import check_image_file, check_image_pixels, limit
+from shirg.limits import NATIVE_RESOLUTION, PATCH, check_image_file, check_image_pixels, limit
 
-PATCH = 14
 MEAN = STD = (0.5, 0.5, 0.5)
 PAD_COLOUR = (127, 127, 127)  # LaViDa's mean colour for square padding
 RESIZE_MODES = ("pad", "squash")
@@ -89,9 +88,6 @@ class PreparedImage:
     pixels: torch.Tensor
     content_box: tuple[float, float, float, float]
     original_size: tuple[int, int]
-
-
-NATIVE_RESOLUTION = 384  # SigLIP so400m's own size; its conv drops the last 6 pixels (27 x 27 patches)
 
 
 def check_resolution(resolution: int) -> int:
