@@ -43,11 +43,15 @@ def toy_images(folder: Path, n: int = 4) -> list[Path]:
     return paths
 
 
-def toy_mixture(folder: Path) -> Path:
+def toy_mixture(folder: Path, boxes: bool = False) -> Path:
+    """Four toy records; ``boxes``: each carries its square's box ([x0, y0, x1, y1] pixels)."""
     paths = toy_images(folder / "img")
     records = [{"id": str(i), "image": p.name, "conversations": [
         {"from": "human", "value": f"<image>\n{QUESTION}"}, {"from": "gpt", "value": "red" if i % 2 else "blue"}]}
         for i, p in enumerate(paths)]
+    if boxes:
+        for i, r in enumerate(records):
+            r["boxes"] = [[20, 10 + 8 * i, 50, 40 + 8 * i]]
     (folder / "train.json").write_text(json.dumps(records))
     mix = folder / "mix.yaml"
     mix.write_text("sources:\n  - {name: toy, json: train.json, image_root: img}\n")
@@ -109,7 +113,7 @@ def test_training_writes_the_head_and_selection_reads_it_only_through_the_head(c
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("data.relevance.target=box", "data.relevance.target 'box'"),
+    ("data.relevance.target=oracle", "data.relevance.target 'oracle'"),
     ("data.relevance.weight=-1", "data.relevance.weight must be > 0"),
     ("data.relevance.rank=0", "data.relevance.rank must be an integer >= 1"),
     ("data.relevance.tau=0", "data.relevance.tau must be > 0"),
@@ -148,3 +152,49 @@ def test_the_head_trains_beside_lora_and_both_load(ckpt, tmp_path):
     model = shirg.load(ckpt, adapter=adapter)
     state = load_file(str(adapter / "relevance_head.safetensors"))
     assert torch.equal(model.relevance_head.token.weight.detach(), state["token.weight"])
+
+
+def test_the_box_target_trains_the_head_from_the_records_boxes(ckpt, tmp_path):
+    from shirg.train.data import load_mixture
+    from shirg.train.relevance import batch_box_target
+
+    mix = toy_mixture(tmp_path / "data", boxes=True)
+    samples = load_mixture(mix)
+    assert [s.boxes for s in samples] == [((20.0, 10.0 + 8 * i, 50.0, 40.0 + 8 * i),) for i in range(4)]
+    trainer = Trainer(relevance_config(ckpt, mix, tmp_path / "run", "data.relevance.target=box", "run.max_steps=3",
+                                       "run.checkpoint_every=3"))
+    trainer.setup()
+    batch = trainer.collate([trainer.dataset[(0, i)] for i in range(4)])
+    assert batch.boxes is not None and all(b is not None for b in batch.boxes)
+    # the target, derived here from its definition: 112 px = 8 x 8 patches of 14 px; the 112 x 96 image is
+    # padded to a square (8 px of padding above and below), so patch (r, c)'s centre is image pixel
+    # (14 c + 7, 14 r + 7 - 8); the target is uniform over the patches whose centre lies inside the box
+    target = batch_box_target(batch, 112, 8)
+    for row, (box, size) in zip(target, batch.boxes, strict=True):
+        assert size == (112, 96)
+        (x0, y0, x1, y1), = box
+        inside = torch.tensor([float(x0 <= 14 * c + 7 <= x1 and y0 <= 14 * r + 7 - 8 <= y1)
+                               for r in range(8) for c in range(8)])
+        torch.testing.assert_close(row, inside / inside.sum())
+    result = trainer.run()
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if ln]
+    assert result["steps"] == 3 and all(np.isfinite(r["relevance"]) and r["relevance"] > 0 for r in records)
+    assert (tmp_path / "run" / "adapter" / "relevance_head.safetensors").is_file()
+
+
+def test_the_box_target_refuses_records_without_boxes(ckpt, tmp_path):
+    mix = toy_mixture(tmp_path / "data", boxes=False)
+    trainer = Trainer(relevance_config(ckpt, mix, tmp_path / "run", "data.relevance.target=box"))
+    with pytest.raises(ConfigError, match="4 of 4 training samples carry no evidence 'boxes'"):
+        trainer.setup()
+
+
+def test_malformed_record_boxes_are_one_line_errors(tmp_path):
+    from shirg.train.data import records_to_samples
+
+    base = {"id": "x", "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq"},
+                                                            {"from": "gpt", "value": "a"}]}
+    for bad in ([1, 2, 3, 4], [[1, 2, 3]], [[5, 5, 4, 9]], [["a", 0, 1, 1]], "box"):
+        with pytest.raises(ConfigError, match="record x: boxes must be a list of") as err:
+            records_to_samples([{**base, "boxes": bad}], tmp_path)
+        assert "\n" not in str(err.value)

@@ -356,7 +356,7 @@ def training_records(records: list[dict], captions: bool = False, cells: int = 0
     """LLaVA conversation records of samples (``image`` set): every question, then (``captions``)
     one dense caption per image, then ``cells`` cell records per image (cells drawn without
     replacement, seeded by the sample id; every cell when ``cells`` >= rows x cols), in sample order."""
-    llava = [llava_record(r["image"], r["question"], r["answers"][0], r["id"]) for r in records]
+    llava = [llava_record(r["image"], r["question"], r["answers"][0], r["id"], r["boxes"]) for r in records]
     if captions:
         llava += [llava_record(r["image"], CAPTION_QUESTION, describe_scene(r), r["id"] + "-caption") for r in records]
     if cells > 0:

@@ -23,13 +23,14 @@ COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 OBJECTIVES = ("answer", "patch_labels")
-RELEVANCE_TARGETS = ("none", "distilled")
+RELEVANCE_TARGETS = ("none", "distilled", "box")
 
 
 @dataclass
 class RelevanceSection:
     """A learned relevance head trained next to the answer loss (:mod:`shirg.train.relevance`):
-    ``target`` none | distilled (gradient x input of the full-resolution model), its ``weight``,
+    ``target`` none | distilled (gradient x input of the full-resolution model) | box (uniform over
+    the evidence boxes the training records carry: an upper bound, for ablations), its ``weight``,
     the listwise loss's temperature ``tau`` and the head's ``rank``."""
 
     target: str = "none"

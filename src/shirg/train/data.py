@@ -47,6 +47,7 @@ class Sample:
     question: str
     answer: str
     source: str = ""
+    boxes: tuple[tuple[float, float, float, float], ...] | None = None  # evidence boxes, image pixels
 
 
 # ----------------------------------------------------------------------------- LLaVA records
@@ -78,14 +79,30 @@ def records_to_samples(records: Sequence[dict[str, Any]], image_root: str | Path
         if not r.get("image"):
             continue
         turns = r.get("conversations") or []
-        for human, gpt in zip(turns[0::2], turns[1::2], strict=False):
+        boxes = _record_boxes(r)
+        for k, (human, gpt) in enumerate(zip(turns[0::2], turns[1::2], strict=False)):
             if human.get("from") != "human" or gpt.get("from") != "gpt":
                 raise ConfigError(f"record {r.get('id', '?')}: turns must alternate human, gpt; got {human.get('from')}"
                                   f", {gpt.get('from')}")
             question = human["value"].replace(IMAGE_TAG, "").strip()
             if question and gpt["value"].strip():
-                out.append(Sample(str(root / r["image"]), question, gpt["value"].strip(), source))
+                out.append(Sample(str(root / r["image"]), question, gpt["value"].strip(), source,
+                                  boxes if k == 0 else None))
     return out
+
+
+def _record_boxes(record: dict[str, Any]) -> tuple[tuple[float, float, float, float], ...] | None:
+    """A record's optional ``boxes`` (the first answer's evidence, [x0, y0, x1, y1] image pixels)."""
+    boxes = record.get("boxes")
+    if boxes is None:
+        return None
+    ok = isinstance(boxes, list) and all(
+        isinstance(b, list | tuple) and len(b) == 4 and all(isinstance(v, int | float) for v in b)
+        and b[2] > b[0] and b[3] > b[1] for b in boxes)
+    if not ok:
+        raise ConfigError(f"record {record.get('id', '?')}: boxes must be a list of [x0, y0, x1, y1] with x1 > x0 "
+                          f"and y1 > y0, got {str(boxes)[:80]}")
+    return tuple(tuple(float(v) for v in b) for b in boxes)
 
 
 def apply_sampling(items: list, spec: str | int | None, seed: int, name: str) -> list:
@@ -225,6 +242,7 @@ class Batch:
     resolutions: list[int]
     noise_seeds: list[int]
     modes: list[str] | None = None  # per-sample visual mode (None: the loss module's one mode)
+    boxes: list | None = None  # per sample: (evidence boxes, (width, height)) or None; see Sample.boxes
     skipped: int = 0
     truncated: int = 0
 
@@ -276,6 +294,7 @@ class TrainDataset(torch.utils.data.Dataset):
             "truncated": truncated,
             "resolution": resolution,
             "noise_seed": _seed(self.seed, epoch, i, 0xB),
+            "boxes": (s.boxes, image.size) if s.boxes else None,
         }
         if len(self.modes) > 1:  # drawn after the resolution, so one-mode runs keep their draws
             item["mode"] = rng.choice(self.modes)
@@ -296,6 +315,7 @@ def collate(items: list[dict[str, Any]]) -> Batch:
         resolutions=[x["resolution"] for x in kept],
         noise_seeds=[x["noise_seed"] for x in kept],
         modes=[x["mode"] for x in kept] if kept and "mode" in kept[0] else None,
+        boxes=[x.get("boxes") for x in kept],
         skipped=len(items) - len(kept),
         truncated=sum(bool(x["truncated"]) for x in kept),
     )

@@ -51,6 +51,11 @@ class AnswerObjective:
         rel = cfg.data.relevance
         if rel.target == "none":
             return samples, dataset, LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
+        if rel.target == "box":
+            missing = sum(s.boxes is None for s in samples)
+            if missing:
+                raise ConfigError(f"data.relevance.target box: {missing} of {len(samples)} training samples carry no "
+                                  "evidence 'boxes' in their records (shirg entitygrid writes them)")
         # the head lives on the LavidaModel (checkpoints and resume hold it, the adapter folder gets it)
         # but outside model.model, so a LaViDa checkpoint written at the end does not
         lavida.relevance_head = RelevanceHead(lavida.config.llm.d_model, rel.rank, seed=cfg.run.seed).to(device)

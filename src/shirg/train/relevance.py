@@ -154,16 +154,26 @@ def combined_loss(model: LavidaModel, head: RelevanceHead | None, batch: Batch, 
     return {"loss": answer + objective.weight * rel, "answer": answer.detach(), "relevance": rel.detach()}
 
 
+def batch_box_target(batch: Batch, resolution: int, grid: int) -> Tensor:
+    """:func:`box_target` of a training batch whose samples carry evidence boxes (``Batch.boxes``)."""
+    if batch.boxes is None or any(b is None for b in batch.boxes):
+        raise ConfigError("the box relevance target needs every training record to carry its evidence 'boxes' "
+                          "(shirg entitygrid writes them into llava_train.json)")
+    contents = [prepare_image(img, resolution, "pad").content_box for img in batch.images]
+    return box_target([b[0] for b in batch.boxes], [b[1] for b in batch.boxes], contents, grid)
+
+
 class RelevanceLossModule(LossModule):
     """``shirg train`` with ``data.relevance``: the answer loss plus ``weight`` x the relevance loss of
-    the model's ``relevance_head`` (distilled target), each resolution group of the batch scored at
-    its own resolution. Outputs also ``relevance`` (the KL, a metric)."""
+    the model's ``relevance_head`` (``distilled`` target, or ``box`` when the records carry evidence
+    boxes), each resolution group of the batch scored at its own resolution. Outputs also
+    ``relevance`` (the KL, a metric)."""
 
     def __init__(self, net, mode: str, visual, eps: float, objective: RelevanceObjective) -> None:
         super().__init__(net, mode, visual, eps)
         objective.validate()
-        if objective.target != "distilled":
-            raise ConfigError(f"shirg train's relevance target must be distilled, got {objective.target!r}")
+        if objective.target not in ("distilled", "box"):
+            raise ConfigError(f"shirg train's relevance target must be distilled or box, got {objective.target!r}")
         self.objective = objective
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
@@ -177,8 +187,11 @@ class RelevanceLossModule(LossModule):
             sub = replace(batch, images=[batch.images[i] for i in idx], questions=[batch.questions[i] for i in idx],
                           prompt_ids=[batch.prompt_ids[i] for i in idx], answer_ids=batch.answer_ids[idx],
                           resolutions=[r] * len(idx), noise_seeds=[batch.noise_seeds[i] for i in idx],
-                          modes=None)
-            target = distilled_target(self.lavida, sub, r)
+                          modes=None, boxes=[batch.boxes[i] for i in idx] if batch.boxes is not None else None)
+            if self.objective.target == "box":
+                target = batch_box_target(sub, r, r // patch_size(self.lavida))
+            else:
+                target = distilled_target(self.lavida, sub, r)
             rels.append(relevance_loss(self.lavida, head, sub, target, r, self.objective.tau))
             weights.append(len(idx) / len(batch))
         rel = sum(w * x for w, x in zip(weights, rels, strict=True))
