@@ -73,6 +73,36 @@ def test_sweep_resumes_without_answering_again(swept):
     assert (root / "out" / "k0029" / "predictions.jsonl").read_text() == before
 
 
+def test_selection_only_keeps_what_the_answering_sweep_kept(swept):
+    """--selection-only answers nothing, and its evidence fields equal those of the answered run."""
+    root, args = swept
+    out = root / "selected"
+    sel_args = [*args[: args.index("--out")], "--out", str(out), "--selection-only"]
+    assert main(sel_args) == 0
+    table = json.loads((out / "sweep.json").read_text())
+    assert table["metric"] == "queried_patch_kept"
+    fields = ("visual_tokens", "evidence_recall", "evidence_recall_strict", "queried_patch_kept")
+    for folder in ["reference", *(sweep.budget_dir(k) for k in (29, 58, 115, 190))]:
+        answered = {(r["id"], r["mode"]): r for r in map(json.loads, (root / "out" / folder / "predictions.jsonl")
+                                                          .read_text().splitlines())}
+        selected = {(r["id"], r["mode"]): r for r in map(json.loads, (out / folder / "predictions.jsonl")
+                                                          .read_text().splitlines())}
+        assert set(selected) == set(answered) and len(selected) == (3 if folder == "reference" else 6)
+        for key, r in selected.items():
+            assert r["prediction"] is None and r["scores"] == {}
+            assert {f: r[f] for f in fields} == {f: answered[key][f] for f in fields}, (folder, key)
+    rows = {(r["strategy"], r["k"]): r for r in table["rows"]}
+    kept = [json.loads(line)["queried_patch_kept"] for line in (out / "k0115" / "predictions.jsonl").read_text()
+            .splitlines() if json.loads(line)["mode"] == "shirg"]
+    assert rows[("shirg", 115)]["score"]["value"] == pytest.approx(100 * sum(kept) / 3)
+
+
+def test_selection_only_needs_entitygrid(tmp_path, capsys):
+    assert main(["sweep", "--preset", "tiny", "--task", "docvqa", "--data", str(tmp_path), "--selection-only",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--selection-only needs --task entitygrid" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("budgets", "match"), [("0,10", "percentages"), ("abc", "percentages"), ("10,10", "distinct")])
 def test_bad_budgets_are_one_line_errors(budgets, match, tmp_path, capsys):
     assert main(["sweep", "--preset", "tiny", "--data", str(tmp_path), "--budgets", budgets,

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--selection-only", action="store_true",
+                   help="EntityGrid: no answers, only what each strategy keeps (visual tokens, evidence recall, "
+                        "queried patch kept); the table's default metric becomes queried_patch_kept")
     add_generation_options(p)
     add_visual_options(p)
     p.set_defaults(gen_length=None, steps=None)
@@ -64,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if not names or len(set(names)) != len(names) or args.reference in names:
         raise ConfigError(f"--strategies {args.strategies!r}: give distinct strategies, not the reference "
                           f"{args.reference}")
-    metric = args.metric or sweep.default_metric(args.task)
+    if args.selection_only and args.task != "entitygrid":
+        raise ConfigError("--selection-only needs --task entitygrid (its evidence boxes)")
+    metric = args.metric or ("queried_patch_kept" if args.selection_only else sweep.default_metric(args.task))
     args.gen_length = args.gen_length or spec.gen_length
     args.steps = args.steps or args.gen_length
     base = visual_options(args)
@@ -82,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                   "data": str(args.data), "samples": len(samples), "world_size": 1,
                   "machine": sweep.machine_info(model.device), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     table = sweep.run_sweep(model, samples, points, reference, args.out, settings, names, metric,
-                            progress=not args.no_progress, invocation=invocation)
+                            progress=not args.no_progress, invocation=invocation,
+                            selection_only=args.selection_only)
     paths = sweep.write(table, args.out, grid * grid)
     print(sweep.markdown(table, grid * grid))
     print(f"wrote {', '.join(str(p) for p in paths)}")

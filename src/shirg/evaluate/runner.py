@@ -95,12 +95,16 @@ def score_sample(task: str, prediction: str, sample: Sample) -> dict[str, float]
 # ----------------------------------------------------------------------------- evidence
 
 
-def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None) -> dict[str, float | None]:
-    """Evidence recall (lenient and strict) of one EntityGrid sample; None where undefined. Uses the
-    selection the answer kept (``ans.selection``) when there is one, else selects again."""
+def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None,
+                    selected: tuple | None = None) -> dict[str, float | None]:
+    """Evidence recall (lenient and strict) of one EntityGrid sample; None where undefined. Uses
+    ``selected`` = (selection, content box) when given, else the selection the answer kept
+    (``ans.selection``) when there is one, else selects again."""
     if not spec.hires or not sample.boxes:
         return {"evidence_recall": None, "evidence_recall_strict": None, "queried_patch_kept": None}
-    if ans is not None and getattr(ans, "selection", None) is not None:
+    if selected is not None:
+        sel, content_box = selected
+    elif ans is not None and getattr(ans, "selection", None) is not None:
         sel, content_box = ans.selection, ans.content_box
     else:
         sel, prep = selection_for(model, image, sample.question, spec.mode, spec.options)

@@ -22,7 +22,7 @@ from shirg.errors import ConfigError
 from shirg.evaluate import stats
 from shirg.evaluate.data import load_samples, task_spec
 from shirg.evaluate.modes import build_modes
-from shirg.evaluate.runner import EvalSettings, evaluate, machine_info
+from shirg.evaluate.runner import EvalSettings, evaluate, machine_info, sample_evidence
 from shirg.evaluate.summary import SCORE_KEYS
 from shirg.io import atomic_write, write_json, write_text
 from shirg.tokens.dual_scale import scaffold_size
@@ -70,15 +70,56 @@ def plan(names: Sequence[str], base, budgets: Sequence[float], grid: int) -> lis
     return points
 
 
-def run_sweep(model, samples, points: list[dict], reference, out: str | Path, settings: EvalSettings,
-              names: Sequence[str], metric: str, progress: bool = True, invocation: dict | None = None) -> dict:
-    """Evaluate the reference mode and every point (resumable folders), then collect the table."""
+def select_only(model, samples, modes, out: str | Path, settings: EvalSettings, progress: bool = True) -> None:
+    """Selection metrics without answering (EntityGrid): per (sample, mode) the visual tokens, evidence
+    recall and whether the queried number's patch is kept at full detail, from the selection the mode
+    makes for the question the answer would be asked; written as the folder's predictions.jsonl (no
+    prediction, no scores). The vision tower runs once per sample; a folder holding every (sample,
+    mode) already is left as it is."""
+    from shirg.model.visual import encode_for, selection_for
+
     out = Path(out)
-    evaluate(model, samples, reference, out / REFERENCE_DIR, settings, overlays=0, progress=progress,
-             invocation=invocation)
-    for pt in points:
-        evaluate(model, samples, pt["modes"], out / budget_dir(pt["k"]), settings, overlays=0, progress=progress,
+    wanted = {(smp.id, m.name) for smp in samples for m in modes}
+    if {(r["id"], r["mode"]) for r in _read(out)} >= wanted:
+        return
+    hires = [m for m in modes if m.hires]
+    if any(not m.hires for m in modes) or len({(m.options.resolution, m.options.resize) for m in hires}) > 1:
+        raise ConfigError("--selection-only takes high-resolution strategies at one resolution")
+    records = []
+    it = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc=f"select {out.name}", unit="q")
+    for smp in it:
+        image = smp.image()
+        encoded = encode_for(model, image, hires[0].options)
+        for m in modes:
+            sel, prep = selection_for(model, image, settings.text(smp.question), m.mode, m.options, encoded=encoded)
+            records.append({"id": smp.id, "mode": m.name, "task": settings.task, "type": smp.qtype,
+                            "question": smp.question, "answers": smp.answers, "prediction": None, "scores": {},
+                            "visual_tokens": int(sel.features.shape[1]),
+                            **sample_evidence(model, image, smp, m, selected=(sel, prep.content_box))})
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+
+def run_sweep(model, samples, points: list[dict], reference, out: str | Path, settings: EvalSettings,
+              names: Sequence[str], metric: str, progress: bool = True, invocation: dict | None = None,
+              selection_only: bool = False) -> dict:
+    """Evaluate the reference mode and every point (resumable folders), then collect the table.
+    ``selection_only``: no answers; every point's selection metrics (:func:`select_only`)."""
+    out = Path(out)
+    if selection_only:
+        for pt in [{"k": None, "modes": reference}, *points]:
+            folder = out / (REFERENCE_DIR if pt["k"] is None else budget_dir(pt["k"]))
+            select_only(model, samples, pt["modes"], folder, settings, progress=progress)
+    else:
+        evaluate(model, samples, reference, out / REFERENCE_DIR, settings, overlays=0, progress=progress,
                  invocation=invocation)
+        for pt in points:
+            evaluate(model, samples, pt["modes"], out / budget_dir(pt["k"]), settings, overlays=0,
+                     progress=progress, invocation=invocation)
     return collect(out, [{k: v for k, v in pt.items() if k != "modes"} for pt in points], names, metric,
                    settings.reference or "full")
 
