@@ -384,6 +384,15 @@ def test_corrupt_and_missing_images_are_skipped_and_counted(tiny_ckpt, tmp_path,
     assert all(np.isfinite(losses(tmp_path / "run")))
 
 
+def test_a_micro_batch_of_only_unreadable_images_is_skipped_not_a_crash(tiny_ckpt, tmp_path, caplog):
+    mix = write_toy_data(tmp_path / "data", n=0, missing=4)
+    cfg = tiny_config(tiny_ckpt, mix, tmp_path / "run", "run.max_steps=1", "run.checkpoint_every=1",
+                      "run.batch_size=4")
+    with caplog.at_level("WARNING"):
+        trainer = run_trainer(cfg)
+    assert trainer.result["skipped_images"] == 4 and trainer.result["steps"] == 1
+
+
 def test_dataset_answer_is_padded_with_supervised_eos(tiny_ckpt, tmp_path):
     model = shirg.load(tiny_ckpt)
     ds = TrainDataset([], model.tokenizer, answer_length=8, eos_id=model.config.llm.eos_token_id,

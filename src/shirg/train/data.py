@@ -306,7 +306,8 @@ def collate(items: list[dict[str, Any]]) -> Batch:
     for x in items:
         if "skip" in x:
             log.warning("skipping a training sample: %s", x["skip"])
-    answer = torch.tensor([x["answer_ids"] for x in kept], dtype=torch.long).reshape(len(kept), -1)
+    answer = (torch.tensor([x["answer_ids"] for x in kept], dtype=torch.long) if kept
+              else torch.zeros((0, 0), dtype=torch.long))  # every image unreadable: an empty micro-batch
     return Batch(
         images=[x["image"] for x in kept],
         questions=[x["question"] for x in kept],
