@@ -180,6 +180,12 @@ def test_the_box_target_trains_the_head_from_the_records_boxes(ckpt, tmp_path):
     records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if ln]
     assert result["steps"] == 3 and all(np.isfinite(r["relevance"]) and r["relevance"] > 0 for r in records)
     assert (tmp_path / "run" / "adapter" / "relevance_head.safetensors").is_file()
+    from shirg.commands.eval import resolve_adapter
+
+    assert resolve_adapter(str(tmp_path / "run" / "adapter")) == (tmp_path / "run" / "adapter", None)  # --adapter
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds none of adapter_config.json"):
+        resolve_adapter(str(tmp_path / "empty"))
 
 
 def test_the_box_target_refuses_records_without_boxes(ckpt, tmp_path):

@@ -90,14 +90,16 @@ def resolve_adapter(adapter: str | None, shirg_weights: str | None = None) -> tu
         raise ConfigError(f"--shirg-weights {weights} is not a file")
     if adapter is None:
         return None, weights
+    from shirg.model.adapter import RELEVANCE_HEAD
     from shirg.model.loading import SHIRG_WEIGHTS
     from shirg.train.adapter import ADAPTER_CONFIG
 
     path = Path(adapter)
     if path.is_dir():
-        if not ((path / ADAPTER_CONFIG).is_file() or (path / SHIRG_WEIGHTS).is_file()):
-            raise ConfigError(f"--adapter {path} holds neither {ADAPTER_CONFIG} (a PEFT LoRA adapter) nor "
-                              f"{SHIRG_WEIGHTS}; pass the adapter folder written by `shirg train`")
+        if not any((path / f).is_file() for f in (ADAPTER_CONFIG, SHIRG_WEIGHTS, RELEVANCE_HEAD)):
+            raise ConfigError(f"--adapter {path} holds none of {ADAPTER_CONFIG} (a PEFT LoRA adapter), "
+                              f"{SHIRG_WEIGHTS} and {RELEVANCE_HEAD}; pass the adapter folder written by "
+                              "`shirg train`")
         return path, weights
     if path.is_file():
         if weights is not None:

@@ -25,6 +25,7 @@ from shirg.evaluate.modes import build_modes
 from shirg.evaluate.runner import EvalSettings, evaluate, machine_info, sample_evidence
 from shirg.evaluate.summary import SCORE_KEYS
 from shirg.io import atomic_write, write_json, write_text
+from shirg.model.visual import encode_for, selection_for
 from shirg.tokens.dual_scale import scaffold_size
 
 REFERENCE_DIR = "reference"
@@ -76,8 +77,6 @@ def select_only(model, samples, modes, out: str | Path, settings: EvalSettings, 
     makes for the question the answer would be asked; written as the folder's predictions.jsonl (no
     prediction, no scores). The vision tower runs once per sample; a folder holding every (sample,
     mode) already is left as it is."""
-    from shirg.model.visual import encode_for, selection_for
-
     out = Path(out)
     wanted = {(smp.id, m.name) for smp in samples for m in modes}
     if {(r["id"], r["mode"]) for r in _read(out)} >= wanted:
