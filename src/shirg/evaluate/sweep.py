@@ -71,36 +71,43 @@ def plan(names: Sequence[str], base, budgets: Sequence[float], grid: int) -> lis
     return points
 
 
-def select_only(model, samples, modes, out: str | Path, settings: EvalSettings, progress: bool = True) -> None:
-    """Selection metrics without answering (EntityGrid): per (sample, mode) the visual tokens, evidence
-    recall and whether the queried number's patch is kept at full detail, from the selection the mode
-    makes for the question the answer would be asked; written as the folder's predictions.jsonl (no
-    prediction, no scores). The vision tower runs once per sample; a folder holding every (sample,
-    mode) already is left as it is."""
-    out = Path(out)
-    wanted = {(smp.id, m.name) for smp in samples for m in modes}
-    if {(r["id"], r["mode"]) for r in _read(out)} >= wanted:
+def select_only(model, samples, folders: dict, settings: EvalSettings, progress: bool = True) -> None:
+    """Selection metrics without answering (EntityGrid). ``folders``: {folder: modes}. Per (sample,
+    mode) the visual tokens, evidence recall and whether the queried number's patch is kept at full
+    detail, from the selection the mode makes for the question the answer would be asked; written as
+    each folder's predictions.jsonl (no prediction, no scores). The vision tower runs once per sample
+    for every folder; a folder holding every (sample, mode) already is left as it is."""
+    todo = {}
+    for folder, modes in folders.items():
+        wanted = {(smp.id, m.name) for smp in samples for m in modes}
+        if not {(r["id"], r["mode"]) for r in _read(Path(folder))} >= wanted:
+            todo[Path(folder)] = modes
+    if not todo:
         return
-    hires = [m for m in modes if m.hires]
-    if any(not m.hires for m in modes) or len({(m.options.resolution, m.options.resize) for m in hires}) > 1:
+    every = [m for modes in todo.values() for m in modes]
+    if any(not m.hires for m in every) or len({(m.options.resolution, m.options.resize) for m in every}) > 1:
         raise ConfigError("--selection-only takes high-resolution strategies at one resolution")
-    records = []
+    records: dict[Path, list[dict]] = {folder: [] for folder in todo}
     it = samples
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(samples, desc=f"select {out.name}", unit="q")
+        it = tqdm(samples, desc="select", unit="q")
     for smp in it:
         image = smp.image()
-        encoded = encode_for(model, image, hires[0].options)
-        for m in modes:
-            sel, prep = selection_for(model, image, settings.text(smp.question), m.mode, m.options, encoded=encoded)
-            records.append({"id": smp.id, "mode": m.name, "task": settings.task, "type": smp.qtype,
-                            "question": smp.question, "answers": smp.answers, "prediction": None, "scores": {},
-                            "visual_tokens": int(sel.features.shape[1]),
-                            **sample_evidence(model, image, smp, m, selected=(sel, prep.content_box))})
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        encoded = encode_for(model, image, every[0].options)
+        for folder, modes in todo.items():
+            for m in modes:
+                sel, prep = selection_for(model, image, settings.text(smp.question), m.mode, m.options,
+                                          encoded=encoded)
+                records[folder].append({
+                    "id": smp.id, "mode": m.name, "task": settings.task, "type": smp.qtype,
+                    "question": smp.question, "answers": smp.answers, "prediction": None, "scores": {},
+                    "visual_tokens": int(sel.features.shape[1]),
+                    **sample_evidence(model, image, smp, m, selected=(sel, prep.content_box))})
+    for folder, recs in records.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
 
 
 def run_sweep(model, samples, points: list[dict], reference, out: str | Path, settings: EvalSettings,
@@ -110,9 +117,8 @@ def run_sweep(model, samples, points: list[dict], reference, out: str | Path, se
     ``selection_only``: no answers; every point's selection metrics (:func:`select_only`)."""
     out = Path(out)
     if selection_only:
-        for pt in [{"k": None, "modes": reference}, *points]:
-            folder = out / (REFERENCE_DIR if pt["k"] is None else budget_dir(pt["k"]))
-            select_only(model, samples, pt["modes"], folder, settings, progress=progress)
+        folders = {out / REFERENCE_DIR: reference, **{out / budget_dir(pt["k"]): pt["modes"] for pt in points}}
+        select_only(model, samples, folders, settings, progress=progress)
     else:
         evaluate(model, samples, reference, out / REFERENCE_DIR, settings, overlays=0, progress=progress,
                  invocation=invocation)
