@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 
 import pytest
 from PIL import Image
@@ -130,7 +131,8 @@ def test_load_model_applies_an_adapter_like_shirg_load(tmp_path, model):
 
 
 def test_lmms_registry_resolves_shirg_when_installed(monkeypatch):
-    pytest.importorskip("lmms_eval")
+    if not os.environ.get("SHIRG_TEST_LMMS"):  # CI sets it: there lmms-eval must be installed
+        pytest.importorskip("lmms_eval")
     monkeypatch.setenv("LMMS_EVAL_PLUGINS", "shirg.evaluate.lmms_plugin")
     import lmms_eval.models as registry
 

@@ -2,7 +2,8 @@
 
 Run real benchmarks with lmms-eval's own task definitions, no fork of lmms-eval:
 
-    pip install 'shirg[lmms]'
+    pip install 'shirg[lmms]'                 # what lmms-eval's CLI imports (pyproject.toml)
+    pip install --no-deps lmms-eval==0.7.3    # without its torchvision, which would replace torch
     python -m lmms_eval --model shirg \\
         --model_args pretrained=/ckpt/lavida-llada-v1.0-instruct,adapter=runs/train/final,mode=shirg,resolution=672 \\
         --tasks chartqa,docvqa_val,textvqa_val --batch_size 1 --output_path results/
@@ -11,8 +12,8 @@ Run real benchmarks with lmms-eval's own task definitions, no fork of lmms-eval:
 lmms-eval 0.7.3 finds ``--model shirg`` through this package's entry point (group
 ``lmms_eval.models``). The deprecated ``LMMS_EVAL_PLUGINS=shirg.evaluate.lmms_plugin`` route also
 works: lmms-eval imports ``<plugin>.models`` (``AVAILABLE_MODELS``) and adds ``<plugin>.tasks``
-(an empty task folder here) to its task paths. lmms-eval 0.7.3 itself needs ``filelock<4``, and
-its ``torchvision`` must match the installed torch (or be absent).
+(an empty task folder here) to its task paths. lmms-eval 0.7.3 itself needs ``filelock<4`` (in the
+``lmms`` extra), and its ``torchvision`` must match the installed torch, or be absent (``--no-deps``).
 
 Every process gets its rank, the world size and its own device from accelerate (``cuda:<local
 rank>``, or the CPU); requests with equal generation settings are answered ``batch_size`` at a time
@@ -199,7 +200,8 @@ class ShirgLMMs(_LmmsBase):  # type: ignore[misc, valid-type]
                  kv_cache: str = "native", shirg_weights: str | None = None, adapter: str | None = None,
                  revision: str | None = None, **kwargs) -> None:
         if not LMMS_AVAILABLE:
-            raise ImportError("lmms-eval is not installed; pip install 'shirg[lmms]'")
+            raise ImportError("lmms-eval is not installed; pip install 'shirg[lmms]' && "
+                              "pip install --no-deps lmms-eval==0.7.3")
         super().__init__()
         self._rank, self._world_size, self._device, self.accelerator = process_placement(device)
         kwargs, self.answer_kwargs = split_answer_args(kwargs)
