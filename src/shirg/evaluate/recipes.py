@@ -30,9 +30,10 @@ def _paper(gen_length: int) -> dict[str, Any]:
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "lavida-paper": {
-        "chartqa": _paper(16),  # lmms-eval chartqa: max_new_tokens 16
-        "docvqa": _paper(32),  # lmms-eval docvqa (as LaViDa bundles it): max_new_tokens 32
-        "textvqa": _paper(256),  # the task sets none: llava_llada's default max_new_tokens 256
+        # max_new_tokens of the task yamls in the lmms-eval 0.3.0 that LaViDa's eval/ folder bundles
+        "chartqa": _paper(16),  # chartqa.yaml (and chartqa_lite.yaml): 16
+        "docvqa": _paper(32),  # docvqa/_default_template_docvqa_yaml: 32
+        "textvqa": _paper(256),  # textvqa/_default_template_textvqa_yaml sets none: llava_llada's default 256
     },
 }
 
@@ -44,8 +45,9 @@ SOURCES: dict[str, str] = {
     "steps": "eval/lmms_eval/models/llava_llada.py: step_per_block defaults to block_length, and "
              "generate.py uses min(step_per_block, block_length) steps per block",
     "block_length": "eval/lmms_eval/models/llava_llada.py: block_length = min(128, max_new_tokens)",
-    "gen_length": "the task yaml's max_new_tokens (chartqa 16, docvqa 32); textvqa sets none -> "
-                  "llava_llada.py default 256",
+    "gen_length": "max_new_tokens of lmms-eval 0.3.0's task yamls (LaViDa's eval/lmms_eval/tasks/): "
+                  "chartqa/chartqa.yaml 16, docvqa/_default_template_docvqa_yaml 32; "
+                  "textvqa/_default_template_textvqa_yaml sets none -> llava_llada.py default 256",
     "temperature": "eval/lmms_eval/models/llava_llada.py forces temperature 0",
     "predict_mask": "generate.py: argmax over the full vocabulary, mask id included",
     "prompt_style": "llava/mm_utils.py tokenizer_image_token (first id of each chunk after <image> dropped "
