@@ -167,7 +167,8 @@ def test_bench_select_small_tower_writes_json(tmp_path, capsys):
                  "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert (result["tokens"], result["k"], result["resolution"]) == (576, 192, 336)
-    assert [(r["strategy"], r["score"]) for r in result["rows"]] == [("shirg", "saliency"), ("shirg", "text")]
+    assert [(r["strategy"], r["score"]) for r in result["rows"]] == [("shirg", "saliency"), ("shirg", "text"),
+                                                                    ("shirg", "text + relevance head")]
     for r in result["rows"]:
         assert r["select_ms"] > 0 and r["ratio_to_tower"] == pytest.approx(r["select_ms"] / result["tower_ms"])
         assert isinstance(r["meets_target"], bool)

@@ -15,6 +15,7 @@ import torch
 import shirg.tokens.builtin  # noqa: F401 - every strategy registered
 from shirg.tokens.dual_scale import default_k, dual_scale
 from shirg.tokens.registry import select_tokens, text_strategies
+from shirg.tokens.relevance_head import RelevanceHead
 from shirg.tokens.types import TextContext
 from shirg.vision.siglip import SO400M, VisionTower, vision_config
 
@@ -56,11 +57,17 @@ def measure_selection(tower_name: str, resolution: int, strategies: list[str], r
         torch.nn.Linear(cfg.hidden_size, d_llm), torch.nn.GELU(), torch.nn.Linear(d_llm, d_llm)
     ).to(device=device, dtype=dtype)
     question = torch.randn(1, 16, d_llm, device=device, dtype=dtype)
+    head = RelevanceHead(d_llm, rank=16).to(device=device, dtype=dtype)  # a trained head's shape and cost
+    with torch.no_grad():
+        head.scale.fill_(1.0)
+    scores = (("saliency", None), ("text", TextContext(project=proj, question=question)),
+              ("text + relevance head", TextContext(project=proj, question=question, head=head)))
     rows = []
     tower_med = statistics.median(tower_times)
     for name in strategies:
-        for label, text in (("saliency", None), ("text", TextContext(project=proj, question=question))):
-            if name not in text_strategies() and text is not None:
+        for label, text in scores:
+            if (name not in text_strategies() and text is not None) or (text is not None and text.head is not None
+                                                                          and name != "shirg"):
                 continue
 
             def select(name=name, text=text):
