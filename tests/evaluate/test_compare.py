@@ -92,3 +92,26 @@ def test_compare_errors(runs, tmp_path, capsys):
     assert main(["compare", "--base", str(runs / "float"), "--other", str(runs / "int8"), "--metric", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "predictions.jsonl" in err[0] and "no mode 'full'" in err[1] and "nope" in err[2]
+
+
+def test_compare_reads_a_record_field_such_as_queried_patch_kept(tmp_path, capsys):
+    """Selection-only sweep folders hold no scores; --metric queried_patch_kept reads the record field."""
+    kept = {"base": [1, 0, 0, 1, 0, 1], "other": [1, 1, 1, 1, 0, 0]}
+    for name, values in kept.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "predictions.jsonl").write_text("".join(
+            json.dumps({"id": f"s{i}", "mode": "shirg", "scores": {}, "prediction": None, "queried_patch_kept": v})
+            + "\n" for i, v in enumerate(values)))
+    assert main(["compare", "--base", str(tmp_path / "base"), "--other", str(tmp_path / "other"), "--metric",
+                 "queried_patch_kept", "--out", str(tmp_path / "cmp")]) == 0
+    row, = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
+    # (other, base) cells: both 2, other only 2, base only 1, neither 1
+    diff, lo, hi = newcombe_paired(2, 2, 1, 1)
+    assert row["diff"] == pytest.approx(diff) == pytest.approx(1 / 6)
+    assert row["diff_ci"] == [pytest.approx(lo), pytest.approx(hi)]
+    assert row["mcnemar_p"] == pytest.approx(mcnemar_exact(1, 2))
+    (tmp_path / "other" / "predictions.jsonl").write_text(json.dumps(
+        {"id": "s0", "mode": "shirg", "scores": {}, "queried_patch_kept": None}) + "\n")
+    assert main(["compare", "--base", str(tmp_path / "other"), "--other", str(tmp_path / "other"), "--metric",
+                 "queried_patch_kept"]) == 2
+    assert "missing for a sample" in capsys.readouterr().err

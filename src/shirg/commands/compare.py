@@ -43,6 +43,17 @@ def load_predictions(folder: str | Path, mode: str | None) -> tuple[str, dict[st
     return mode, {r["id"]: r for r in records if r["mode"] == mode}
 
 
+def _mean(values: list):
+    """The mean, or None when a value is missing (selection-only records: no steps, no latency)."""
+    return statistics.mean(values) if values and all(v is not None for v in values) else None
+
+
+def _value(record: dict, metric: str):
+    """A 0/1 score of a record: from its ``scores``, else a record field (``queried_patch_kept``)."""
+    scores = record.get("scores") or {}
+    return scores[metric] if metric in scores else record[metric]
+
+
 def compare(base: dict[str, dict], others: dict[str, dict[str, dict]], metric: str) -> list[dict]:
     rows = []
     for name, other in others.items():
@@ -51,18 +62,18 @@ def compare(base: dict[str, dict], others: dict[str, dict[str, dict]], metric: s
                               "compare runs of the same data")
         ids = sorted(base)
         try:
-            x = [int(round(base[i]["scores"][metric])) for i in ids]
-            y = [int(round(other[i]["scores"][metric])) for i in ids]
-        except KeyError as e:
-            raise ConfigError(f"metric {metric!r} is not in the runs' scores") from e
+            x = [int(round(_value(base[i], metric))) for i in ids]
+            y = [int(round(_value(other[i], metric))) for i in ids]
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"metric {metric!r} is not in the runs' scores or records (or is missing for a "
+                              "sample)") from e
         stats = paired_difference(x, y)
         same = sum(1 for i in ids if base[i]["prediction"] == other[i]["prediction"])
-        steps = [other[i].get("steps_used") for i in ids]
         rows.append({
             "run": name, **stats,
             "agreement": same / len(ids), "agreement_ci": wilson(same, len(ids)),
-            "steps_used_mean": statistics.mean(steps) if all(s is not None for s in steps) else None,
-            "latency_mean_s": statistics.mean(other[i]["latency_s"] for i in ids),
+            "steps_used_mean": _mean([other[i].get("steps_used") for i in ids]),
+            "latency_mean_s": _mean([other[i].get("latency_s") for i in ids]),
         })
     return rows
 
@@ -77,14 +88,15 @@ def markdown(base_name: str, mode: str, metric: str, rows: list[dict], base_step
     r0 = rows[0]
     lines = [f"Mode {mode}, {metric} in %, {r0['n']} paired samples; base {base_name}: {pct(r0['base'])} "
              f"{ci(r0['base_ci'])}" + (f", {base_steps:g} steps" if base_steps is not None else "")
-             + f", {base_latency * 1e3:.0f} ms per answer", "",
+             + (f", {base_latency * 1e3:.0f} ms per answer" if base_latency is not None else ""), "",
              f"| run | {metric} | 95 % CI | diff vs base (points) | 95 % CI | base only / run only | McNemar p | "
              "same answer % | 95 % CI | steps used | ms per answer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         steps = f"{r['steps_used_mean']:.2f}" if r["steps_used_mean"] is not None else "-"
+        ms = f"{r['latency_mean_s'] * 1e3:.0f}" if r["latency_mean_s"] is not None else "-"
         lines.append(f"| {r['run']} | {pct(r['other'])} | {ci(r['other_ci'])} | {100 * r['diff']:+.1f} | "
                      f"{ci(r['diff_ci'])} | {r['base_only']} / {r['other_only']} | {r['mcnemar_p']:.3g} | "
-                     f"{pct(r['agreement'])} | {ci(r['agreement_ci'])} | {steps} | {r['latency_mean_s'] * 1e3:.0f} |")
+                     f"{pct(r['agreement'])} | {ci(r['agreement_ci'])} | {steps} | {ms} |")
     return "\n".join(lines)
 
 
@@ -92,9 +104,8 @@ def run(args: argparse.Namespace) -> int:
     mode, base = load_predictions(args.base, args.mode)
     others = {str(d): load_predictions(d, mode)[1] for d in args.others}
     rows = compare(base, others, args.metric)
-    steps = [r.get("steps_used") for r in base.values()]
-    base_steps = statistics.mean(steps) if all(s is not None for s in steps) else None
-    base_latency = statistics.mean(r["latency_s"] for r in base.values())
+    base_steps = _mean([r.get("steps_used") for r in base.values()])
+    base_latency = _mean([r.get("latency_s") for r in base.values()])
     text = markdown(str(args.base), mode, args.metric, rows, base_steps, base_latency)
     print(text)
     if args.out:
