@@ -108,3 +108,15 @@ def test_bad_budgets_are_one_line_errors(budgets, match, tmp_path, capsys):
     assert main(["sweep", "--preset", "tiny", "--data", str(tmp_path), "--budgets", budgets,
                  "--out", str(tmp_path / "o")]) == 2
     assert "--budgets" in capsys.readouterr().err
+
+
+def test_swap_questions_asks_each_sample_the_next_ones_question(tmp_path):
+    from shirg.evaluate.data import load_samples
+
+    write_dense_reading_set(tmp_path / "eg", n=4, seed=6)
+    samples = load_samples("entitygrid", str(tmp_path / "eg"), None, None)
+    swapped = sweep.swap_questions(samples)
+    assert [s.question for s in swapped] == [s.question for s in samples[1:] + samples[:1]]
+    assert [(s.id, s.answers, s.boxes, s.meta) for s in swapped] == [(s.id, s.answers, s.boxes, s.meta)
+                                                                      for s in samples]
+    assert any(a.question != b.question for a, b in zip(samples, swapped, strict=True))

@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--swap-questions", action="store_true",
+                   help="control: each sample is asked the next sample's question (its own image and evidence)")
     p.add_argument("--selection-only", action="store_true",
                    help="EntityGrid: no answers, only what each strategy keeps (visual tokens, evidence recall, "
                         "queried patch kept); the table's default metric becomes queried_patch_kept")
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     points = sweep.plan(names, base, budgets, grid)
     reference = sweep.build_modes([args.reference], base)
     samples = sweep.load_samples(args.task, args.data, args.split, args.limit)
+    if args.swap_questions:
+        samples = sweep.swap_questions(samples)
     adapter, weights = resolve_adapter(args.adapter)
     if args.preset and adapter:
         raise ConfigError("--adapter needs --model (a preset has random weights)")

@@ -71,6 +71,14 @@ def plan(names: Sequence[str], base, budgets: Sequence[float], grid: int) -> lis
     return points
 
 
+def swap_questions(samples: Sequence) -> list:
+    """A control: sample i asked sample (i + 1)'s question (mod n), with its own image, answers and
+    evidence. A gate that follows the question then keeps the queried patch only by chance or by a
+    text-free prior; one that ignores the question keeps the same tokens as before."""
+    n = len(samples)
+    return [dataclasses.replace(smp, question=samples[(i + 1) % n].question) for i, smp in enumerate(samples)]
+
+
 def select_only(model, samples, folders: dict, settings: EvalSettings, progress: bool = True) -> None:
     """Selection metrics without answering (EntityGrid). ``folders``: {folder: modes}. Per (sample,
     mode) the visual tokens, evidence recall and whether the queried number's patch is kept at full
