@@ -110,6 +110,17 @@ def test_compare_reads_a_record_field_such_as_queried_patch_kept(tmp_path, capsy
     assert row["diff"] == pytest.approx(diff) == pytest.approx(1 / 6)
     assert row["diff_ci"] == [pytest.approx(lo), pytest.approx(hi)]
     assert row["mcnemar_p"] == pytest.approx(mcnemar_exact(1, 2))
+    # --other-mode: the other runs' mode differs from the base's (here: the base compared with itself)
+    assert main(["compare", "--base", str(tmp_path / "other"), "--mode", "shirg", "--other", str(tmp_path / "base"),
+                 "--other-mode", "shirg", "--metric", "queried_patch_kept"]) == 0
+    with (tmp_path / "base" / "predictions.jsonl").open("a") as f:
+        for i, v in enumerate(kept["other"]):
+            f.write(json.dumps({"id": f"s{i}", "mode": "visionzip", "scores": {}, "queried_patch_kept": v}) + "\n")
+    assert main(["compare", "--base", str(tmp_path / "base"), "--mode", "visionzip", "--other", str(tmp_path / "base"),
+                 "--other-mode", "shirg", "--metric", "queried_patch_kept", "--out", str(tmp_path / "cmp2")]) == 0
+    row, = json.loads((tmp_path / "cmp2" / "compare.json").read_text())["rows"]
+    assert row["diff"] == pytest.approx(-1 / 6)  # shirg (base's values) - visionzip (other's values)
+    assert "shirg (runs) vs visionzip (base)" in capsys.readouterr().out
     (tmp_path / "other" / "predictions.jsonl").write_text(json.dumps(
         {"id": "s0", "mode": "shirg", "scores": {}, "queried_patch_kept": None}) + "\n")
     assert main(["compare", "--base", str(tmp_path / "other"), "--other", str(tmp_path / "other"), "--metric",

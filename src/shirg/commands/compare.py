@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--other", dest="others", action="extend", nargs="+", required=True, metavar="DIR",
                    help="`shirg eval` output folders, each compared with --base")
     p.add_argument("--mode", default=None, help="mode to compare (default: the only mode of the base run)")
+    p.add_argument("--other-mode", default=None, metavar="MODE",
+                   help="mode of the other runs, when it differs from the base's (e.g. shirg with a head against "
+                        "visionzip without)")
     p.add_argument("--metric", default="accuracy", help="0/1 score of each sample (default accuracy)")
     p.add_argument("--out", default=None, help="write compare.json and compare.md into this folder")
 
@@ -68,7 +71,7 @@ def compare(base: dict[str, dict], others: dict[str, dict[str, dict]], metric: s
             raise ConfigError(f"metric {metric!r} is not in the runs' scores or records (or is missing for a "
                               "sample)") from e
         stats = paired_difference(x, y)
-        same = sum(1 for i in ids if base[i]["prediction"] == other[i]["prediction"])
+        same = sum(1 for i in ids if base[i].get("prediction") == other[i].get("prediction"))
         rows.append({
             "run": name, **stats,
             "agreement": same / len(ids), "agreement_ci": wilson(same, len(ids)),
@@ -102,15 +105,17 @@ def markdown(base_name: str, mode: str, metric: str, rows: list[dict], base_step
 
 def run(args: argparse.Namespace) -> int:
     mode, base = load_predictions(args.base, args.mode)
-    others = {str(d): load_predictions(d, mode)[1] for d in args.others}
+    others = {str(d): load_predictions(d, args.other_mode or mode)[1] for d in args.others}
     rows = compare(base, others, args.metric)
     base_steps = _mean([r.get("steps_used") for r in base.values()])
     base_latency = _mean([r.get("latency_s") for r in base.values()])
-    text = markdown(str(args.base), mode, args.metric, rows, base_steps, base_latency)
+    label = mode if not args.other_mode or args.other_mode == mode else f"{args.other_mode} (runs) vs {mode} (base)"
+    text = markdown(str(args.base), label, args.metric, rows, base_steps, base_latency)
     print(text)
     if args.out:
         out = Path(args.out)
-        write_json(out / "compare.json", {"base": str(args.base), "mode": mode, "metric": args.metric,
+        write_json(out / "compare.json", {"base": str(args.base), "mode": mode,
+                                          "other_mode": args.other_mode or mode, "metric": args.metric,
                                           "base_steps_used_mean": base_steps, "rows": rows})
         write_text(out / "compare.md", text + "\n")
         print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}")
