@@ -64,13 +64,15 @@ class RelevanceHead(nn.Module):
 def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: RelevanceHead | None,
                    text_pool: str = "max") -> tuple[Tensor, Tensor]:
     """SHIRG's Sim (no gradient) plus the head's term (gradient to the head only): ([B, N], used_text [B])."""
-    with torch.no_grad():
-        sim, used_text = relevance(tokens, text, text_pool)
-    if head is None or text is None or not bool(used_text.any()):
-        return sim, used_text
-    with torch.no_grad():
+    if head is None or text is None:
+        with torch.no_grad():
+            return relevance(tokens, text, text_pool)
+    with torch.no_grad():  # the projection is computed once, for Sim and for the head
         projected = text.project(tokens.hi)
+        sim, used_text = relevance(tokens, text, text_pool, projected=projected)
         question = text.question.to(tokens.hi.device)
+    if not bool(used_text.any()):
+        return sim, used_text
     delta = head(projected.detach(), question.detach(), text.mask().to(tokens.hi.device))
     return torch.where(used_text[:, None], sim + delta, sim), used_text
 

@@ -108,11 +108,13 @@ def check_weights(weights: tuple[float, ...] | list[float]) -> tuple[float, floa
     return (float(weights[0]), float(weights[1]), float(weights[2]))
 
 
-def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str = "max") -> tuple[Tensor, Tensor]:
+def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str = "max",
+              projected: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Sim_i (docs/method.md section 2) and which samples used their question: ([B, N], bool [B]).
 
     Text similarity (pooled over question tokens by ``text_pool``) for samples with a question;
-    saliency for samples without one, and for every sample when ``text`` is None.
+    saliency for samples without one, and for every sample when ``text`` is None. ``projected``:
+    ``text.project(tokens.hi)`` when the caller has it already (it is the expensive part).
     """
     hi = tokens.hi
     b = hi.shape[0]
@@ -126,7 +128,8 @@ def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str 
     used_text = mask.any(dim=1)
     if not bool(used_text.any()):
         return sal, used_text
-    txt = text_similarity(text.project(hi), text.question.to(hi.device), mask, text_pool)
+    txt = text_similarity(text.project(hi) if projected is None else projected, text.question.to(hi.device), mask,
+                          text_pool)
     return torch.where(used_text[:, None], txt, sal), used_text
 
 
