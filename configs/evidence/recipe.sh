@@ -13,28 +13,30 @@ S=shirg,shirg-saliency,visionzip,divprune,saint,tome,uniform,pool
 shirg entitygrid $G --types reading --seed 43 --n 4000 --out runs/relevance/data/read3x3-43
 shirg entitygrid $G $D --seed 45 --n 12000 --out runs/dense/data/train-45
 shirg entitygrid $G $D --seed 33 --n 256 --out runs/dense/data/dev-read-33
+shirg entitygrid $G $D --seed 46 --n 2400 --out runs/relevance/data/dense-46
 
 # 2. the relevance head alone on the bundled model (every model weight frozen), two targets
 shirg train --config configs/evidence/head_box.yaml                                         # 150 steps
 shirg train --config configs/evidence/head_distilled.yaml --set run.max_steps=60 --set run.checkpoint_every=30
+shirg train --config configs/evidence/head_box_dense.yaml                                   # on dense scenes, 120 steps
 
 # 3. what each strategy keeps on the dense test scenes (no answers). The heads enter SHIRG's text score
 #    only, so with a head only `shirg` is run (the other strategies keep exactly what they keep without it;
 #    the reference folder is the same and may be copied across). Then the control: every question swapped
 #    for the next sample's.
 shirg sweep --model $M --data runs/test/dense-read-9003 --selection-only --strategies $S --out runs/relevance/sel-dense-none
-for T in box distilled; do
+for T in box distilled box-dense; do
   shirg sweep --model $M --adapter runs/relevance/head-$T/adapter --data runs/test/dense-read-9003 \
     --selection-only --strategies shirg --out runs/relevance/sel-dense-$T
 done
-for T in none box distilled; do
+for T in none box distilled box-dense; do
   A=""; [ "$T" != none ] && A="--adapter runs/relevance/head-$T/adapter"
   shirg sweep --model $M $A --data runs/test/dense-read-9003 --selection-only --swap-questions --budgets 20,33 \
     --strategies shirg --out runs/relevance/swap-dense-$T
 done
 for K in k0115 k0190; do
   shirg compare --base runs/relevance/sel-dense-none/$K --other runs/relevance/sel-dense-box/$K \
-    runs/relevance/sel-dense-distilled/$K --mode shirg --metric queried_patch_kept
+    runs/relevance/sel-dense-distilled/$K runs/relevance/sel-dense-box-dense/$K --mode shirg --metric queried_patch_kept
 done
 
 # 4. reading accuracy at 20 % of the high-detail tokens on the 3 x 3 test scenes (first 150 questions)

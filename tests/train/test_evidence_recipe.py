@@ -27,7 +27,7 @@ def recipe_outputs() -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("name", ["head_box", "head_distilled", "host_dense"])
+@pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "host_dense"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
