@@ -19,17 +19,19 @@ shirg entitygrid $G $D --seed 46 --n 2400 --out runs/relevance/data/dense-46
 shirg train --config configs/evidence/head_box.yaml                                         # 150 steps
 shirg train --config configs/evidence/head_distilled.yaml --set run.max_steps=60 --set run.checkpoint_every=30
 shirg train --config configs/evidence/head_box_dense.yaml                                   # on dense scenes, 120 steps
+shirg train --config configs/evidence/head_box_dense.yaml --set run.max_steps=300 --set run.checkpoint_every=150 \
+  --set run.output_dir=runs/relevance/head-box-dense-300                                    # the same, 300 steps
 
 # 3. what each strategy keeps on the dense test scenes (no answers). The heads enter SHIRG's text score
 #    only, so with a head only `shirg` is run (the other strategies keep exactly what they keep without it;
 #    the reference folder is the same and may be copied across). Then the control: every question swapped
 #    for the next sample's.
 shirg sweep --model $M --data runs/test/dense-read-9003 --selection-only --strategies $S --out runs/relevance/sel-dense-none
-for T in box distilled box-dense; do
+for T in box distilled box-dense box-dense-300; do
   shirg sweep --model $M --adapter runs/relevance/head-$T/adapter --data runs/test/dense-read-9003 \
     --selection-only --strategies shirg --out runs/relevance/sel-dense-$T
 done
-for T in none box distilled box-dense; do
+for T in none box distilled box-dense box-dense-300; do
   A=""; [ "$T" != none ] && A="--adapter runs/relevance/head-$T/adapter"
   shirg sweep --model $M $A --data runs/test/dense-read-9003 --selection-only --swap-questions --budgets 20,33 \
     --strategies shirg --out runs/relevance/swap-dense-$T
