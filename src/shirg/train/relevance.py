@@ -148,8 +148,8 @@ def combined_loss(model: LavidaModel, head: RelevanceHead | None, batch: Batch, 
     else:
         if boxes is None:
             raise ConfigError("the box relevance target needs the queried entities' boxes")
-        contents = [prepare_image(img, resolution, "pad").content_box for img in batch.images]
-        target = box_target(boxes[0], boxes[1], contents, resolution // patch_size(model))
+        with_boxes = replace(batch, boxes=list(zip(boxes[0], boxes[1], strict=True)))
+        target = batch_box_target(with_boxes, resolution, resolution // patch_size(model))
     rel = relevance_loss(model, head, batch, target, resolution, objective.tau)
     return {"loss": answer + objective.weight * rel, "answer": answer.detach(), "relevance": rel.detach()}
 
