@@ -66,9 +66,8 @@ def measure_selection(tower_name: str, resolution: int, strategies: list[str], r
     tower_med = statistics.median(tower_times)
     for name in strategies:
         for label, text in scores:
-            if (name not in text_strategies() and text is not None) or (text is not None and text.head is not None
-                                                                          and name != "shirg"):
-                continue
+            if text is not None and (name not in text_strategies() or (text.head is not None and name != "shirg")):
+                continue  # a text score only where the strategy reads the question; the head only in SHIRG
 
             def select(name=name, text=text):
                 return select_tokens(name, dual_scale(feats), k, text)

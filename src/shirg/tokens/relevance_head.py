@@ -64,7 +64,7 @@ class RelevanceHead(nn.Module):
 def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: RelevanceHead | None,
                    text_pool: str = "max") -> tuple[Tensor, Tensor]:
     """SHIRG's Sim (no gradient) plus the head's term (gradient to the head only): ([B, N], used_text [B])."""
-    if head is None or text is None:
+    if head is None or text is None or not bool(text.mask().any()):  # no question: nothing to project
         with torch.no_grad():
             return relevance(tokens, text, text_pool)
     with torch.no_grad():  # the projection is computed once, for Sim and for the head
