@@ -38,8 +38,23 @@ for T in none box distilled box-dense box-dense-300; do
 done
 for K in k0115 k0190; do
   shirg compare --base runs/relevance/sel-dense-none/$K --other runs/relevance/sel-dense-box/$K \
-    runs/relevance/sel-dense-distilled/$K runs/relevance/sel-dense-box-dense/$K --mode shirg --metric queried_patch_kept
+    runs/relevance/sel-dense-distilled/$K runs/relevance/sel-dense-box-dense/$K runs/relevance/sel-dense-box-dense-300/$K \
+    --mode shirg --metric queried_patch_kept
 done
+
+# the controls (swapped - own question) and the learned gate against the text-free strategies, paired
+for T in none box distilled box-dense box-dense-300; do
+  shirg compare --base runs/relevance/sel-dense-$T/k0115 --other runs/relevance/swap-dense-$T/k0115 --mode shirg \
+    --metric queried_patch_kept
+done
+shirg compare --base runs/relevance/sel-dense-none/k0115 --mode shirg-saliency --other runs/relevance/sel-dense-distilled/k0115 \
+  --other-mode shirg --metric queried_patch_kept
+for B in divprune saint shirg-saliency; do
+  shirg compare --base runs/relevance/sel-dense-none/k0029 --mode $B --other runs/relevance/sel-dense-box-dense-300/k0029 \
+    --other-mode shirg --metric queried_patch_kept
+done
+shirg compare --base runs/relevance/sel-dense-none/k0058 --mode divprune --other runs/relevance/sel-dense-box-dense-300/k0058 \
+  --other-mode shirg --metric queried_patch_kept
 
 # 4. reading accuracy at 20 % of the high-detail tokens on the 3 x 3 test scenes (first 150 questions)
 E="--task entitygrid --data runs/test/read-9001 --limit 150 --gen-length 4 --steps 2 --block-length 4 --k 115"
@@ -49,6 +64,10 @@ shirg eval --model $M --adapter runs/relevance/head-distilled/adapter $E --modes
 shirg eval --model $M $E --modes shirg --out runs/relevance/eval-read-none
 shirg compare --base runs/relevance/eval-read-none --other runs/relevance/eval-read-box runs/relevance/eval-read-distilled \
   --mode shirg
+for B in visionzip shirg-saliency full; do
+  shirg compare --base runs/relevance/eval-read-box --mode $B --other runs/relevance/eval-read-distilled \
+    runs/relevance/eval-read-box runs/relevance/eval-read-none --other-mode shirg
+done
 
 # 5. the dense host (projector + LM on dense reading, full mode; stopped where the session's time ran out)
 #    and its reading on the dense test scenes
