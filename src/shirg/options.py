@@ -15,8 +15,8 @@ SCORE_SOURCES = ("text", "saliency")  # where Sim_i comes from
 
 @dataclass
 class ShirgOptions:
-    """Every SHIRG switch and its default: the score weights and source, question pooling,
-    per-cell coverage and neighbour-aware 2 x 2 merging (docs/method.md)."""
+    """Every SHIRG switch and its default: the score weights and source, question pooling, the
+    stride of the text term, per-cell coverage and neighbour-aware 2 x 2 merging (docs/method.md)."""
 
     weights: tuple[float, ...] = DEFAULT_WEIGHTS
     source: str = "text"
@@ -24,6 +24,7 @@ class ShirgOptions:
     coverage: bool = True
     merge: bool = True
     merge_eps: float = 0.05
+    sim_stride: int = 1  # Sim on s x s average-pooled hi tokens (projector cost / s^2); 1: per token
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -36,3 +37,11 @@ def parse_weights(text: str) -> tuple[float, ...]:
     if not all(math.isfinite(v) for v in values):
         raise ConfigError(f"--weights must be finite numbers, got {text!r}")
     return values
+
+
+def check_sim_stride(stride: int, grid: int) -> int:
+    """The text term's stride: an integer from 1 (per token) to the hi grid's side."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= max(1, grid):
+        raise ConfigError(f"sim stride must be an integer from 1 (per token) to the hi grid's side {grid}, "
+                          f"got {stride!r}")
+    return stride

@@ -375,10 +375,11 @@ def test_without_fallback_a_failed_hires_pass_is_a_failure_of_the_mode(model, mo
         ("tome", VisualOptions(weights=(1.0, 0.0, 0.0, 0.0)), ["3 values"]),
         ("shirg", VisualOptions(score="clip"), ["clip", "text, saliency"]),
         ("shirg", VisualOptions(text_pool="min"), ["min", "max, mean"]),
+        ("shirg", VisualOptions(sim_stride=49), ["sim stride", "49", "48"]),
         ("full", VisualOptions(resolution=500), ["500", "14"]),
     ],
     ids=["mode", "k-too-big", "k-too-big-uniform", "k-below-coverage", "weights", "weights-4", "score", "pool",
-         "resolution"],
+         "sim-stride", "resolution"],
 )
 def test_bad_options_fail_before_any_work(model, monkeypatch, hooks, mode, options, named):
     select = spy(monkeypatch, visual, "select_tokens")

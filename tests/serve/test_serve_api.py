@@ -104,6 +104,9 @@ def test_shirg_settings_through_the_extra_body_field(engine, client, sample):
     assert Image.open(io.BytesIO(base64.b64decode(overlay.split(",", 1)[1]))).format == "PNG"
     direct = engine.run(engine.settings("shirg", engine_settings(k=100, score="saliency")), [(img, s.question)])[0]
     assert r.choices[0].message.content == direct.text
+    strided = engine.visual_options(engine.settings("shirg", engine_settings(sim_stride=2)))
+    plain = engine.visual_options(engine.settings("shirg", engine_settings()))
+    assert (strided.sim_stride, plain.sim_stride) == (2, 1)
 
 
 def engine_settings(**kw):
@@ -117,7 +120,8 @@ def test_bad_settings_are_4xx(client, sample):
     msgs = user(data_url(img), s.question)
     for body, needle in [({"k": 100000}, "larger than"), ({"k": 0}, "at least 1"),
                          ({"k": 5}, "coverage cells"), ({"score": "magic"}, "score"),
-                         ({"weights": [1, 2]}, "weights"), ({"steps": 30}, "steps"), ({"bogus": 1}, "bogus")]:
+                         ({"weights": [1, 2]}, "weights"), ({"steps": 30}, "steps"), ({"bogus": 1}, "bogus"),
+                         ({"sim_stride": 0}, "sim_stride"), ({"sim_stride": 10_000}, "sim stride")]:
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="shirg", messages=msgs, extra_body={"shirg": body})
         assert needle in e.value.body["message"], (body, e.value.body)

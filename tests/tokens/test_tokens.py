@@ -11,6 +11,7 @@ from shirg.errors import ConfigError
 from shirg.tokens import ShirgOptions, select_shirg, select_tokens
 from shirg.tokens.coords import CoordinateEmbedding, count_parameters
 from shirg.tokens.dual_scale import cell_of_boxes, default_k, dual_scale, scaffold_size
+from shirg.tokens.relevance_head import RelevanceHead, learned_scores
 from shirg.tokens.scoring import neighbour_distance, relevance, saliency, shirg_scores, text_similarity
 from shirg.tokens.selection import Candidates, covered_topk, merge_neighbours
 from shirg.tokens.types import KIND_HI, KIND_MERGED, KIND_SCAFFOLD, TextContext
@@ -144,6 +145,63 @@ def test_relevance_is_the_sim_term_of_shirg_scores():
     torch.testing.assert_close(shirg_scores(t, text, source="saliency").sim, sal)
     with pytest.raises(ConfigError, match="does not match image batch"):
         relevance(t.index_batch(0), text)
+
+
+def cell_similarity(t, text, stride: int, b: int, row: int, col: int) -> float:
+    """Sim of token (row, col) with stride s, from the definition: the mean of the hi tokens of its
+    s x s cell (cut by the grid's edge), projected, max cosine over the question's real tokens."""
+    g = t.grid
+    r0, c0 = row // stride * stride, col // stride * stride
+    cell = [t.hi[b, r * g + c] for r in range(r0, min(r0 + stride, g)) for c in range(c0, min(c0 + stride, g))]
+    v = text.project(torch.stack(cell).mean(0)[None])[0]
+    q = text.question[b][text.mask()[b]]
+    return max(float(torch.nn.functional.cosine_similarity(v, qj, dim=0)) for qj in q)
+
+
+@pytest.mark.parametrize("grid", [6, 7])
+@pytest.mark.parametrize("stride", [2, 3])
+def test_sim_stride_scores_each_token_by_its_cells_mean(grid, stride):
+    t = make_tokens(2, grid, 5)
+    text = make_text(2, D, 4, 5)
+    text.question_mask = torch.tensor([[True] * 3 + [False], [True] * 4])
+    calls = []
+    project = text.project
+    text.project = lambda x: calls.append(x.shape[1]) or project(x)
+    sim, used = relevance(t, text, sim_stride=stride)
+    cells = -(-grid // stride)
+    assert calls == [cells * cells] and used.tolist() == [True, True]  # one projection per cell, not per token
+    for b in range(2):
+        for r in range(grid):
+            for c in range(grid):
+                assert float(sim[b, r * grid + c]) == pytest.approx(cell_similarity(t, text, stride, b, r, c),
+                                                                    abs=1e-5)
+    torch.testing.assert_close(shirg_scores(t, text, sim_stride=stride).sim, sim)
+    torch.testing.assert_close(relevance(t, text, sim_stride=1)[0], relevance(t, text)[0])
+    # saliency samples ignore the stride; a stride outside 1..G is refused
+    torch.testing.assert_close(shirg_scores(t, text, source="saliency", sim_stride=stride).sim, saliency(t.hi))
+    for bad in (0, grid + 1):
+        with pytest.raises(ConfigError, match="sim stride"):
+            relevance(t, text, sim_stride=bad)
+
+
+def test_sim_stride_reaches_the_head_and_the_selection():
+    t = make_tokens(1, 8, 9)
+    text = make_text(1, D, 4, 9)
+    head = RelevanceHead(12, rank=4)
+    untrained = learned_scores(t, text, head, sim_stride=2).score.detach()
+    torch.testing.assert_close(untrained, shirg_scores(t, text, sim_stride=2).score)
+    with torch.no_grad():
+        head.scale.fill_(3.0)
+    sim = learned_scores(t, text, head, sim_stride=2).sim.detach().reshape(8, 8)
+    # the head's term is per cell too: the four tokens of every 2 x 2 cell share one Sim
+    assert torch.equal(sim, sim[::2, ::2].repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert not torch.allclose(sim, shirg_scores(t, text, sim_stride=2).sim.reshape(8, 8))
+    opts = ShirgOptions(weights=(1.0, 0.0, 0.0), coverage=False, merge=False)
+    per_token = select_shirg(t, 16, text, opts).index
+    strided = select_shirg(t, 16, text, ShirgOptions(weights=(1.0, 0.0, 0.0), coverage=False, merge=False,
+                                                     sim_stride=2)).index
+    expect = torch.sort(shirg_scores(t, text, sim_stride=2).sim[0], descending=True, stable=True).indices[:16]
+    assert strided[0].tolist() == expect.sort().values.tolist() and not torch.equal(per_token, strided)
 
 
 @settings(max_examples=30, deadline=None)

@@ -13,6 +13,7 @@ import time
 import torch
 
 import shirg.tokens.builtin  # noqa: F401 - every strategy registered
+from shirg.options import ShirgOptions
 from shirg.tokens.dual_scale import default_k, dual_scale
 from shirg.tokens.registry import select_tokens, text_strategies
 from shirg.tokens.relevance_head import RelevanceHead
@@ -60,17 +61,22 @@ def measure_selection(tower_name: str, resolution: int, strategies: list[str], r
     head = RelevanceHead(d_llm, rank=16).to(device=device, dtype=dtype)  # a trained head's shape and cost
     with torch.no_grad():
         head.scale.fill_(1.0)
-    scores = (("saliency", None), ("text", TextContext(project=proj, question=question)),
-              ("text + relevance head", TextContext(project=proj, question=question, head=head)))
+    text = TextContext(project=proj, question=question)
+    with_head = TextContext(project=proj, question=question, head=head)
+    # (label, text context, SHIRG's text stride)
+    scores = (("saliency", None, 1), ("text", text, 1), ("text + relevance head", with_head, 1),
+              ("text, 2 x 2 cells", text, 2), ("text + head, 2 x 2 cells", with_head, 2))
     rows = []
     tower_med = statistics.median(tower_times)
     for name in strategies:
-        for label, text in scores:
-            if text is not None and (name not in text_strategies() or (text.head is not None and name != "shirg")):
-                continue  # a text score only where the strategy reads the question; the head only in SHIRG
+        for label, ctx, stride in scores:
+            if ctx is not None and (name not in text_strategies() or ((ctx.head is not None or stride > 1)
+                                                                        and name != "shirg")):
+                continue  # a text score only where the strategy reads the question; head and stride only in SHIRG
+            options = {"options": ShirgOptions(sim_stride=stride)} if name == "shirg" else {}
 
-            def select(name=name, text=text):
-                return select_tokens(name, dual_scale(feats), k, text)
+            def select(name=name, ctx=ctx, options=options):
+                return select_tokens(name, dual_scale(feats), k, ctx, **options)
 
             times = timed(select, device, repeats)
             med = statistics.median(times)
@@ -78,6 +84,7 @@ def measure_selection(tower_name: str, resolution: int, strategies: list[str], r
                 {
                     "strategy": name,
                     "score": label,
+                    "sim_stride": stride,
                     "select_ms": med * 1e3,
                     "select_min_ms": min(times) * 1e3,
                     "ratio_to_tower": med / tower_med,

@@ -39,6 +39,9 @@ def add_visual_options(p: argparse.ArgumentParser) -> None:
                    f"{','.join(f'{w:g}' for w in _SHIRG.weights)})")
     g.add_argument("--score", default=_SHIRG.source, choices=SCORE_SOURCES, help="SHIRG relevance source")
     g.add_argument("--text-pool", default=_SHIRG.text_pool, choices=TEXT_POOLS)
+    g.add_argument("--sim-stride", type=positive_int, default=_SHIRG.sim_stride,
+                   help="SHIRG: the text term on the means of s x s cells of the hi grid, s^2 times fewer "
+                        "projections (default 1: per token)")
     g.add_argument("--no-coords", action="store_true", help="SHIRG: no coordinate embedding")
     g.add_argument("--seed", type=seed_int, default=0, help="seed of the random baseline and of sampling")
     add_limit_options(p)
@@ -79,6 +82,7 @@ def visual_options(args: argparse.Namespace):
         weights=parse_weights(args.weights) if args.weights else _SHIRG.weights,
         score=args.score,
         text_pool=args.text_pool,
+        sim_stride=args.sim_stride,
         coords=not args.no_coords,
         seed=args.seed,
         resize=args.resize,

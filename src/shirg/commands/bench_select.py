@@ -42,9 +42,9 @@ def _run(args: argparse.Namespace) -> int:
     rows = result["rows"]
     print(f"device {result['device']}, {result['dtype']}, tower {result['tower']} at {args.resolution}: "
           f"median {result['tower_ms']:.1f} ms over {args.repeats} runs")
-    print(f"{'strategy':<12} {'score':<22} {'select ms':>10} {'% of tower':>11}  target: {result['target']}")
+    print(f"{'strategy':<12} {'score':<26} {'select ms':>10} {'% of tower':>11}  target: {result['target']}")
     for r in rows:
-        print(f"{r['strategy']:<12} {r['score']:<22} {r['select_ms']:>10.2f} {100 * r['ratio_to_tower']:>10.2f}%  "
+        print(f"{r['strategy']:<12} {r['score']:<26} {r['select_ms']:>10.2f} {100 * r['ratio_to_tower']:>10.2f}%  "
               f"{'met' if r['meets_target'] else 'NOT met'}")
     if args.json:
         write_json(args.json, result)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import shirg.tokens.builtin  # noqa: F401 - registers every built-in strategy before MODES is read
 from shirg.errors import ConfigError
-from shirg.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions
+from shirg.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions, check_sim_stride
 from shirg.tokens.dual_scale import default_k, scaffold_size
 from shirg.tokens.registry import strategy_names, strategy_spec
 from shirg.tokens.scoring import check_weights
@@ -53,6 +53,7 @@ class VisualOptions:
     weights: tuple[float, ...] = _SHIRG.weights
     score: str = _SHIRG.source
     text_pool: str = _SHIRG.text_pool
+    sim_stride: int = _SHIRG.sim_stride
     coords: bool = True
     seed: int = 0
     resize: str = "pad"
@@ -85,6 +86,7 @@ class VisualOptions:
             raise ConfigError(f"unknown score source {self.score!r}; choose one of {', '.join(SCORE_SOURCES)}")
         if self.text_pool not in TEXT_POOLS:
             raise ConfigError(f"unknown text pooling {self.text_pool!r}; choose one of {', '.join(TEXT_POOLS)}")
+        check_sim_stride(self.sim_stride, grid)
         if mode != "full":
             spec = strategy_spec(mode)
             cover = scaffold_size(grid) if (spec.options is ShirgOptions and self.coverage) else None

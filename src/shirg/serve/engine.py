@@ -136,8 +136,9 @@ class Engine:
             if schedule not in SCHEDULES:
                 raise ConfigError(f"unknown schedule {schedule!r}")
             num_transfer_tokens(block, steps // blocks, schedule)
-            changes = {k: v for k, v in dict(k=s.k, score=s.score, text_pool=s.text_pool, merge=s.merge,
-                                             coverage=s.coverage, coords=s.coords).items() if v is not None}
+            changes = {k: v for k, v in dict(k=s.k, score=s.score, text_pool=s.text_pool, sim_stride=s.sim_stride,
+                                             merge=s.merge, coverage=s.coverage, coords=s.coords).items()
+                       if v is not None}
             if s.weights is not None:
                 changes["weights"] = tuple(s.weights)
             opts = dataclasses.replace(self.options, **changes)

@@ -20,6 +20,7 @@ class ShirgSettings(BaseModel):
     k: int | None = Field(default=None, description="hi-detail tokens kept (default round(G*G/3))")
     score: Literal["text", "saliency"] | None = None
     text_pool: Literal["max", "mean"] | None = None
+    sim_stride: int | None = Field(default=None, ge=1, description="text term per s x s cell (1: per token)")
     merge: bool | None = None
     coverage: bool | None = None
     coords: bool | None = None

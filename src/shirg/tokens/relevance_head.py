@@ -26,7 +26,9 @@ from shirg.tokens.scoring import (
     centre_distance,
     check_weights,
     neighbour_distance,
+    project_hi,
     relevance,
+    spread_cells,
     zscore,
 )
 from shirg.tokens.types import DualScaleTokens, TextContext
@@ -62,18 +64,20 @@ class RelevanceHead(nn.Module):
 
 
 def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: RelevanceHead | None,
-                   text_pool: str = "max") -> tuple[Tensor, Tensor]:
-    """SHIRG's Sim (no gradient) plus the head's term (gradient to the head only): ([B, N], used_text [B])."""
+                   text_pool: str = "max", sim_stride: int = 1) -> tuple[Tensor, Tensor]:
+    """SHIRG's Sim (no gradient) plus the head's term (gradient to the head only): ([B, N], used_text [B]).
+    With ``sim_stride`` > 1 both are computed per s x s cell of the hi grid."""
     if head is None or text is None or not bool(text.mask().any()):  # no question: nothing to project
         with torch.no_grad():
-            return relevance(tokens, text, text_pool)
+            return relevance(tokens, text, text_pool, sim_stride=sim_stride)
     with torch.no_grad():  # the projection is computed once, for Sim and for the head
-        projected = text.project(tokens.hi)
-        sim, used_text = relevance(tokens, text, text_pool, projected=projected)
+        projected = project_hi(tokens, text, sim_stride)
+        sim, used_text = relevance(tokens, text, text_pool, projected=projected, sim_stride=sim_stride)
         question = text.question.to(tokens.hi.device)
     if not bool(used_text.any()):
         return sim, used_text
-    delta = head(projected.detach(), question.detach(), text.mask().to(tokens.hi.device))
+    delta = spread_cells(head(projected.detach(), question.detach(), text.mask().to(tokens.hi.device)),
+                         tokens.grid, sim_stride)
     return torch.where(used_text[:, None], sim + delta, sim), used_text
 
 
@@ -84,13 +88,14 @@ def learned_scores(
     weights: tuple[float, ...] = DEFAULT_WEIGHTS,
     source: str = "text",
     text_pool: str = "max",
+    sim_stride: int = 1,
 ) -> ScoreTerms:
     """:func:`shirg.tokens.scoring.shirg_scores` with the head's term in Sim; differentiable in the head.
     With ``head`` None or untrained (scale 0) the result equals ``shirg_scores`` exactly."""
     w_sim, w_nbr, w_ctr = check_weights(weights)
     if source not in SCORE_SOURCES:
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
-    sim, used_text = head_relevance(tokens, text if source == "text" else None, head, text_pool)
+    sim, used_text = head_relevance(tokens, text if source == "text" else None, head, text_pool, sim_stride)
     with torch.no_grad():
         nbr = neighbour_distance(tokens.hi, tokens.grid)
         ctr = centre_distance(tokens.hi_boxes)

@@ -4,6 +4,10 @@
 
 with signed weights (default (0.7, -0.2, -0.1)) and z() a per-image z-score over the image's real
 (non-padding) tokens. Each term is exposed separately so it can be inspected and ablated.
+
+The text term projects every hi-detail token through the projector, the score's one expensive step.
+``sim_stride`` s > 1 computes it on the means of s x s cells of the hi grid instead (s^2 times fewer
+projections) and gives every token its cell's value; 1 (the default) is the per-token definition.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shirg.errors import ConfigError
-from shirg.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS
+from shirg.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS, check_sim_stride
 from shirg.tokens.types import DualScaleTokens, TextContext
 
 
@@ -60,6 +64,32 @@ def text_similarity(projected: Tensor, question: Tensor, mask: Tensor, pool: str
         return torch.where(mask.any(dim=1, keepdim=True), out, torch.zeros_like(out))
     count = mask.sum(dim=1, keepdim=True).clamp(min=1)
     return (cos * m).sum(dim=-1) / count
+
+
+def pool_cells(hi: Tensor, grid: int, stride: int) -> Tensor:
+    """Means of the stride x stride cells of the hi grid, raster order: [B, G*G, D] -> [B, g*g, D] with
+    g = ceil(G / stride); a cell cut by the grid's edge averages the tokens it has."""
+    if stride == 1:
+        return hi
+    b, _, d = hi.shape
+    x = hi.reshape(b, grid, grid, d).permute(0, 3, 1, 2)
+    return F.avg_pool2d(x, stride, stride, ceil_mode=True).flatten(2).transpose(1, 2)
+
+
+def spread_cells(values: Tensor, grid: int, stride: int) -> Tensor:
+    """Every token takes its cell's value (the inverse layout of :func:`pool_cells`): [B, g*g] -> [B, G*G]."""
+    if stride == 1:
+        return values
+    cells = -(-grid // stride)
+    row = torch.arange(grid, device=values.device) // stride
+    return values[:, (row[:, None] * cells + row[None, :]).reshape(-1)]
+
+
+def project_hi(tokens: DualScaleTokens, text: TextContext, sim_stride: int = 1) -> Tensor:
+    """The hi tokens the text term compares with the question, in the LLM embedding space: every token
+    (stride 1) or every stride x stride cell's mean. [B, G*G or g*g, E]."""
+    check_sim_stride(sim_stride, tokens.grid)
+    return text.project(pool_cells(tokens.hi, tokens.grid, sim_stride))
 
 
 def neighbour_distance(hi: Tensor, grid: int) -> Tensor:
@@ -109,12 +139,13 @@ def check_weights(weights: tuple[float, ...] | list[float]) -> tuple[float, floa
 
 
 def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str = "max",
-              projected: Tensor | None = None) -> tuple[Tensor, Tensor]:
+              projected: Tensor | None = None, sim_stride: int = 1) -> tuple[Tensor, Tensor]:
     """Sim_i (docs/method.md section 2) and which samples used their question: ([B, N], bool [B]).
 
     Text similarity (pooled over question tokens by ``text_pool``) for samples with a question;
     saliency for samples without one, and for every sample when ``text`` is None. ``projected``:
-    ``text.project(tokens.hi)`` when the caller has it already (it is the expensive part).
+    ``project_hi(tokens, text, sim_stride)`` when the caller has it already (it is the expensive part).
+    ``sim_stride`` > 1: the text similarity of each token's s x s cell (module docstring).
     """
     hi = tokens.hi
     b = hi.shape[0]
@@ -128,8 +159,10 @@ def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str 
     used_text = mask.any(dim=1)
     if not bool(used_text.any()):
         return sal, used_text
-    txt = text_similarity(text.project(hi) if projected is None else projected, text.question.to(hi.device), mask,
-                          text_pool)
+    if projected is None:
+        projected = project_hi(tokens, text, sim_stride)
+    txt = spread_cells(text_similarity(projected, text.question.to(hi.device), mask, text_pool), tokens.grid,
+                       sim_stride)
     return torch.where(used_text[:, None], txt, sal), used_text
 
 
@@ -140,6 +173,7 @@ def shirg_scores(
     weights: tuple[float, ...] = DEFAULT_WEIGHTS,
     source: str = "text",
     text_pool: str = "max",
+    sim_stride: int = 1,
 ) -> ScoreTerms:
     """Score every hi-detail token. Selection is not differentiable, so this runs under no_grad.
 
@@ -149,6 +183,7 @@ def shirg_scores(
         weights: signed (w_sim, w_nbr, w_ctr).
         source: "text" (falls back to saliency per sample with no question) or "saliency".
         text_pool: "max" or "mean" over question tokens.
+        sim_stride: the text term per token (1) or per s x s cell of the hi grid.
     Returns:
         ScoreTerms with [B, N] tensors.
     """
@@ -156,7 +191,7 @@ def shirg_scores(
     if source not in SCORE_SOURCES:
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
     hi = tokens.hi
-    sim, used_text = relevance(tokens, text if source == "text" else None, text_pool)
+    sim, used_text = relevance(tokens, text if source == "text" else None, text_pool, sim_stride=sim_stride)
     nbr = neighbour_distance(hi, tokens.grid)
     ctr = centre_distance(tokens.hi_boxes)
     real = tokens.hi_real

@@ -29,9 +29,10 @@ def select_shirg(
     check_budget(k, tokens.num_hi, cover_grid)
     if text is not None and text.head is not None:  # a loaded relevance head adds its term to Sim
         with torch.no_grad():
-            terms = learned_scores(tokens, text, text.head, opts.weights, opts.source, opts.text_pool)
+            terms = learned_scores(tokens, text, text.head, opts.weights, opts.source, opts.text_pool,
+                                   opts.sim_stride)
     else:
-        terms = shirg_scores(tokens, text, opts.weights, opts.source, opts.text_pool)
+        terms = shirg_scores(tokens, text, opts.weights, opts.source, opts.text_pool, opts.sim_stride)
     cand = Candidates.from_tokens(tokens, terms.score)
     if opts.merge:
         cand = merge_neighbours(cand, tokens.grid, k, opts.merge_eps)

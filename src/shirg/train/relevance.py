@@ -30,10 +30,11 @@ from shirg.errors import ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.options import VisualOptions
 from shirg.model.visual import hires_selection, patch_size, question_context, splice
+from shirg.options import ShirgOptions
 from shirg.tokens.relevance_head import RelevanceHead, learned_scores
 from shirg.tokens.types import KIND_HI
 from shirg.train.data import Batch
-from shirg.train.loss import LossModule, complementary_masks, denoise_logits, diffusion_loss
+from shirg.train.loss import LossModule, as_visual_options, complementary_masks, denoise_logits, diffusion_loss
 from shirg.vision.encode import encode_dual_scale
 from shirg.vision.preprocess import prepare_image
 
@@ -126,12 +127,14 @@ def distilled_target(model: LavidaModel, batch: Batch, resolution: int) -> Tenso
 
 
 def relevance_loss(model: LavidaModel, head: RelevanceHead, batch: Batch, target: Tensor, resolution: int,
-                   tau: float = 1.0, text_pool: str = "max") -> Tensor:
-    """KL(target || softmax(SHIRG score with the head / tau)) on the batch's images at ``resolution``."""
+                   tau: float = 1.0, options: ShirgOptions | None = None) -> Tensor:
+    """KL(target || softmax(SHIRG score with the head / tau)) on the batch's images at ``resolution``,
+    the score computed with ``options``' weights, question pooling and text stride (default SHIRG's)."""
+    opts = options or ShirgOptions()
     with torch.no_grad():
         tokens, _ = encode_dual_scale(model.model.vision_tower, batch.images, resolution, "pad")
         text = question_context(model, batch.questions)
-    terms = learned_scores(tokens, text, head, text_pool=text_pool)
+    terms = learned_scores(tokens, text, head, opts.weights, "text", opts.text_pool, opts.sim_stride)
     return listwise_kl(terms.score, target.to(terms.score.device), tokens.hi_real, tau)
 
 
@@ -150,7 +153,8 @@ def combined_loss(model: LavidaModel, head: RelevanceHead | None, batch: Batch, 
             raise ConfigError("the box relevance target needs the queried entities' boxes")
         with_boxes = replace(batch, boxes=list(zip(boxes[0], boxes[1], strict=True)))
         target = batch_box_target(with_boxes, resolution, resolution // patch_size(model))
-    rel = relevance_loss(model, head, batch, target, resolution, objective.tau)
+    rel = relevance_loss(model, head, batch, target, resolution, objective.tau,
+                         as_visual_options(visual).shirg_options())
     return {"loss": answer + objective.weight * rel, "answer": answer.detach(), "relevance": rel.detach()}
 
 
@@ -192,7 +196,8 @@ class RelevanceLossModule(LossModule):
                 target = batch_box_target(sub, r, r // patch_size(self.lavida))
             else:
                 target = distilled_target(self.lavida, sub, r)
-            rels.append(relevance_loss(self.lavida, head, sub, target, r, self.objective.tau))
+            rels.append(relevance_loss(self.lavida, head, sub, target, r, self.objective.tau,
+                                       self.visual.shirg_options()))
             weights.append(len(idx) / len(batch))
         rel = sum(w * x for w, x in zip(weights, rels, strict=True))
         return {**out, "loss": out["loss"] + self.objective.weight * rel.to(out["loss"].device),
