@@ -9,9 +9,10 @@ D="--grid 4x4 --occupancy 1.0 --entity-scale 0.4 --repeat-labels --lookalikes 3 
 M=src/shirg/assets/small/model
 S=shirg,shirg-saliency,visionzip,divprune,saint,tome,uniform,pool
 
-# 1. training data (training seeds 43 and 45; records carry their evidence boxes) and the dense dev set (33)
+# 1. training data (training seeds 43, 45, 47; records carry their evidence boxes) and the dense dev set (33)
 shirg entitygrid $G --types reading --seed 43 --n 4000 --out runs/relevance/data/read3x3-43
 shirg entitygrid $G $D --seed 45 --n 12000 --out runs/dense/data/train-45
+shirg entitygrid $G --grid 4x4 --occupancy 1.0 --repeat-labels --types reading --seed 47 --n 4000 --out runs/dense/data/bridge4x4-47
 shirg entitygrid $G $D --seed 33 --n 256 --out runs/dense/data/dev-read-33
 shirg entitygrid $G $D --seed 46 --n 2400 --out runs/relevance/data/dense-46
 
@@ -76,5 +77,21 @@ shirg export --model $M --checkpoint "$(ls -d runs/dense/host/checkpoints/step-*
 shirg eval --model runs/dense/host-model --task entitygrid --data runs/test/dense-read-9003 --limit 100 \
   --gen-length 4 --steps 2 --block-length 4 --modes full --out runs/dense/eval-dense-host
 
-# 6. selection overhead with a rank-16 relevance head, at the real SigLIP so400m shape
+# 6. selection overhead with a rank-16 relevance head and with the text term per 2 x 2 cell, at the real
+#    SigLIP so400m shape; what the cheaper text term changes: chosen on the dense dev set (33), then the
+#    test set, paired against the default
 shirg bench-select --tower so400m --repeats 3 --json runs/relevance/bench_select.json
+for S in 1 2; do
+  for NM in "" --no-merge; do
+    shirg sweep --model $M --data runs/dense/data/dev-read-33 --selection-only --strategies shirg --sim-stride $S $NM \
+      --out runs/dev/sel-none-s$S$NM
+  done
+  shirg sweep --model $M --adapter runs/relevance/head-box-dense-300/adapter --data runs/dense/data/dev-read-33 \
+    --selection-only --strategies shirg --sim-stride $S --out runs/dev/sel-box-s$S
+done
+shirg sweep --model $M --data runs/test/dense-read-9003 --selection-only --strategies shirg --sim-stride 2 --no-merge \
+  --out runs/relevance/sel-dense-none-s2-nomerge
+for K in k0029 k0058 k0115 k0190; do
+  shirg compare --base runs/relevance/sel-dense-none/$K --other runs/relevance/sel-dense-none-s2-nomerge/$K --mode shirg \
+    --metric queried_patch_kept
+done
