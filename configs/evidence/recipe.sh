@@ -70,12 +70,46 @@ for B in visionzip shirg-saliency full; do
     runs/relevance/eval-read-box runs/relevance/eval-read-none --other-mode shirg
 done
 
-# 5. the dense host (projector + LM on dense reading, full mode; stopped where the session's time ran out)
-#    and its reading on the dense test scenes
-shirg train --config configs/evidence/host_dense.yaml
-shirg export --model $M --checkpoint "$(ls -d runs/dense/host/checkpoints/step-* | tail -1)" --out runs/dense/host-model
-shirg eval --model runs/dense/host-model --task entitygrid --data runs/test/dense-read-9003 --limit 100 \
-  --gen-length 4 --steps 2 --block-length 4 --modes full --out runs/dense/eval-dense-host
+# 4b. the budget sweep with answers on the 3 x 3 test scenes (first 200 questions, K = 5, 10, 20 %): the
+#     text-free strategies and SHIRG with the distilled head, then SHIRG with no head and with the box head;
+#     paired: each head - no head, and SHIRG with a head - each text-free strategy
+B="--data runs/test/read-9001 --limit 200 --budgets 5,10,20 --gen-length 4 --steps 2 --block-length 4"
+shirg sweep --model $M --adapter runs/relevance/head-distilled/adapter $B \
+  --strategies shirg,shirg-saliency,visionzip,divprune --out runs/relevance/sweep-read-distilled
+shirg sweep --model $M $B --strategies shirg --out runs/relevance/sweep-read-none
+shirg sweep --model $M --adapter runs/relevance/head-box/adapter $B --strategies shirg --out runs/relevance/sweep-read-box
+for K in k0029 k0058 k0115; do
+  shirg compare --base runs/relevance/sweep-read-none/$K --other runs/relevance/sweep-read-box/$K \
+    runs/relevance/sweep-read-distilled/$K --mode shirg
+  for X in shirg-saliency visionzip divprune; do
+    shirg compare --base runs/relevance/sweep-read-distilled/$K --mode $X --other runs/relevance/sweep-read-box/$K \
+      runs/relevance/sweep-read-distilled/$K --other-mode shirg
+  done
+done
+for T in box distilled; do  # the control: what each head keeps with every question swapped for the next one's
+  shirg sweep --model $M --adapter runs/relevance/head-$T/adapter --data runs/test/read-9001 --limit 200 --budgets 5,10,20 \
+    --selection-only --swap-questions --strategies shirg --out runs/relevance/swap-read-$T
+  for K in k0029 k0058 k0115; do
+    shirg compare --base runs/relevance/sweep-read-$T/$K --other runs/relevance/swap-read-$T/$K --mode shirg \
+      --metric queried_patch_kept
+  done
+done
+
+# 5. the dense host (projector + LM on dense reading beside 3 x 3 and plain 4 x 4 reading, full mode; stopped
+#    at step 500 of 1000: it did not learn the dense scenes, docs/small.md) and its reading probes on the dense
+#    dev scenes (seed 33) and 3 x 3 scenes (seed 34) at steps 100-500
+shirg entitygrid $G --types reading --seed 34 --n 128 --out runs/diag/3x3
+shirg entitygrid $G --types reading --grid 4x4 --occupancy 1.0 --repeat-labels --seed 34 --n 128 --out runs/diag/4x4
+for D in runs/dense/data/dev-read-33 runs/diag/3x3 runs/diag/4x4; do  # the bundled model (step 0)
+  shirg image-use --model $M --records $D/llava_train.json --mode full --slots 4
+done
+shirg train --config configs/evidence/host_dense.yaml --stop-after 500
+for S in 100 200 300 400 500; do
+  rm -rf runs/dense/probe-model
+  shirg export --model $M --checkpoint runs/dense/host/checkpoints/step-$(printf %08d $S) --out runs/dense/probe-model
+  shirg image-use --model runs/dense/probe-model --records runs/dense/data/dev-read-33/llava_train.json --mode full --slots 4
+  shirg image-use --model runs/dense/probe-model --records runs/diag/3x3/llava_train.json --mode full --slots 4
+done
 
 # 6. selection overhead with a rank-16 relevance head and with the text term per 2 x 2 cell, at the real
 #    SigLIP so400m shape; what the cheaper text term changes: chosen on the dense dev set (33), then the
