@@ -19,6 +19,7 @@ shirg entitygrid $G $D --seed 46 --n 2400 --out runs/relevance/data/dense-46
 # 2. the relevance head alone on the bundled model (every model weight frozen), two targets
 shirg train --config configs/evidence/head_box.yaml                                         # 150 steps
 shirg train --config configs/evidence/head_distilled.yaml --set run.max_steps=60 --set run.checkpoint_every=30
+shirg train --config configs/evidence/head_box_lora.yaml                                    # beside LoRA, 150 steps
 shirg train --config configs/evidence/head_box_dense.yaml                                   # on dense scenes, 120 steps
 shirg train --config configs/evidence/head_box_dense.yaml --set run.max_steps=300 --set run.checkpoint_every=150 \
   --set run.output_dir=runs/relevance/head-box-dense-300                                    # the same, 300 steps
@@ -86,7 +87,18 @@ for K in k0029 k0058 k0115; do
       runs/relevance/sweep-read-distilled/$K --other-mode shirg
   done
 done
-for T in box distilled; do  # the control: what each head keeps with every question swapped for the next one's
+# the box head trained beside LoRA: every strategy with that adapter (its LoRA acts on every mode); paired
+# against the text-free strategies with the same adapter and against the head trained alone
+shirg sweep --model $M --adapter runs/relevance/head-box-lora/adapter $B \
+  --strategies shirg,shirg-saliency,visionzip,divprune --out runs/relevance/sweep-read-box-lora
+for K in k0029 k0058 k0115; do
+  for X in shirg-saliency visionzip divprune; do
+    shirg compare --base runs/relevance/sweep-read-box-lora/$K --mode $X --other runs/relevance/sweep-read-box-lora/$K \
+      --other-mode shirg
+  done
+  shirg compare --base runs/relevance/sweep-read-box/$K --other runs/relevance/sweep-read-box-lora/$K --mode shirg
+done
+for T in box distilled box-lora; do  # the control: what each head keeps with every question swapped for the next one's
   shirg sweep --model $M --adapter runs/relevance/head-$T/adapter --data runs/test/read-9001 --limit 200 --budgets 5,10,20 \
     --selection-only --swap-questions --strategies shirg --out runs/relevance/swap-read-$T
   for K in k0029 k0058 k0115; do

@@ -27,7 +27,7 @@ def recipe_outputs() -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "host_dense"])
+@pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -38,5 +38,8 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         assert folder in outputs, (name, folder)
         assert outputs[folder] not in TEST_SEEDS | DEV_SEEDS  # trained on training seeds only
     if name.startswith("head_"):
-        assert cfg.data.relevance.target == name.split("_")[1] and not cfg.lora.enabled
-        assert cfg.trainable.components == []  # the head alone
+        assert cfg.data.relevance.target == name.split("_")[1]
+        if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
+            assert cfg.lora.enabled and cfg.trainable.components == ["coord"] and cfg.data.mode == "shirg"
+        else:
+            assert not cfg.lora.enabled and cfg.trainable.components == []  # the head alone
