@@ -146,3 +146,53 @@ def test_a_few_steps_move_the_heads_ranking_toward_the_target(setup):
     after = top_mass(learned_scores(tokens, text, head).score.detach())
     assert after_kl < before_kl - 0.3
     assert after > before + 0.2, (before, after)
+
+
+def test_the_relevance_loss_scores_with_the_runs_selection_options(setup):
+    """The KL is taken over the score SHIRG selects with: the run's weights, pooling and text stride."""
+    from shirg.options import ShirgOptions
+
+    model, batch, recs = setup
+    tokens, text, prepared = _tokens_and_text(model, batch)
+    target = box_target([r["boxes"] for r in recs], [img.size for img in batch.images],
+                        [p.content_box for p in prepared], RES // 14)
+    head = RelevanceHead(model.config.llm.d_model)
+    with torch.no_grad():
+        head.scale.fill_(0.5)
+    losses = {}
+    for name, opts in {"default": ShirgOptions(), "stride": ShirgOptions(sim_stride=2),
+                       "weights": ShirgOptions(weights=(1.0, 0.0, 0.0), text_pool="mean")}.items():
+        with torch.no_grad():
+            score = learned_scores(tokens, text, head, opts.weights, "text", opts.text_pool, opts.sim_stride).score
+            losses[name] = relevance_loss(model, head, batch, target, RES, options=opts)
+        torch.testing.assert_close(losses[name], listwise_kl(score, target, tokens.hi_real), atol=1e-5, rtol=1e-5)
+    assert abs(losses["stride"] - losses["default"]) > 1e-3 and abs(losses["weights"] - losses["default"]) > 1e-3
+    boxes = ([r["boxes"] for r in recs], [img.size for img in batch.images])
+    with torch.no_grad():
+        out = combined_loss(model, head, batch, "full", {"sim_stride": 2}, RelevanceObjective("box"), RES, boxes)
+    torch.testing.assert_close(out["relevance"], losses["stride"], atol=1e-5, rtol=1e-5)
+
+
+def test_shirg_trains_relevance_loss_takes_the_configs_selection_options(setup):
+    """`shirg train`'s loss module passes data.visual's text stride to the relevance loss."""
+    from shirg.options import ShirgOptions
+    from shirg.train.relevance import RelevanceLossModule
+
+    model, batch, _ = setup
+    head = RelevanceHead(model.config.llm.d_model)
+    with torch.no_grad():
+        head.scale.fill_(0.5)
+    model.relevance_head = head
+    try:
+        with torch.no_grad():
+            target = distilled_target(model, batch, RES)
+            modules = {s: RelevanceLossModule(model, "full", {"sim_stride": s}, 1e-3, RelevanceObjective("distilled"))
+                       for s in (1, 2)}
+            got = {s: m(batch)["relevance"] for s, m in modules.items()}
+            expect = {s: relevance_loss(model, head, batch, target, RES, options=ShirgOptions(sim_stride=s))
+                      for s in (1, 2)}
+    finally:
+        model.relevance_head = None
+    for s in (1, 2):
+        torch.testing.assert_close(got[s], expect[s], atol=1e-5, rtol=1e-5)
+    assert abs(got[2] - got[1]) > 1e-3

@@ -70,9 +70,9 @@ def measure_selection(tower_name: str, resolution: int, strategies: list[str], r
     tower_med = statistics.median(tower_times)
     for name in strategies:
         for label, ctx, stride in scores:
-            if ctx is not None and (name not in text_strategies() or ((ctx.head is not None or stride > 1)
-                                                                        and name != "shirg")):
-                continue  # a text score only where the strategy reads the question; head and stride only in SHIRG
+            shirg_only = ctx is not None and (ctx.head is not None or stride > 1)  # head and stride: SHIRG's
+            if (ctx is not None and name not in text_strategies()) or (shirg_only and name != "shirg"):
+                continue  # a text score only where the strategy reads the question
             options = {"options": ShirgOptions(sim_stride=stride)} if name == "shirg" else {}
 
             def select(name=name, ctx=ctx, options=options):
