@@ -107,20 +107,46 @@ for T in box distilled box-lora; do  # the control: what each head keeps with ev
   done
 done
 
-# 5. the dense host (projector + LM on dense reading beside 3 x 3 and plain 4 x 4 reading, full mode; stopped
-#    at step 500 of 1000: it did not learn the dense scenes, docs/small.md) and its reading probes on the dense
-#    dev scenes (seed 33) and 3 x 3 scenes (seed 34) at steps 100-500
+# 5. the dense host: the bundled tower trained further on dense scenes (stage 0's objective, beside 3 x 3 and
+#    plain 4 x 4 scenes), then the projector and LM on dense reading beside 3 x 3 and plain 4 x 4 reading in
+#    `full` mode; reading probes (own image / another's) on the dense dev scenes (seed 33) and 3 x 3 scenes
+#    (seed 34), for the bundled model and at the host's checkpoints
 shirg entitygrid $G --types reading --seed 34 --n 128 --out runs/diag/3x3
 shirg entitygrid $G --types reading --grid 4x4 --occupancy 1.0 --repeat-labels --seed 34 --n 128 --out runs/diag/4x4
 for D in runs/dense/data/dev-read-33 runs/diag/3x3 runs/diag/4x4; do  # the bundled model (step 0)
   shirg image-use --model $M --records $D/llava_train.json --mode full --slots 4
 done
-shirg train --config configs/evidence/host_dense.yaml --stop-after 500
-for S in 100 200 300 400 500; do
+shirg train --config configs/evidence/tower_dense.yaml
+shirg train --config configs/evidence/host_dense.yaml --stop-after 500  # stopped at 500 of 900 for time
+for S in 100 300 400 500; do
   rm -rf runs/dense/probe-model
-  shirg export --model $M --checkpoint runs/dense/host/checkpoints/step-$(printf %08d $S) --out runs/dense/probe-model
+  shirg export --model runs/dense/tower/model --checkpoint runs/dense/host/checkpoints/step-$(printf %08d $S) \
+    --out runs/dense/probe-model
   shirg image-use --model runs/dense/probe-model --records runs/dense/data/dev-read-33/llava_train.json --mode full --slots 4
   shirg image-use --model runs/dense/probe-model --records runs/diag/3x3/llava_train.json --mode full --slots 4
+done
+H=runs/dense/host/model  # step 500: the lowest answer loss on the dense dev probe
+shirg export --model runs/dense/tower/model --checkpoint runs/dense/host/checkpoints/step-00000500 --out $H
+
+# 5b. the budget sweep with answers on the dense test scenes (all 300 questions, K = 5, 10, 20, 33 %), no LoRA on
+#     any mode: every text-free strategy and SHIRG's text score without a head, then with the box head and the
+#     distilled head trained on this host; the control with swapped questions; paired against each strategy
+B="--data runs/test/dense-read-9003 --gen-length 4 --steps 2 --block-length 4"
+shirg sweep --model $H $B --strategies shirg,shirg-saliency,visionzip,divprune,saint,tome,uniform,pool \
+  --out runs/dense/sweep-none
+shirg train --config configs/evidence/head_box_densehost.yaml
+shirg train --config configs/evidence/head_distilled_densehost.yaml
+for T in box distilled; do
+  shirg sweep --model $H --adapter runs/dense/head-$T/adapter $B --strategies shirg --out runs/dense/sweep-$T
+  shirg sweep --model $H --adapter runs/dense/head-$T/adapter $B --selection-only --swap-questions --strategies shirg \
+    --out runs/dense/swap-$T
+  for K in k0029 k0058 k0115 k0190; do
+    shirg compare --base runs/dense/sweep-none/$K --mode shirg --other runs/dense/sweep-$T/$K
+    shirg compare --base runs/dense/sweep-$T/$K --other runs/dense/swap-$T/$K --mode shirg --metric queried_patch_kept
+    for X in shirg-saliency visionzip divprune saint tome uniform pool; do
+      shirg compare --base runs/dense/sweep-none/$K --mode $X --other runs/dense/sweep-$T/$K --other-mode shirg
+    done
+  done
 done
 
 # 6. selection overhead with a rank-16 relevance head and with the text term per 2 x 2 cell, at the real

@@ -27,7 +27,8 @@ def recipe_outputs() -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense"])
+@pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense",
+                                  "head_box_densehost", "head_distilled_densehost"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -43,3 +44,19 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
             assert cfg.lora.enabled and cfg.trainable.components == ["coord"] and cfg.data.mode == "shirg"
         else:
             assert not cfg.lora.enabled and cfg.trainable.components == []  # the head alone
+
+
+def test_dense_tower_config_reads_training_folders_the_recipe_writes():
+    """The dense host's tower (stage 0's objective, tower only) reads folders of the recipe's training seeds,
+    and the host starts from the model it writes."""
+    cfg = load_config(EVIDENCE / "tower_dense.yaml").validate()
+    recipe = (EVIDENCE / "recipe.sh").read_text()
+    assert "shirg train --config configs/evidence/tower_dense.yaml" in recipe
+    assert recipe.index("configs/evidence/tower_dense.yaml") < recipe.index("configs/evidence/host_dense.yaml")
+    assert cfg.data.objective == "patch_labels" and cfg.trainable.components == ["vision"]
+    outputs = recipe_outputs()
+    for folder in cfg.data.entitygrid:
+        assert folder in outputs, folder
+        assert outputs[folder] not in TEST_SEEDS | DEV_SEEDS
+    host = load_config(EVIDENCE / "host_dense.yaml").validate()
+    assert Path(host.model.path) == Path(cfg.run.output_dir) / "model"
