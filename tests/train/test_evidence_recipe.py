@@ -38,6 +38,9 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         folder = (mixture.parent / src["json"]).resolve().parent.relative_to(REPO).as_posix()
         assert folder in outputs, (name, folder)
         assert outputs[folder] not in TEST_SEEDS | DEV_SEEDS  # trained on training seeds only
+    if name.endswith("_densehost"):  # trained on the dense host the recipe exports, not the bundled model
+        assert cfg.model.path == "runs/dense/host/model"
+        assert f"--out {cfg.model.path}" in (EVIDENCE / "recipe.sh").read_text().replace("$H", cfg.model.path)
     if name.startswith("head_"):
         assert cfg.data.relevance.target == name.split("_")[1]
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
