@@ -166,6 +166,12 @@ def read_safetensors_file(path: str | Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of one safetensors file's header ({} when it has none)."""
+    with _open(Path(path)) as handle:
+        return dict(handle.metadata() or {})
+
+
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 

@@ -10,7 +10,10 @@ from shirg.errors import ConfigError
 
 DEFAULT_WEIGHTS = (0.7, -0.2, -0.1)  # signed (w_sim, w_nbr, w_ctr) of the distance-aware score
 TEXT_POOLS = ("max", "mean")  # how Sim_i pools over the question tokens
-SCORE_SOURCES = ("text", "saliency")  # where Sim_i comes from
+# where Sim_i comes from: the question's text similarity through the projector, the query-agnostic
+# saliency, or saliency plus a learned head's question term on the tower's features (no projection)
+SCORE_SOURCES = ("text", "saliency", "head")
+HEAD_INPUTS = ("projected", "tower")  # what a learned relevance head's token map reads
 
 
 @dataclass

@@ -167,9 +167,10 @@ def test_bench_select_small_tower_writes_json(tmp_path, capsys):
                  "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert (result["tokens"], result["k"], result["resolution"]) == (576, 192, 336)
-    assert [(r["strategy"], r["score"], r["sim_stride"]) for r in result["rows"]] == [
-        ("shirg", "saliency", 1), ("shirg", "text", 1), ("shirg", "text + relevance head", 1),
-        ("shirg", "text, 2 x 2 cells", 2), ("shirg", "text + head, 2 x 2 cells", 2)]
+    assert [(r["strategy"], r["score"], r["sim_stride"], r["source"]) for r in result["rows"]] == [
+        ("shirg", "saliency", 1, "saliency"), ("shirg", "text", 1, "text"),
+        ("shirg", "text + relevance head", 1, "text"), ("shirg", "text, 2 x 2 cells", 2, "text"),
+        ("shirg", "text + head, 2 x 2 cells", 2, "text"), ("shirg", "saliency + tower head", 1, "head")]
     for r in result["rows"]:
         assert r["select_ms"] > 0 and r["ratio_to_tower"] == pytest.approx(r["select_ms"] / result["tower_ms"])
         assert isinstance(r["meets_target"], bool)

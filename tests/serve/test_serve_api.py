@@ -121,7 +121,8 @@ def test_bad_settings_are_4xx(client, sample):
     for body, needle in [({"k": 100000}, "larger than"), ({"k": 0}, "at least 1"),
                          ({"k": 5}, "coverage cells"), ({"score": "magic"}, "score"),
                          ({"weights": [1, 2]}, "weights"), ({"steps": 30}, "steps"), ({"bogus": 1}, "bogus"),
-                         ({"sim_stride": 0}, "sim_stride"), ({"sim_stride": 10_000}, "sim stride")]:
+                         ({"sim_stride": 0}, "sim_stride"), ({"sim_stride": 10_000}, "sim stride"),
+                         ({"score": "head"}, "needs a relevance head that reads the tower")]:
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="shirg", messages=msgs, extra_body={"shirg": body})
         assert needle in e.value.body["message"], (body, e.value.body)

@@ -13,7 +13,7 @@ from conftest import write_dense_reading_set
 from shirg.testing import write_tiny_lavida_checkpoint
 from shirg.tokens.dual_scale import dual_scale
 from shirg.tokens.relevance_head import RelevanceHead, learned_scores
-from shirg.tokens.scoring import shirg_scores
+from shirg.tokens.scoring import pool_cells, shirg_scores, spread_cells
 from shirg.train.data import Sample, TrainDataset, collate
 from shirg.train.relevance import (
     RelevanceObjective,
@@ -196,3 +196,95 @@ def test_shirg_trains_relevance_loss_takes_the_configs_selection_options(setup):
     for s in (1, 2):
         torch.testing.assert_close(got[s], expect[s], atol=1e-5, rtol=1e-5)
     assert abs(got[2] - got[1]) > 1e-3
+
+
+def _tower_head(model, scale: float = 0.0) -> RelevanceHead:
+    head = RelevanceHead(model.config.mm_hidden_size, text_dim=model.config.llm.d_model, reads="tower")
+    with torch.no_grad():
+        head.scale.fill_(scale)
+    return head
+
+
+def _never_project(text):
+    """The same question context whose projector fails if called: the head source projects nothing."""
+    from dataclasses import replace
+
+    def project(_):
+        raise AssertionError("the projector ran")
+
+    return replace(text, project=project)
+
+
+def test_a_tower_head_scores_saliency_plus_its_term_and_projects_nothing(setup):
+    model, batch, _ = setup
+    tokens, text, _ = _tokens_and_text(model, batch)
+    blind = _never_project(text)
+    saliency = shirg_scores(tokens, text, source="saliency")
+    untrained = learned_scores(tokens, blind, _tower_head(model), source="head")
+    assert torch.equal(untrained.score.detach(), saliency.score) and torch.equal(untrained.sim.detach(), saliency.sim)
+    head = _tower_head(model, 0.5)
+    got = learned_scores(tokens, blind, head, source="head")
+    with torch.no_grad():
+        delta = head(tokens.hi, text.question, text.mask())  # the tower's features, not projected ones
+    torch.testing.assert_close(got.sim.detach(), saliency.sim + delta, rtol=0, atol=0)
+    assert not torch.equal(got.score.detach(), saliency.score)
+    # the term follows the question: the same images with the two questions swapped score differently
+    swapped = _never_project(question_context_of(model, batch.questions[::-1]))
+    assert not torch.equal(learned_scores(tokens, swapped, head, source="head").sim, got.sim)
+    # per s x s cell with a text stride, as the text term
+    cells = learned_scores(tokens, blind, head, source="head", sim_stride=2)
+    with torch.no_grad():
+        d2 = spread_cells(head(pool_cells(tokens.hi, tokens.grid, 2), text.question, text.mask()), tokens.grid, 2)
+    torch.testing.assert_close(cells.sim.detach(), saliency.sim + d2, rtol=0, atol=0)
+
+
+def question_context_of(model, questions):
+    from shirg.model.visual import question_context
+
+    return question_context(model, list(questions))
+
+
+def test_the_text_free_saliency_score_ignores_a_tower_head_and_the_text_score_adds_it(setup):
+    model, batch, _ = setup
+    tokens, text, _ = _tokens_and_text(model, batch)
+    head = _tower_head(model, 0.5)
+    sal = learned_scores(tokens, _never_project(text), head, source="saliency")
+    assert torch.equal(sal.score, shirg_scores(tokens, text, source="saliency").score)
+    with torch.no_grad():
+        txt = learned_scores(tokens, text, head, source="text")
+        delta = head(tokens.hi, text.question, text.mask())
+    torch.testing.assert_close(txt.sim, shirg_scores(tokens, text).sim + delta, rtol=0, atol=0)
+
+
+def test_the_head_source_needs_a_tower_head(setup):
+    from shirg.errors import ConfigError
+
+    model, batch, _ = setup
+    tokens, text, _ = _tokens_and_text(model, batch)
+    for head in (None, RelevanceHead(model.config.llm.d_model)):
+        with pytest.raises(ConfigError, match="score source 'head' needs a relevance head that reads the tower"):
+            learned_scores(tokens, text, head, source="head")
+    with pytest.raises(ConfigError, match="score source 'head' needs a relevance head"):
+        shirg_scores(tokens, text, source="head")
+    # no question at all: saliency, as the text score falls back
+    assert torch.equal(shirg_scores(tokens, None, source="head").score, shirg_scores(tokens, None).score)
+
+
+def test_a_few_steps_teach_a_tower_head_the_target_through_the_head_source(setup):
+    from shirg.options import ShirgOptions
+
+    model, batch, recs = setup
+    tokens, text, prepared = _tokens_and_text(model, batch)
+    target = box_target([r["boxes"] for r in recs], [img.size for img in batch.images],
+                        [p.content_box for p in prepared], RES // 14)
+    head = _tower_head(model)
+    opts = ShirgOptions(source="head")
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    before = relevance_loss(model, head, batch, target, RES, options=opts).item()
+    for _ in range(40):
+        opt.zero_grad()
+        relevance_loss(model, head, batch, target, RES, options=opts).backward()
+        opt.step()
+    after = relevance_loss(model, head, batch, target, RES, options=opts).item()
+    assert after < before - 0.3, (before, after)
+    assert all(p.grad is None for p in model.parameters())

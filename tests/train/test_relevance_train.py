@@ -204,3 +204,75 @@ def test_malformed_record_boxes_are_one_line_errors(tmp_path):
         with pytest.raises(ConfigError, match="record x: boxes must be a list of") as err:
             records_to_samples([{**base, "boxes": bad}], tmp_path)
         assert "\n" not in str(err.value)
+
+
+def test_a_tower_head_trains_for_the_head_source_and_selects_without_the_projector(ckpt, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from shirg.cli import main
+
+    mix = toy_mixture(tmp_path / "data")
+    cfg = relevance_config(ckpt, mix, tmp_path / "run", "data.relevance.reads=tower", "data.visual.score=head")
+    trainer = Trainer(cfg)
+    trainer.setup()
+    result = trainer.run()
+    assert result["steps"] == 2 and all(np.isfinite(result["losses"]))
+    file = tmp_path / "run" / "adapter" / "relevance_head.safetensors"
+    with safe_open(str(file), framework="pt") as f:
+        assert f.metadata()["reads"] == "tower"
+        assert f.get_tensor("token.weight").shape == (4, 32) and f.get_tensor("text.weight").shape == (4, 64)
+    model = shirg.load(ckpt, adapter=tmp_path / "run" / "adapter")
+    assert model.relevance_head.reads == "tower" and float(model.relevance_head.scale) != 0.0
+    image = Image.open(toy_images(tmp_path / "probe", 1)[0]).convert("RGB")
+    opts = VisualOptions(resolution=112, k=20, score="head")
+    saliency, _ = selection_for(model, image, QUESTION, "shirg", VisualOptions(resolution=112, k=20, score="saliency"))
+    calls = []
+    hook = model.model.mm_projector.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with torch.no_grad():
+            model.relevance_head.scale.fill_(1e4)
+        picked, _ = selection_for(model, image, QUESTION, "shirg", opts)
+    finally:
+        hook.remove()
+    assert calls == [] and not torch.equal(picked.index, saliency.index)
+    # `shirg select` scores with the adapter's head; without a tower head the head source is refused
+    out = tmp_path / "o.png"
+    base = ["select", "--image", str(toy_images(tmp_path / "probe", 1)[0]), "--model", str(ckpt), "--resolution",
+            "112", "--k", "20", "--question", QUESTION, "--score", "head", "--out", str(out)]
+    assert main(base + ["--adapter", str(tmp_path / "run" / "adapter"), "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["score_source"] == "head"
+    capsys.readouterr()
+    out.unlink()
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip()
+    assert "score source 'head' needs a relevance head that reads the tower" in err and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.relevance.reads=pixels"], "data.relevance.reads 'pixels'"),
+    (["data.visual.score=head"], "data.visual.score head gives a head that reads projected tokens no term"),
+    (["data.relevance.reads=tower", "data.visual.score=saliency"], "data.visual.score saliency gives a head"),
+])
+def test_a_head_the_score_cannot_read_is_a_config_error(ckpt, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        relevance_config(ckpt, tmp_path / "mix.yaml", tmp_path / "run", *overrides).validate()
+
+
+def test_a_tower_head_for_another_tower_width_is_refused(ckpt, tmp_path):
+    from safetensors.torch import save_file
+
+    from shirg.tokens.relevance_head import RelevanceHead
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    head = RelevanceHead(64, 2, text_dim=64, reads="tower")  # the LLM's width where the tower's (32) belongs
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "relevance_head.safetensors"),
+              metadata={"format": "pt", "reads": "tower"})
+    with pytest.raises(CheckpointError, match=r"reads 64-dim tokens \(the tower's features\) and 64-dim question "
+                                               r"embeddings; this model's are 32-dim"):
+        shirg.load(ckpt, adapter=folder)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "relevance_head.safetensors"),
+              metadata={"format": "pt", "reads": "pixels"})
+    with pytest.raises(CheckpointError, match="reads 'pixels'"):
+        shirg.load(ckpt, adapter=folder)

@@ -59,21 +59,26 @@ def measure_selection(tower_name: str, resolution: int, strategies: list[str], r
     ).to(device=device, dtype=dtype)
     question = torch.randn(1, 16, d_llm, device=device, dtype=dtype)
     head = RelevanceHead(d_llm, rank=16).to(device=device, dtype=dtype)  # a trained head's shape and cost
+    tower_head = RelevanceHead(cfg.hidden_size, rank=16, text_dim=d_llm, reads="tower").to(device=device, dtype=dtype)
     with torch.no_grad():
         head.scale.fill_(1.0)
+        tower_head.scale.fill_(1.0)
     text = TextContext(project=proj, question=question)
     with_head = TextContext(project=proj, question=question, head=head)
-    # (label, text context, SHIRG's text stride)
-    scores = (("saliency", None, 1), ("text", text, 1), ("text + relevance head", with_head, 1),
-              ("text, 2 x 2 cells", text, 2), ("text + head, 2 x 2 cells", with_head, 2))
+    with_tower_head = TextContext(project=proj, question=question, head=tower_head)
+    # (label, text context, SHIRG's text stride, SHIRG's score source)
+    scores = (("saliency", None, 1, "saliency"), ("text", text, 1, "text"),
+              ("text + relevance head", with_head, 1, "text"), ("text, 2 x 2 cells", text, 2, "text"),
+              ("text + head, 2 x 2 cells", with_head, 2, "text"),
+              ("saliency + tower head", with_tower_head, 1, "head"))
     rows = []
     tower_med = statistics.median(tower_times)
     for name in strategies:
-        for label, ctx, stride in scores:
+        for label, ctx, stride, source in scores:
             shirg_only = ctx is not None and (ctx.head is not None or stride > 1)  # head and stride: SHIRG's
             if (ctx is not None and name not in text_strategies()) or (shirg_only and name != "shirg"):
                 continue  # a text score only where the strategy reads the question
-            options = {"options": ShirgOptions(sim_stride=stride)} if name == "shirg" else {}
+            options = {"options": ShirgOptions(sim_stride=stride, source=source)} if name == "shirg" else {}
 
             def select(name=name, ctx=ctx, options=options):
                 return select_tokens(name, dual_scale(feats), k, ctx, **options)
@@ -85,6 +90,7 @@ def measure_selection(tower_name: str, resolution: int, strategies: list[str], r
                     "strategy": name,
                     "score": label,
                     "sim_stride": stride,
+                    "source": source if name == "shirg" else None,
                     "select_ms": med * 1e3,
                     "select_min_ms": min(times) * 1e3,
                     "ratio_to_tower": med / tower_med,

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="LaViDa checkpoint folder: its projector and question embeddings score text")
     src.add_argument("--vision", help="LaViDa checkpoint or local SigLIP folder: tower only, saliency score")
+    p.add_argument("--adapter", default=None, help="a `shirg train` adapter folder for --model (its LoRA and "
+                   "relevance head take part in the score)")
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--json", default=None, help="selection JSON to write")
     add_device_options(p)
@@ -47,18 +49,20 @@ def run(args: argparse.Namespace) -> int:
     device = device_of(args)
     uses_text = args.strategy in text_strategies()
     text = None
-    if args.model and args.question and opts.score == "text" and uses_text:
-        # the text term needs the projector and the LLM's input embeddings: load the whole model
+    if args.adapter and not args.model:
+        raise ConfigError("--adapter needs --model (the checkpoint it was trained on)")
+    if args.model and args.question and opts.score in ("text", "head") and uses_text:
+        # the text term (and a head) needs the projector and the LLM's input embeddings: load the whole model
         import shirg
         from shirg.model.visual import question_context
 
-        model = shirg.load(args.model, device=device, dtype=getattr(args, "dtype", None))
+        model = shirg.load(args.model, device=device, dtype=getattr(args, "dtype", None), adapter=args.adapter)
         tower = model.model.vision_tower
         text = question_context(model, [args.question])
     else:
         # only the vision tensors are read, even from a 16 GB LaViDa checkpoint
         tower = load_vision_tower(args.model or args.vision, device=device)
-    score_source = "text" if text is not None else "saliency"
+    score_source = opts.score if text is not None else "saliency"
     if uses_text and text is None:
         if not args.model:
             reason = "no model (--model) is loaded"

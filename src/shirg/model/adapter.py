@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shirg.checkpoint import check_floating, check_state_dict, read_safetensors_file
+from shirg.checkpoint import check_floating, check_state_dict, read_safetensors_file, read_safetensors_metadata
 from shirg.errors import CheckpointError, ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
 from shirg.model.quantize import apply_weight_format, resolve_load
 from shirg.safety import ADAPTER_WEIGHTS, check_adapter_folder
-from shirg.tokens.relevance_head import RelevanceHead
+from shirg.tokens.relevance_head import HEAD_INPUTS, RelevanceHead
 
 ADAPTER_CONFIG = "adapter_config.json"
 RELEVANCE_HEAD = "relevance_head.safetensors"  # a learned relevance head (shirg.tokens.relevance_head)
@@ -22,19 +22,26 @@ RELEVANCE_HEAD = "relevance_head.safetensors"  # a learned relevance head (shirg
 
 def load_relevance_head(model: LavidaModel, path: str | Path) -> RelevanceHead:
     """Read a relevance head written by ``shirg train`` (safetensors) and attach it to ``model``
-    (float32, on the model's device): SHIRG's text score then adds its term."""
+    (float32, on the model's device): SHIRG's score then adds its term. The file's ``reads`` metadata
+    says what the head reads (``projected`` when absent)."""
     path = Path(path)
     state = read_safetensors_file(path)
     check_floating(state, path)
-    token = state.get("token.weight")
-    if token is None or token.ndim != 2:
-        raise CheckpointError(f"{path} is not a relevance head (no 2-D token.weight)")
+    reads = read_safetensors_metadata(path).get("reads", "projected")
+    if reads not in HEAD_INPUTS:
+        raise CheckpointError(f"{path}: the relevance head reads {reads!r}, not one of {', '.join(HEAD_INPUTS)}")
+    token, text = state.get("token.weight"), state.get("text.weight")
+    if token is None or token.ndim != 2 or text is None or text.ndim != 2:
+        raise CheckpointError(f"{path} is not a relevance head (no 2-D token.weight and text.weight)")
     rank, dim = token.shape
     width = model.config.llm.d_model
-    if dim != width:
-        raise CheckpointError(f"{path}: the relevance head reads {dim}-dim tokens, this model's embeddings are "
-                              f"{width}-dim; pass the adapter trained on this base checkpoint")
-    head = RelevanceHead(int(dim), int(rank))
+    want = model.config.mm_hidden_size if reads == "tower" else width
+    what = "the tower's features" if reads == "tower" else "the projected tokens"
+    if dim != want or text.shape[1] != width:
+        raise CheckpointError(f"{path}: the relevance head reads {dim}-dim tokens ({what}) and {text.shape[1]}-dim "
+                              f"question embeddings; this model's are {want}-dim and {width}-dim; pass the adapter "
+                              "trained on this base checkpoint")
+    head = RelevanceHead(int(dim), int(rank), text_dim=width, reads=reads)
     expected = {k: v.shape for k, v in head.state_dict().items()}
     check_state_dict(expected, {k: v.shape for k, v in state.items()}, "relevance head", path)
     head.load_state_dict({k: v.float() for k, v in state.items()})

@@ -61,7 +61,8 @@ how many visual tokens it spends, where the time goes, and which tokens it kept.
       <div class="row">
         <label>K (hi-detail tokens kept) <input id="k" type="number" min="1" step="1"></label>
         <label>Score <select id="score"><option value="text">text</option>
-          <option value="saliency">saliency</option></select></label>
+          <option value="saliency">saliency</option>
+          <option value="head">head (needs an adapter's tower head)</option></select></label>
       </div>
       <div class="note" id="k-note"></div>
     </fieldset>

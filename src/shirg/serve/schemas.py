@@ -18,7 +18,7 @@ class ShirgSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int | None = Field(default=None, description="hi-detail tokens kept (default round(G*G/3))")
-    score: Literal["text", "saliency"] | None = None
+    score: Literal["text", "saliency", "head"] | None = None
     text_pool: Literal["max", "mean"] | None = None
     sim_stride: int | None = Field(default=None, ge=1, description="text term per s x s cell (1: per token)")
     merge: bool | None = None
@@ -61,4 +61,4 @@ class CompareRequest(BaseModel):
     question: str
     modes: list[str] = Field(min_length=1, max_length=16)
     k: int | None = None
-    score: Literal["text", "saliency"] | None = None
+    score: Literal["text", "saliency", "head"] | None = None

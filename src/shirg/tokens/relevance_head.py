@@ -1,12 +1,19 @@
 """A relevance the gate can learn: a small text-to-token head added to SHIRG's text term.
 
-    Sim'_i = Sim_i + scale * max_j <A v_i, B q_j> / sqrt(r)
+    Sim'_i = Sim_i + scale * max_j <A x_i, B q_j> / sqrt(r)
 
-``v_i`` is hi-detail token i in the LLM embedding space (the projector's output), ``q_j`` the
-question's token embeddings, A and B rank-r maps and ``scale`` a scalar initialised to 0: an
-untrained head adds exactly 0, so the score, the ranking and the selection are exactly today's.
-Selection stays static (made once, before the first denoising step, from the vision features and
-the question only) and so compatible with the prefix cache; the head only changes the ranking.
+``q_j`` are the question's token embeddings, A and B rank-r maps and ``scale`` a scalar initialised
+to 0: an untrained head adds exactly 0, so the score, the ranking and the selection are exactly
+today's. Selection stays static (made once, before the first denoising step, from the vision features
+and the question only) and so compatible with the prefix cache; the head only changes the ranking.
+
+What ``x_i`` is, the head's ``reads``:
+
+- ``projected``: hi-detail token i in the LLM embedding space (the projector's output). It adds to
+  the text score (``source="text"``), which projects every token anyway.
+- ``tower``: token i's SigLIP feature, before the projector. It adds to the text score, or, with
+  ``source="head"``, to the saliency score: a question-conditioned Sim that projects nothing, at
+  the cost of saliency plus two rank-r maps.
 
 Samples scored by saliency (no question, or ``source="saliency"``) get no head term.
 """
@@ -19,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from shirg.errors import ConfigError
+from shirg.options import HEAD_INPUTS
 from shirg.tokens.scoring import (
     DEFAULT_WEIGHTS,
     SCORE_SOURCES,
@@ -26,6 +34,7 @@ from shirg.tokens.scoring import (
     centre_distance,
     check_weights,
     neighbour_distance,
+    pool_cells,
     project_hi,
     relevance,
     spread_cells,
@@ -37,19 +46,27 @@ HEAD_PREFIX = "relevance_head."
 
 
 class RelevanceHead(nn.Module):
-    """Bilinear text-to-token relevance, zero at initialisation (``scale`` = 0)."""
+    """Bilinear text-to-token relevance, zero at initialisation (``scale`` = 0).
 
-    def __init__(self, dim: int, rank: int = 16, seed: int = 0) -> None:
+    ``dim``: the width of what the token map reads (``reads``: the LLM width for ``projected``, the
+    tower's for ``tower``); ``text_dim``: the question embeddings' width (default ``dim``)."""
+
+    def __init__(self, dim: int, rank: int = 16, seed: int = 0, text_dim: int | None = None,
+                 reads: str = "projected") -> None:
         super().__init__()
-        if dim < 1 or rank < 1:
-            raise ValueError(f"dim {dim} and rank {rank} must be >= 1")
+        text_dim = dim if text_dim is None else text_dim
+        if dim < 1 or rank < 1 or text_dim < 1:
+            raise ValueError(f"dim {dim}, text_dim {text_dim} and rank {rank} must be >= 1")
+        if reads not in HEAD_INPUTS:
+            raise ConfigError(f"a relevance head reads one of {', '.join(HEAD_INPUTS)}, not {reads!r}")
         self.rank = rank
+        self.reads = reads
         self.token = nn.Linear(dim, rank, bias=False)
-        self.text = nn.Linear(dim, rank, bias=False)
+        self.text = nn.Linear(text_dim, rank, bias=False)
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():  # seeded, so two heads built alike are alike
             self.token.weight.copy_(torch.randn(rank, dim, generator=g) / math.sqrt(dim))
-            self.text.weight.copy_(torch.randn(rank, dim, generator=g) / math.sqrt(dim))
+            self.text.weight.copy_(torch.randn(rank, text_dim, generator=g) / math.sqrt(text_dim))
         self.scale = nn.Parameter(torch.zeros(()))
 
     def forward(self, projected: Tensor, question: Tensor, mask: Tensor) -> Tensor:
@@ -64,21 +81,41 @@ class RelevanceHead(nn.Module):
 
 
 def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: RelevanceHead | None,
-                   text_pool: str = "max", sim_stride: int = 1) -> tuple[Tensor, Tensor]:
-    """SHIRG's Sim (no gradient) plus the head's term (gradient to the head only): ([B, N], used_text [B]).
-    With ``sim_stride`` > 1 both are computed per s x s cell of the hi grid."""
-    if head is None or text is None or not bool(text.mask().any()):  # no question: nothing to project
+                   text_pool: str = "max", sim_stride: int = 1, source: str = "text") -> tuple[Tensor, Tensor]:
+    """SHIRG's Sim of ``source`` (no gradient) plus the head's term (gradient to the head only):
+    ([B, N], used_text [B]). With ``sim_stride`` > 1 both are computed per s x s cell of the hi grid.
+
+    ``source`` "text": the text similarity plus a head of either kind; "saliency": saliency, no head
+    term; "head": saliency plus a ``tower`` head's term, nothing projected."""
+    if source not in SCORE_SOURCES:
+        raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
+    base_text = text if source == "text" else None
+    asks = text is not None and bool(text.mask().any())
+    if source == "head" and asks and (head is None or head.reads != "tower"):
+        raise ConfigError(_needs_tower_head(head))
+    if head is None or not asks or source == "saliency":  # no head term
         with torch.no_grad():
-            return relevance(tokens, text, text_pool, sim_stride=sim_stride)
-    with torch.no_grad():  # the projection is computed once, for Sim and for the head
-        projected = project_hi(tokens, text, sim_stride)
-        sim, used_text = relevance(tokens, text, text_pool, projected=projected, sim_stride=sim_stride)
+            return relevance(tokens, base_text, text_pool, sim_stride=sim_stride)
+    with torch.no_grad():
+        mask = text.mask().to(tokens.hi.device)
         question = text.question.to(tokens.hi.device)
+        if head.reads == "projected":  # the projection is computed once, for Sim and for the head
+            x = project_hi(tokens, text, sim_stride)
+            sim, used_text = relevance(tokens, text, text_pool, projected=x, sim_stride=sim_stride)
+        else:
+            x = pool_cells(tokens.hi, tokens.grid, sim_stride)
+            sim, used_text = relevance(tokens, base_text, text_pool, sim_stride=sim_stride)
+            used_text = used_text | mask.any(dim=1)
     if not bool(used_text.any()):
         return sim, used_text
-    delta = spread_cells(head(projected.detach(), question.detach(), text.mask().to(tokens.hi.device)),
-                         tokens.grid, sim_stride)
+    delta = spread_cells(head(x.detach(), question.detach(), mask), tokens.grid, sim_stride)
     return torch.where(used_text[:, None], sim + delta, sim), used_text
+
+
+def _needs_tower_head(head: RelevanceHead | None) -> str:
+    have = "no relevance head is loaded" if head is None else "the loaded head reads projected tokens"
+    return (f"score source 'head' needs a relevance head that reads the tower's features ({have}); pass an "
+            "adapter trained with data.relevance.reads: tower, or use score text or saliency")
 
 
 def learned_scores(
@@ -91,11 +128,10 @@ def learned_scores(
     sim_stride: int = 1,
 ) -> ScoreTerms:
     """:func:`shirg.tokens.scoring.shirg_scores` with the head's term in Sim; differentiable in the head.
-    With ``head`` None or untrained (scale 0) the result equals ``shirg_scores`` exactly."""
+    With ``head`` None or untrained (scale 0) the result equals ``shirg_scores`` exactly (for
+    ``source="head"``: ``shirg_scores`` with ``source="saliency"``)."""
     w_sim, w_nbr, w_ctr = check_weights(weights)
-    if source not in SCORE_SOURCES:
-        raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
-    sim, used_text = head_relevance(tokens, text if source == "text" else None, head, text_pool, sim_stride)
+    sim, used_text = head_relevance(tokens, text, head, text_pool, sim_stride, source)
     with torch.no_grad():
         nbr = neighbour_distance(tokens.hi, tokens.grid)
         ctr = centre_distance(tokens.hi_boxes)

@@ -181,7 +181,9 @@ def shirg_scores(
         tokens: the dual-scale tokens of a batch.
         text: projector + question embeddings; None (or ``source="saliency"``) uses saliency.
         weights: signed (w_sim, w_nbr, w_ctr).
-        source: "text" (falls back to saliency per sample with no question) or "saliency".
+        source: "text" (falls back to saliency per sample with no question) or "saliency"; "head"
+            needs a relevance head (:func:`shirg.tokens.relevance_head.learned_scores`) and is saliency
+            for a batch without a question.
         text_pool: "max" or "mean" over question tokens.
         sim_stride: the text term per token (1) or per s x s cell of the hi grid.
     Returns:
@@ -190,6 +192,10 @@ def shirg_scores(
     w_sim, w_nbr, w_ctr = check_weights(weights)
     if source not in SCORE_SOURCES:
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
+    if source == "head" and text is not None and bool(text.mask().any()):
+        raise ConfigError("score source 'head' needs a relevance head that reads the tower's features (none is "
+                          "loaded); pass an adapter trained with data.relevance.reads: tower, or use score text "
+                          "or saliency")
     hi = tokens.hi
     sim, used_text = relevance(tokens, text if source == "text" else None, text_pool, sim_stride=sim_stride)
     nbr = neighbour_distance(hi, tokens.grid)

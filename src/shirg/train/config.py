@@ -18,6 +18,7 @@ import yaml
 
 from shirg.errors import ConfigError
 from shirg.model.options import VisualOptions
+from shirg.options import HEAD_INPUTS
 
 COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -31,12 +32,15 @@ class RelevanceSection:
     """A learned relevance head trained next to the answer loss (:mod:`shirg.train.relevance`):
     ``target`` none | distilled (gradient x input of the full-resolution model) | box (uniform over
     the evidence boxes the training records carry: an upper bound, for ablations), its ``weight``,
-    the listwise loss's temperature ``tau`` and the head's ``rank``."""
+    the listwise loss's temperature ``tau``, the head's ``rank`` and what it ``reads``: ``projected``
+    tokens (added to the text score) or the ``tower``'s features (for ``data.visual.score: head``,
+    saliency plus the head, nothing projected; :mod:`shirg.tokens.relevance_head`)."""
 
     target: str = "none"
     weight: float = 0.1
     tau: float = 1.0
     rank: int = 16
+    reads: str = "projected"
 
 
 @dataclass
@@ -173,6 +177,12 @@ class TrainConfig:
                 raise ConfigError(f"data.relevance.tau must be > 0, got {rel.tau!r}")
             if not (isinstance(rel.rank, int) and rel.rank >= 1):
                 raise ConfigError(f"data.relevance.rank must be an integer >= 1, got {rel.rank!r}")
+            score = self.data.visual.score
+            if rel.reads not in HEAD_INPUTS:
+                raise ConfigError(f"data.relevance.reads {rel.reads!r}: choose one of {', '.join(HEAD_INPUTS)}")
+            if score == "saliency" or (score == "head" and rel.reads != "tower"):
+                raise ConfigError(f"data.visual.score {score} gives a head that reads {rel.reads} tokens no term to "
+                                  "learn: use score text, or score head with data.relevance.reads tower")
         if self.data.objective == "patch_labels":
             if self.lora.enabled or self.trainable.components != ["vision"]:
                 raise ConfigError("data.objective patch_labels trains the vision tower alone: set lora.enabled: "

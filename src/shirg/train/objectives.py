@@ -58,7 +58,10 @@ class AnswerObjective:
                                   "evidence 'boxes' in their records (shirg entitygrid writes them)")
         # the head lives on the LavidaModel (checkpoints and resume hold it, the adapter folder gets it)
         # but outside model.model, so a LaViDa checkpoint written at the end does not
-        lavida.relevance_head = RelevanceHead(lavida.config.llm.d_model, rel.rank, seed=cfg.run.seed).to(device)
+        width = lavida.config.llm.d_model
+        reads_dim = lavida.config.mm_hidden_size if rel.reads == "tower" else width
+        lavida.relevance_head = RelevanceHead(reads_dim, rel.rank, seed=cfg.run.seed, text_dim=width,
+                                              reads=rel.reads).to(device)
         objective = RelevanceObjective(target=rel.target, weight=rel.weight, tau=rel.tau)
         return samples, dataset, RelevanceLossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps,
                                                      objective)

@@ -129,12 +129,13 @@ def distilled_target(model: LavidaModel, batch: Batch, resolution: int) -> Tenso
 def relevance_loss(model: LavidaModel, head: RelevanceHead, batch: Batch, target: Tensor, resolution: int,
                    tau: float = 1.0, options: ShirgOptions | None = None) -> Tensor:
     """KL(target || softmax(SHIRG score with the head / tau)) on the batch's images at ``resolution``,
-    the score computed with ``options``' weights, question pooling and text stride (default SHIRG's)."""
+    the score computed with ``options``' weights, score source, question pooling and text stride
+    (default SHIRG's)."""
     opts = options or ShirgOptions()
     with torch.no_grad():
         tokens, _ = encode_dual_scale(model.model.vision_tower, batch.images, resolution, "pad")
         text = question_context(model, batch.questions)
-    terms = learned_scores(tokens, text, head, opts.weights, "text", opts.text_pool, opts.sim_stride)
+    terms = learned_scores(tokens, text, head, opts.weights, opts.source, opts.text_pool, opts.sim_stride)
     return listwise_kl(terms.score, target.to(terms.score.device), tokens.hi_real, tau)
 
 
