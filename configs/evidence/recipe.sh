@@ -149,6 +149,21 @@ for T in box distilled; do
   done
 done
 
+# 5c. the same for a distilled head that reads the tower's features, scored as saliency + the head (--score head):
+#     question-conditioned, nothing projected
+shirg train --config configs/evidence/head_tower_densehost.yaml
+shirg sweep --model $H --adapter runs/dense/head-tower/adapter $B --strategies shirg --score head --out runs/dense/sweep-tower
+shirg sweep --model $H --adapter runs/dense/head-tower/adapter $B --selection-only --swap-questions --strategies shirg \
+  --score head --out runs/dense/swap-tower
+for K in k0029 k0058 k0115 k0190; do
+  shirg compare --base runs/dense/sweep-none/$K --mode shirg-saliency --other runs/dense/sweep-tower/$K --other-mode shirg
+  shirg compare --base runs/dense/sweep-tower/$K --other runs/dense/swap-tower/$K --mode shirg --metric queried_patch_kept
+  for X in visionzip divprune saint tome uniform pool; do
+    shirg compare --base runs/dense/sweep-none/$K --mode $X --other runs/dense/sweep-tower/$K --other-mode shirg
+  done
+  shirg compare --base runs/dense/sweep-distilled/$K --mode shirg --other runs/dense/sweep-tower/$K --other-mode shirg
+done
+
 # 6. selection overhead with a rank-16 relevance head and with the text term per 2 x 2 cell, at the real
 #    SigLIP so400m shape; what the cheaper text term changes: chosen on the dense dev set (33), then the
 #    test set, paired against the default
