@@ -28,7 +28,7 @@ def recipe_outputs() -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense",
-                                  "head_box_densehost", "head_distilled_densehost"])
+                                  "head_box_densehost", "head_distilled_densehost", "head_tower_densehost"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -41,8 +41,11 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     if name.endswith("_densehost"):  # trained on the dense host the recipe exports, not the bundled model
         assert cfg.model.path == "runs/dense/host/model"
         assert f"--out {cfg.model.path}" in (EVIDENCE / "recipe.sh").read_text().replace("$H", cfg.model.path)
-    if name.startswith("head_"):
-        assert cfg.data.relevance.target == name.split("_")[1]
+    if name.startswith("head_tower"):  # the distilled target, a head on the tower's features, score head
+        assert (cfg.data.relevance.target, cfg.data.relevance.reads, cfg.data.visual.score) == ("distilled", "tower",
+                                                                                                "head")
+    elif name.startswith("head_"):
+        assert cfg.data.relevance.target == name.split("_")[1] and cfg.data.relevance.reads == "projected"
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
             assert cfg.lora.enabled and cfg.trainable.components == ["coord"] and cfg.data.mode == "shirg"
         else:
