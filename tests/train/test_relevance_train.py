@@ -276,3 +276,21 @@ def test_a_tower_head_for_another_tower_width_is_refused(ckpt, tmp_path):
               metadata={"format": "pt", "reads": "pixels"})
     with pytest.raises(CheckpointError, match="reads 'pixels'"):
         shirg.load(ckpt, adapter=folder)
+
+
+def test_the_head_source_without_a_tower_head_is_refused_before_any_work(ckpt, tmp_path, capsys):
+    from shirg.cli import main
+    from shirg.model.options import VisualOptions
+    from shirg.serve.engine import Engine
+
+    image = toy_images(tmp_path / "img", 1)[0]
+    out = tmp_path / "answer.json"
+    args = ["answer", "--model", str(ckpt), "--image", str(image), "--question", QUESTION, "--mode", "shirg",
+            "--resolution", "112", "--k", "20", "--score", "head", "--json", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "score source 'head' needs a relevance head that reads the tower" in err and "\n" not in err
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="no relevance head is loaded"):
+        Engine.load(ckpt, None, ["shirg"], options=VisualOptions(resolution=112, k=20, score="head"))
+    Engine.load(ckpt, None, ["lowres"], options=VisualOptions(resolution=112, k=20, score="head"))  # no shirg mode

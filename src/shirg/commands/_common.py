@@ -201,6 +201,10 @@ def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
 
         model = shirg.load(args.model, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter,
                            weight_format=weight_format, revision=getattr(args, "revision", None))
+        if getattr(args, "score", None) == "head":
+            from shirg.model.visual import check_score_source
+
+            check_score_source(model, "head")
         return model, f"checkpoint {args.model}" + (f" + adapter {adapter}" if adapter else "") + suffix
     from shirg.presets import build_preset
 

@@ -26,6 +26,7 @@ from shirg.canvas import canvas_resolution
 from shirg.errors import ConfigError, ShirgError
 from shirg.model.options import VisualOptions
 from shirg.model.sampler import SCHEDULES, num_transfer_tokens
+from shirg.model.visual import check_score_source
 from shirg.serve.inputs import Limits, RequestError
 from shirg.serve.schemas import ShirgSettings
 from shirg.vision.overlay import draw_overlay
@@ -96,6 +97,8 @@ class Engine:
         for m in modes:
             options.validate(m)
         adapted = shirg.load(model_dir, device=device, dtype=dtype, adapter=adapter) if adapter else base
+        if "shirg" in modes:
+            check_score_source(adapted, options.score)
         models = {m: (adapted if m == "shirg" else base) for m in modes}
         for m in models.values():
             m.eval()

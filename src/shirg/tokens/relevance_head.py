@@ -33,6 +33,7 @@ from shirg.tokens.scoring import (
     ScoreTerms,
     centre_distance,
     check_weights,
+    needs_tower_head,
     neighbour_distance,
     pool_cells,
     project_hi,
@@ -92,7 +93,7 @@ def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: Rele
     base_text = text if source == "text" else None
     asks = text is not None and bool(text.mask().any())
     if source == "head" and asks and (head is None or head.reads != "tower"):
-        raise ConfigError(_needs_tower_head(head))
+        raise ConfigError(needs_tower_head(head))
     if head is None or not asks or source == "saliency":  # no head term
         with torch.no_grad():
             return relevance(tokens, base_text, text_pool, sim_stride=sim_stride)
@@ -110,12 +111,6 @@ def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: Rele
         return sim, used_text
     delta = spread_cells(head(x.detach(), question.detach(), mask), tokens.grid, sim_stride)
     return torch.where(used_text[:, None], sim + delta, sim), used_text
-
-
-def _needs_tower_head(head: RelevanceHead | None) -> str:
-    have = "no relevance head is loaded" if head is None else "the loaded head reads projected tokens"
-    return (f"score source 'head' needs a relevance head that reads the tower's features ({have}); pass an "
-            "adapter trained with data.relevance.reads: tower, or use score text or saliency")
 
 
 def learned_scores(

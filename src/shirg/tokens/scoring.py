@@ -166,6 +166,13 @@ def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str 
     return torch.where(used_text[:, None], txt, sal), used_text
 
 
+def needs_tower_head(head) -> str:
+    """The one-line error of score source "head" without a relevance head that reads the tower."""
+    have = "no relevance head is loaded" if head is None else "the loaded head reads projected tokens"
+    return (f"score source 'head' needs a relevance head that reads the tower's features ({have}); pass an "
+            "adapter trained with data.relevance.reads: tower, or use score text or saliency")
+
+
 @torch.no_grad()
 def shirg_scores(
     tokens: DualScaleTokens,
@@ -193,9 +200,7 @@ def shirg_scores(
     if source not in SCORE_SOURCES:
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
     if source == "head" and text is not None and bool(text.mask().any()):
-        raise ConfigError("score source 'head' needs a relevance head that reads the tower's features (none is "
-                          "loaded); pass an adapter trained with data.relevance.reads: tower, or use score text "
-                          "or saliency")
+        raise ConfigError(needs_tower_head(None))
     hi = tokens.hi
     sim, used_text = relevance(tokens, text if source == "text" else None, text_pool, sim_stride=sim_stride)
     nbr = neighbour_distance(hi, tokens.grid)
