@@ -164,6 +164,29 @@ for K in k0029 k0058 k0115 k0190; do
   shirg compare --base runs/dense/sweep-distilled/$K --mode shirg --other runs/dense/sweep-tower/$K --other-mode shirg
 done
 
+# 5d. the untested explanation of 5b, tested: the dense host's tower was taught each entity's number on every
+#     patch of it (tower_dense.yaml, patch_number: entity). The same tower run with the number on its centre
+#     patch only, the same host recipe on it (stopped at 300 for time), the text-free strategies and the
+#     label-free head that projects nothing on it. Nothing else changes.
+shirg train --config configs/evidence/tower_dense.yaml --set data.patch_number=centre --set run.output_dir=runs/dense-centre/tower
+shirg train --config configs/evidence/host_dense.yaml --set model.path=runs/dense-centre/tower/model \
+  --set run.output_dir=runs/dense-centre/host --stop-after 300
+HC=runs/dense-centre/host/model
+shirg export --model runs/dense-centre/tower/model --checkpoint runs/dense-centre/host/checkpoints/step-00000300 --out $HC
+shirg sweep --model $HC $B --strategies shirg-saliency,visionzip,divprune,saint,tome --out runs/dense-centre/sweep-none
+shirg train --config configs/evidence/head_tower_densehost.yaml --set model.path=$HC --set run.output_dir=runs/dense-centre/head-tower
+shirg sweep --model $HC --adapter runs/dense-centre/head-tower/adapter $B --strategies shirg --score head \
+  --out runs/dense-centre/sweep-tower
+shirg sweep --model $HC --adapter runs/dense-centre/head-tower/adapter $B --selection-only --swap-questions \
+  --strategies shirg --score head --out runs/dense-centre/swap-tower
+for K in k0029 k0058 k0115 k0190; do
+  for X in shirg-saliency visionzip divprune saint tome; do
+    shirg compare --base runs/dense-centre/sweep-none/$K --mode $X --other runs/dense-centre/sweep-tower/$K --other-mode shirg
+  done
+  shirg compare --base runs/dense-centre/sweep-tower/$K --other runs/dense-centre/swap-tower/$K --mode shirg \
+    --metric queried_patch_kept
+done
+
 # 6. selection overhead with a rank-16 relevance head and with the text term per 2 x 2 cell, at the real
 #    SigLIP so400m shape; what the cheaper text term changes: chosen on the dense dev set (33), then the
 #    test set, paired against the default
