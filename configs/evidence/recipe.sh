@@ -173,16 +173,19 @@ shirg train --config configs/evidence/host_dense.yaml --set model.path=runs/dens
   --set run.output_dir=runs/dense-centre/host --stop-after 300
 HC=runs/dense-centre/host/model
 shirg export --model runs/dense-centre/tower/model --checkpoint runs/dense-centre/host/checkpoints/step-00000300 --out $HC
-shirg sweep --model $HC $B --strategies shirg-saliency,visionzip,divprune,saint,tome --out runs/dense-centre/sweep-none
+shirg sweep --model $HC $B --budgets 5,10,20 --strategies shirg-saliency,visionzip,divprune,saint,tome \
+  --out runs/dense-centre/sweep-none  # 33 % not run, for time
 shirg train --config configs/evidence/head_tower_densehost.yaml --set model.path=$HC --set run.output_dir=runs/dense-centre/head-tower
 shirg sweep --model $HC --adapter runs/dense-centre/head-tower/adapter $B --strategies shirg --score head \
   --out runs/dense-centre/sweep-tower
 shirg sweep --model $HC --adapter runs/dense-centre/head-tower/adapter $B --selection-only --swap-questions \
   --strategies shirg --score head --out runs/dense-centre/swap-tower
-for K in k0029 k0058 k0115 k0190; do
+for K in k0029 k0058 k0115; do
   for X in shirg-saliency visionzip divprune saint tome; do
     shirg compare --base runs/dense-centre/sweep-none/$K --mode $X --other runs/dense-centre/sweep-tower/$K --other-mode shirg
   done
+done
+for K in k0029 k0058 k0115 k0190; do
   shirg compare --base runs/dense-centre/sweep-tower/$K --other runs/dense-centre/swap-tower/$K --mode shirg \
     --metric queried_patch_kept
 done
