@@ -18,7 +18,7 @@ from shirg.limits import (
     resolution_int,
     seed_int,
 )
-from shirg.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions, parse_weights
+from shirg.options import SCORE_SOURCES, TEXT_POOLS, ShirgOptions, check_score_source, parse_weights
 
 _SHIRG = ShirgOptions()  # the flags' defaults: SHIRG's, from one dataclass
 
@@ -201,10 +201,7 @@ def load_model(args: argparse.Namespace, adapter=None, shirg_weights=None):
 
         model = shirg.load(args.model, device=device, dtype=dtype, shirg_weights=shirg_weights, adapter=adapter,
                            weight_format=weight_format, revision=getattr(args, "revision", None))
-        if getattr(args, "score", None) == "head":
-            from shirg.model.visual import check_score_source
-
-            check_score_source(model, "head")
+        check_score_source(model, getattr(args, "score", None))
         return model, f"checkpoint {args.model}" + (f" + adapter {adapter}" if adapter else "") + suffix
     from shirg.presets import build_preset
 

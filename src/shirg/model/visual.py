@@ -16,14 +16,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from shirg.errors import ConfigError
 from shirg.model.anyres import anyres_views, expand2square, pool_view_tokens, unpad_merge
 from shirg.model.options import VisualOptions, reads_question
 from shirg.model.profile import NO_WATCH
 from shirg.model.prompt import IMAGE_TOKEN_ID, question_token_ids
 from shirg.tokens.dual_scale import dual_scale
 from shirg.tokens.registry import select_tokens
-from shirg.tokens.scoring import needs_tower_head
 from shirg.tokens.types import KIND_SCAFFOLD, DualScaleTokens, TextContext, TokenSet, hi_subset
 from shirg.vision.encode import encode_dual_scale
 from shirg.vision.preprocess import PreparedImage, prepare_image, to_tensor
@@ -35,14 +33,6 @@ if TYPE_CHECKING:
 def patch_size(model: LavidaModel) -> int:
     """The tower's patch side in pixels (14 for SigLIP so400m)."""
     return int(model.config.vision.patch_size)
-
-
-def check_score_source(model: LavidaModel, score: str) -> None:
-    """Before any work: score source "head" needs the model to carry a relevance head that reads the
-    tower's features (loaded from an adapter); a one-line ConfigError otherwise."""
-    head = model.relevance_head
-    if score == "head" and (head is None or head.reads != "tower"):
-        raise ConfigError(needs_tower_head(head))
 
 
 def question_context(model: LavidaModel, questions: Sequence[str]) -> TextContext:

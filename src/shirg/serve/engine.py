@@ -26,7 +26,7 @@ from shirg.canvas import canvas_resolution
 from shirg.errors import ConfigError, ShirgError
 from shirg.model.options import VisualOptions
 from shirg.model.sampler import SCHEDULES, num_transfer_tokens
-from shirg.model.visual import check_score_source
+from shirg.options import check_score_source
 from shirg.serve.inputs import Limits, RequestError
 from shirg.serve.schemas import ShirgSettings
 from shirg.vision.overlay import draw_overlay

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shirg.errors import ConfigError
-from shirg.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS, check_sim_stride
+from shirg.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS, check_sim_stride, needs_tower_head
 from shirg.tokens.types import DualScaleTokens, TextContext
 
 
@@ -164,13 +164,6 @@ def relevance(tokens: DualScaleTokens, text: TextContext | None, text_pool: str 
     txt = spread_cells(text_similarity(projected, text.question.to(hi.device), mask, text_pool), tokens.grid,
                        sim_stride)
     return torch.where(used_text[:, None], txt, sal), used_text
-
-
-def needs_tower_head(head) -> str:
-    """The one-line error of score source "head" without a relevance head that reads the tower."""
-    have = "no relevance head is loaded" if head is None else "the loaded head reads projected tokens"
-    return (f"score source 'head' needs a relevance head that reads the tower's features ({have}); pass an "
-            "adapter trained with data.relevance.reads: tower, or use score text or saliency")
 
 
 @torch.no_grad()
