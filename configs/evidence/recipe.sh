@@ -174,7 +174,9 @@ shirg train --config configs/evidence/host_dense.yaml --set model.path=runs/dens
 HC=runs/dense-centre/host/model
 shirg export --model runs/dense-centre/tower/model --checkpoint runs/dense-centre/host/checkpoints/step-00000300 --out $HC
 shirg sweep --model $HC $B --budgets 5,10,20 --strategies shirg-saliency,visionzip,divprune,saint,tome \
-  --out runs/dense-centre/sweep-none  # 33 % not run, for time
+  --out runs/dense-centre/sweep-none
+shirg sweep --model $HC $B --budgets 33 --strategies shirg-saliency,visionzip,divprune,saint,tome \
+  --out runs/dense-centre/sweep-none33  # run later, in a separate folder
 shirg train --config configs/evidence/head_tower_densehost.yaml --set model.path=$HC --set run.output_dir=runs/dense-centre/head-tower
 shirg sweep --model $HC --adapter runs/dense-centre/head-tower/adapter $B --strategies shirg --score head \
   --out runs/dense-centre/sweep-tower
@@ -184,6 +186,10 @@ for K in k0029 k0058 k0115; do
   for X in shirg-saliency visionzip divprune saint tome; do
     shirg compare --base runs/dense-centre/sweep-none/$K --mode $X --other runs/dense-centre/sweep-tower/$K --other-mode shirg
   done
+done
+for X in shirg-saliency visionzip divprune saint tome; do
+  shirg compare --base runs/dense-centre/sweep-none33/k0190 --mode $X --other runs/dense-centre/sweep-tower/k0190 \
+    --other-mode shirg
 done
 for K in k0029 k0058 k0115 k0190; do
   shirg compare --base runs/dense-centre/sweep-tower/$K --other runs/dense-centre/swap-tower/$K --mode shirg \
