@@ -16,19 +16,18 @@ SCORE_SOURCES = ("text", "saliency", "head")
 HEAD_INPUTS = ("projected", "tower")  # what a learned relevance head's token map reads
 
 
-def needs_tower_head(head) -> str:
-    """The one-line error of score source "head" without a relevance head that reads the tower."""
-    have = "no relevance head is loaded" if head is None else "the loaded head reads projected tokens"
-    return (f"score source 'head' needs a relevance head that reads the tower's features ({have}); pass an "
-            "adapter trained with data.relevance.reads: tower, or use score text or saliency")
+def check_head_source(head, score: str) -> None:
+    """Score source "head" needs ``head`` to be a relevance head that reads the tower's features; a
+    one-line ConfigError otherwise (other sources take any head, or none)."""
+    if score == "head" and (head is None or head.reads != "tower"):
+        have = "no relevance head is loaded" if head is None else "the loaded head reads projected tokens"
+        raise ConfigError(f"score source 'head' needs a relevance head that reads the tower's features ({have}); "
+                          "pass an adapter trained with data.relevance.reads: tower, or use score text or saliency")
 
 
 def check_score_source(model, score: str) -> None:
-    """Before any work: score source "head" needs ``model`` (a loaded LavidaModel) to carry a relevance
-    head that reads the tower's features (from an adapter); a one-line ConfigError otherwise."""
-    head = getattr(model, "relevance_head", None)
-    if score == "head" and (head is None or head.reads != "tower"):
-        raise ConfigError(needs_tower_head(head))
+    """Before any work: :func:`check_head_source` with the head ``model`` (a loaded LavidaModel) carries."""
+    check_head_source(getattr(model, "relevance_head", None), score)
 
 
 @dataclass

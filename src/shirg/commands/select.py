@@ -21,8 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="LaViDa checkpoint folder: its projector and question embeddings score text")
     src.add_argument("--vision", help="LaViDa checkpoint or local SigLIP folder: tower only, saliency score")
-    p.add_argument("--adapter", default=None, help="a `shirg train` adapter folder for --model (its LoRA and "
-                   "relevance head take part in the score)")
+    p.add_argument("--adapter", default=None, help="a `shirg train` adapter folder for --model: its LoRA and "
+                   "relevance head take part in the text and head scores (with --question; saliency reads the "
+                   "plain tower)")
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--json", default=None, help="selection JSON to write")
     add_device_options(p)

@@ -13,11 +13,19 @@ from shirg.errors import CheckpointError, ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
 from shirg.model.quantize import apply_weight_format, resolve_load
+from shirg.options import HEAD_INPUTS
 from shirg.safety import ADAPTER_WEIGHTS, check_adapter_folder
-from shirg.tokens.relevance_head import HEAD_INPUTS, RelevanceHead
+from shirg.tokens.relevance_head import RelevanceHead
 
 ADAPTER_CONFIG = "adapter_config.json"
 RELEVANCE_HEAD = "relevance_head.safetensors"  # a learned relevance head (shirg.tokens.relevance_head)
+
+
+def head_widths(model: LavidaModel, reads: str) -> tuple[int, int]:
+    """(token map's input width, question map's input width) of a relevance head for ``model`` that
+    reads ``reads``: the tower's width or the LLM's for the tokens, the LLM's for the question."""
+    width = model.config.llm.d_model
+    return (model.config.mm_hidden_size if reads == "tower" else width), width
 
 
 def load_relevance_head(model: LavidaModel, path: str | Path) -> RelevanceHead:
@@ -34,8 +42,7 @@ def load_relevance_head(model: LavidaModel, path: str | Path) -> RelevanceHead:
     if token is None or token.ndim != 2 or text is None or text.ndim != 2:
         raise CheckpointError(f"{path} is not a relevance head (no 2-D token.weight and text.weight)")
     rank, dim = token.shape
-    width = model.config.llm.d_model
-    want = model.config.mm_hidden_size if reads == "tower" else width
+    want, width = head_widths(model, reads)
     what = "the tower's features" if reads == "tower" else "the projected tokens"
     if dim != want or text.shape[1] != width:
         raise CheckpointError(f"{path}: the relevance head reads {dim}-dim tokens ({what}) and {text.shape[1]}-dim "

@@ -26,14 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from shirg.errors import ConfigError
-from shirg.options import HEAD_INPUTS
+from shirg.options import HEAD_INPUTS, check_head_source
 from shirg.tokens.scoring import (
     DEFAULT_WEIGHTS,
     SCORE_SOURCES,
     ScoreTerms,
     centre_distance,
     check_weights,
-    needs_tower_head,
     neighbour_distance,
     pool_cells,
     project_hi,
@@ -92,8 +91,8 @@ def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: Rele
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
     base_text = text if source == "text" else None
     asks = text is not None and bool(text.mask().any())
-    if source == "head" and asks and (head is None or head.reads != "tower"):
-        raise ConfigError(needs_tower_head(head))
+    if asks:
+        check_head_source(head, source)
     if head is None or not asks or source == "saliency":  # no head term
         with torch.no_grad():
             return relevance(tokens, base_text, text_pool, sim_stride=sim_stride)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shirg.errors import ConfigError
-from shirg.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS, check_sim_stride, needs_tower_head
+from shirg.options import DEFAULT_WEIGHTS, SCORE_SOURCES, TEXT_POOLS, check_head_source, check_sim_stride
 from shirg.tokens.types import DualScaleTokens, TextContext
 
 
@@ -192,8 +192,8 @@ def shirg_scores(
     w_sim, w_nbr, w_ctr = check_weights(weights)
     if source not in SCORE_SOURCES:
         raise ConfigError(f"unknown score source {source!r}; choose one of {', '.join(SCORE_SOURCES)}")
-    if source == "head" and text is not None and bool(text.mask().any()):
-        raise ConfigError(needs_tower_head(None))
+    if text is not None and bool(text.mask().any()):
+        check_head_source(None, source)
     hi = tokens.hi
     sim, used_text = relevance(tokens, text if source == "text" else None, text_pool, sim_stride=sim_stride)
     nbr = neighbour_distance(hi, tokens.grid)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from shirg.errors import ConfigError
+from shirg.model.adapter import head_widths
 from shirg.model.lavida import LavidaModel
 from shirg.tokens.relevance_head import RelevanceHead
 from shirg.train.config import TrainConfig
@@ -58,9 +59,8 @@ class AnswerObjective:
                                   "evidence 'boxes' in their records (shirg entitygrid writes them)")
         # the head lives on the LavidaModel (checkpoints and resume hold it, the adapter folder gets it)
         # but outside model.model, so a LaViDa checkpoint written at the end does not
-        width = lavida.config.llm.d_model
-        reads_dim = lavida.config.mm_hidden_size if rel.reads == "tower" else width
-        lavida.relevance_head = RelevanceHead(reads_dim, rel.rank, seed=cfg.run.seed, text_dim=width,
+        token_dim, text_dim = head_widths(lavida, rel.reads)
+        lavida.relevance_head = RelevanceHead(token_dim, rel.rank, seed=cfg.run.seed, text_dim=text_dim,
                                               reads=rel.reads).to(device)
         objective = RelevanceObjective(target=rel.target, weight=rel.weight, tau=rel.tau)
         return samples, dataset, RelevanceLossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps,
