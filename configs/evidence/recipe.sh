@@ -196,6 +196,15 @@ for K in k0029 k0058 k0115 k0190; do
     --metric queried_patch_kept
 done
 
+# 5e. what the hosts write at budgets between the sweep's (the K = 58 fault of 5d): the dense dev set (33), the
+#     first 80 questions, `shirg-saliency` at K = 40-90, on both dense hosts and the bundled model
+for HH in runs/dense-centre/host/model runs/dense/host/model $M; do
+  for K in 40 50 54 56 58 60 62 66 70 80 90; do
+    shirg eval --model $HH --task entitygrid --data runs/dense/data/dev-read-33 --limit 80 --gen-length 4 --steps 2 \
+      --block-length 4 --k $K --modes shirg-saliency --reference shirg-saliency --out runs/diag/k58/$(echo $HH | tr / -)-k$K
+  done
+done
+
 # 6. selection overhead with a rank-16 relevance head and with the text term per 2 x 2 cell, at the real
 #    SigLIP so400m shape; what the cheaper text term changes: chosen on the dense dev set (33), then the
 #    test set, paired against the default
@@ -212,5 +221,33 @@ shirg sweep --model $M --data runs/test/dense-read-9003 --selection-only --strat
   --out runs/relevance/sel-dense-none-s2-nomerge
 for K in k0029 k0058 k0115 k0190; do
   shirg compare --base runs/relevance/sel-dense-none/$K --other runs/relevance/sel-dense-none-s2-nomerge/$K --mode shirg \
+    --metric queried_patch_kept
+done
+
+# 7. crowded scenes: 6 x 6 grids, every cell filled (36 entities: more numbers than the 29 high-detail tokens
+#    of a 5 % budget), look-alikes as before. The second dense host's tower trained further on them (stage 0's
+#    objective), then its projector and LM, half the samples in `full` and half on a random selection at a
+#    random budget (so no prefix length is new to it); the same label-free head that projects nothing.
+#    Settings copied from steps 5-5d, fixed before any run; the dev set (35) only checked that the scenes are
+#    legible and what the text-free strategies keep there.
+C="--grid 6x6 --occupancy 1.0 --entity-scale 0.4 --repeat-labels --lookalikes 3 --types reading"
+shirg entitygrid $G $C --seed 48 --n 8000 --out runs/crowded/data/train-48
+shirg entitygrid $G $C --seed 49 --n 2400 --out runs/crowded/data/heads-49
+shirg entitygrid $G $C --seed 35 --n 256 --out runs/crowded/data/dev-read-35
+shirg train --config configs/evidence/tower_crowded.yaml
+shirg train --config configs/evidence/host_crowded.yaml
+HX=runs/crowded/host/model
+shirg train --config configs/evidence/head_tower_crowded.yaml
+BX="--data runs/test/crowded-read-9004 --gen-length 4 --steps 2 --block-length 4 --budgets 5,10,20,33"
+shirg sweep --model $HX $BX --strategies shirg-saliency,visionzip,divprune,saint,tome,uniform,pool --out runs/crowded/sweep-none
+shirg sweep --model $HX --adapter runs/crowded/head-tower/adapter $BX --strategies shirg --score head \
+  --out runs/crowded/sweep-tower
+shirg sweep --model $HX --adapter runs/crowded/head-tower/adapter $BX --selection-only --swap-questions \
+  --strategies shirg --score head --out runs/crowded/swap-tower
+for K in k0029 k0058 k0115 k0190; do
+  for X in shirg-saliency visionzip divprune saint tome uniform pool; do
+    shirg compare --base runs/crowded/sweep-none/$K --mode $X --other runs/crowded/sweep-tower/$K --other-mode shirg
+  done
+  shirg compare --base runs/crowded/sweep-tower/$K --other runs/crowded/swap-tower/$K --mode shirg \
     --metric queried_patch_kept
 done

@@ -13,3 +13,6 @@ shirg entitygrid $G --seed 9002 --n 400 --out runs/test/all-9002
 # dense scenes (docs/entitygrid.md, "Dense scenes"): 4 x 4 grids, every cell filled, look-alike distractors
 shirg entitygrid $G --grid 4x4 --occupancy 1.0 --entity-scale 0.4 --repeat-labels --lookalikes 3 \
   --types reading --seed 9003 --n 300 --out runs/test/dense-read-9003
+# crowded scenes: 6 x 6 grids, every cell filled (36 entities), look-alike distractors
+shirg entitygrid $G --grid 6x6 --occupancy 1.0 --entity-scale 0.4 --repeat-labels --lookalikes 3 \
+  --types reading --seed 9004 --n 300 --out runs/test/crowded-read-9004

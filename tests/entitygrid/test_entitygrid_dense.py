@@ -117,3 +117,40 @@ def test_bad_dense_settings_are_one_line_errors(changes, match):
 def test_bad_dense_flags_exit_2(tmp_path, capsys):
     assert main(["entitygrid", "--preset", "small", "--grid", "4x4", "--out", str(tmp_path / "x"), "--n", "2"]) == 2
     assert "--repeat-labels" in capsys.readouterr().err
+
+
+def test_stray_digits_are_drawn_off_every_entity_and_change_nothing_else():
+    plain = preset_config("small", **DENSE)
+    stray = preset_config("small", **dict(DENSE, stray_digits=30))
+    img_p, rec_p = generate_sample(plain, 5, 1)
+    img_s, rec_s = generate_sample(stray, 5, 1)
+    assert "strays" not in rec_p  # records of scenes without strays stay as they were
+    assert rec_s["scene"] == rec_p["scene"] and rec_s["answers"] == rec_p["answers"]
+    assert len(rec_s["strays"]) == 30
+    s = np.asarray(img_s).astype(int)
+    for st in rec_s["strays"]:
+        x0, y0, x1, y1 = st["box"]
+        assert 1 <= st["label"] <= 9
+        assert (x1 - x0) * (y1 - y0) < 14 * 14  # a number's tag, not a shape
+        for e in rec_s["scene"]:  # off every entity
+            ex0, ey0, ex1, ey1 = e["box"]
+            assert x1 + 2 <= ex0 or ex1 + 2 <= x0 or y1 + 2 <= ey0 or ey1 + 2 <= y0
+        assert (s[y0:y1, x0:x1].max(-1) < 160).sum() >= 3  # dark ink on its white tag
+        centre = ((x0 + x1) / 2, (y0 + y1) / 2)  # on the centre of a 14-px square, as the entities' numbers
+        assert abs(centre[0] % 14 - 7) <= 1.5 and abs(centre[1] % 14 - 7) <= 1.5
+    boxes = [st["box"] for st in rec_s["strays"]]
+    for i, a in enumerate(boxes):  # apart from each other
+        for b in boxes[i + 1:]:
+            assert a[2] + 2 <= b[0] or b[2] + 2 <= a[0] or a[3] + 2 <= b[1] or b[3] + 2 <= a[1]
+    with pytest.raises(ConfigError, match="stray_digits"):
+        preset_config("small", **dict(DENSE, stray_digits=-1)).validate()
+
+
+def test_stray_digits_flag(tmp_path):
+    args = ["entitygrid", "--preset", "small", "--grid", "4x4", "--occupancy", "1.0", "--repeat-labels",
+            "--label-place", "inside", "--label-grid", "14", "--stray-digits", "12", "--seed", "3", "--n", "2"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    meta = json.loads((tmp_path / "a/entitygrid.json").read_text())
+    assert meta["config"]["stray_digits"] == 12
+    recs = [json.loads(x) for x in (tmp_path / "a/questions.jsonl").read_text().splitlines()]
+    assert all(len(r["strays"]) == 12 for r in recs)

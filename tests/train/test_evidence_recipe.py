@@ -13,8 +13,8 @@ from shirg.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = REPO / "configs" / "evidence"
-TEST_SEEDS = {9001, 9002, 9003}
-DEV_SEEDS = {31, 32, 33, 2026}
+TEST_SEEDS = {9001, 9002, 9003, 9004}
+DEV_SEEDS = {31, 32, 33, 35, 2026}
 
 
 def recipe_outputs() -> dict[str, int]:
@@ -28,7 +28,8 @@ def recipe_outputs() -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense",
-                                  "head_box_densehost", "head_distilled_densehost", "head_tower_densehost"])
+                                  "head_box_densehost", "head_distilled_densehost", "head_tower_densehost",
+                                  "host_crowded", "head_tower_crowded"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -41,6 +42,9 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     if name.endswith("_densehost"):  # trained on the dense host the recipe exports, not the bundled model
         assert cfg.model.path == "runs/dense/host/model"
         assert f"--out {cfg.model.path}" in (EVIDENCE / "recipe.sh").read_text().replace("$H", cfg.model.path)
+    if name.endswith("_crowded"):  # the crowded host's chain: tower -> host -> head, each on the one before
+        before = {"host_crowded": "runs/crowded/tower/model", "head_tower_crowded": "runs/crowded/host/model"}
+        assert cfg.model.path == before[name]
     if name.startswith("head_tower"):  # the distilled target, a head on the tower's features, score head
         assert (cfg.data.relevance.target, cfg.data.relevance.reads, cfg.data.visual.score) == ("distilled", "tower",
                                                                                                 "head")
@@ -52,17 +56,18 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
             assert not cfg.lora.enabled and cfg.trainable.components == []  # the head alone
 
 
-def test_dense_tower_config_reads_training_folders_the_recipe_writes():
-    """The dense host's tower (stage 0's objective, tower only) reads folders of the recipe's training seeds,
+@pytest.mark.parametrize("kind", ["dense", "crowded"])
+def test_tower_config_reads_training_folders_the_recipe_writes(kind):
+    """A host's tower (stage 0's objective, tower only) reads folders of the recipe's training seeds,
     and the host starts from the model it writes."""
-    cfg = load_config(EVIDENCE / "tower_dense.yaml").validate()
+    cfg = load_config(EVIDENCE / f"tower_{kind}.yaml").validate()
     recipe = (EVIDENCE / "recipe.sh").read_text()
-    assert "shirg train --config configs/evidence/tower_dense.yaml" in recipe
-    assert recipe.index("configs/evidence/tower_dense.yaml") < recipe.index("configs/evidence/host_dense.yaml")
+    assert f"shirg train --config configs/evidence/tower_{kind}.yaml" in recipe
+    assert recipe.index(f"configs/evidence/tower_{kind}.yaml") < recipe.index(f"configs/evidence/host_{kind}.yaml")
     assert cfg.data.objective == "patch_labels" and cfg.trainable.components == ["vision"]
     outputs = recipe_outputs()
     for folder in cfg.data.entitygrid:
         assert folder in outputs, folder
         assert outputs[folder] not in TEST_SEEDS | DEV_SEEDS
-    host = load_config(EVIDENCE / "host_dense.yaml").validate()
+    host = load_config(EVIDENCE / f"host_{kind}.yaml").validate()
     assert Path(host.model.path) == Path(cfg.run.output_dir) / "model"

@@ -620,6 +620,54 @@ def test_mixed_modes_are_drawn_per_sample_and_trained(tiny_ckpt, tmp_path):
         Trainer(tiny_config(tiny_ckpt, mix, tmp_path / "bad", "data.mode=[full, nope]")).setup()
 
 
+def test_budgets_are_drawn_per_sample_after_the_mode_and_trained(tiny_ckpt, tmp_path):
+    """data.budgets: each sample draws its K (seeded, last), its block is exactly the one selection at that
+    K gives alone, `full` ignores it, and a run without budgets keeps every earlier draw."""
+    from dataclasses import replace
+
+    from shirg.model.visual import hires_visual
+    from shirg.train.data import collate
+
+    mix = write_toy_data(tmp_path / "data")
+    common = ("run.max_steps=2", "run.checkpoint_every=2", "trainable.components=[projector]",
+              "lora.enabled=false", "data.mode=[full, divprune]")
+    cfg = tiny_config(tiny_ckpt, mix, tmp_path / "run", *common, "data.budgets=[4, 9, 20]")
+    trainer = Trainer(cfg)
+    trainer.setup()
+    items = [trainer.dataset[(0, i)] for i in range(8)] + [trainer.dataset[(1, i)] for i in range(8)]
+    assert {x["k"] for x in items} == {4, 9, 20}
+    assert [x["k"] for x in items[:8]] == [trainer.dataset[(0, i)]["k"] for i in range(8)]  # seeded
+    plain = Trainer(tiny_config(tiny_ckpt, mix, tmp_path / "plain", *common))
+    plain.setup()
+    for i in range(8):  # the same resolution and mode draws; only the budget is added
+        a, b = trainer.dataset[(0, i)], plain.dataset[(0, i)]
+        assert "k" not in b and (a["mode"], a["resolution"]) == (b["mode"], b["resolution"])
+    batch = collate(items[:8])
+    assert batch.ks == [x["k"] for x in items[:8]]
+    lavida = trainer.tm.lavida
+    blocks = visual_blocks(lavida, batch, "shirg", cfg.data.visual)
+    sizes: set[tuple[int, int, int]] = set()
+    for x, block in zip(items[:8], blocks, strict=True):
+        grid = x["resolution"] // 14
+        if x["mode"] == "full":
+            assert block.shape[0] == grid * grid
+            continue
+        alone = hires_visual(lavida, [x["image"]], [x["question"]], x["mode"],
+                             replace(cfg.data.visual, resolution=x["resolution"], k=x["k"]))[0]
+        torch.testing.assert_close(block, alone)
+        sizes.add((x["resolution"], x["k"], block.shape[0]))
+    assert len({k for _, k, _ in sizes}) > 1
+    for res in {r for r, _, _ in sizes}:  # K high-detail tokens plus the resolution's scaffold
+        assert len({n - k for r, k, n in sizes if r == res}) == 1
+    result = trainer.run()
+    assert result["steps"] == 2 and all(np.isfinite(result["losses"]))
+    for bad in ("data.budgets=[0]", "data.budgets=[4.5]", "data.budgets=7"):
+        with pytest.raises(ConfigError, match="data.budgets"):
+            tiny_config(tiny_ckpt, mix, tmp_path / "bad", *common, bad)
+    with pytest.raises(ConfigError):  # more tokens than the grid has: refused before any work
+        Trainer(tiny_config(tiny_ckpt, mix, tmp_path / "big", *common, "data.budgets=[4, 100000]")).setup()
+
+
 @pytest.mark.parametrize("lora", [True, False])
 def test_export_from_an_intermediate_checkpoint_equals_the_final_model(tiny_ckpt, tmp_path, lora):
     from shirg.cli import main

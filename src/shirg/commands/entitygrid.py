@@ -48,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or same shape (another colour), another number (0-10; default 0)")
     p.add_argument("--background", choices=("white", "clutter"), default=None,
                    help="white (default) or clutter: a low-contrast texture of strokes and blobs (never digits)")
+    p.add_argument("--stray-digits", type=int, default=None, metavar="N",
+                   help="N stray numbers on free background, drawn like the entities' (black on a white tag) but on "
+                        "no entity and never asked about: distractors a question-blind selection cannot tell from "
+                        "the numbers that matter (0-400; default 0)")
     p.add_argument("--types", default=None, metavar="T1,T2",
                    help="question types to cycle through, comma-separated, from recognition, position, counting, "
                         "reading (default: all four); scenes stay those of the same seed, e.g. --types reading")
@@ -66,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                         entity_scale=args.entity_scale, label_px=args.label_px, max_label=args.max_label,
                         label_place=args.label_place, label_grid=args.label_grid,
                         label_jitter=args.label_jitter, repeat_labels=args.repeat_labels or None,
-                        lookalikes=args.lookalikes, background=args.background)
+                        lookalikes=args.lookalikes, background=args.background,
+                        stray_digits=args.stray_digits)
     meta = generate(args.out, args.n, args.seed, cfg, train_records=args.train_records, progress=True,
                     captions=args.captions, cells=args.cells,
                     types=args.types.split(",") if args.types is not None else None)

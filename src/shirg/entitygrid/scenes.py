@@ -35,6 +35,7 @@ TYPES = ("recognition", "position", "counting", "reading")
 LABEL_PLACES = ("under", "inside")
 BACKGROUNDS = ("white", "clutter")
 MAX_LOOKALIKES = (len(COLOURS) - 1) + (len(SHAPES) - 1)
+MAX_STRAYS = 400
 QUESTIONS_FILE = "questions.jsonl"
 LLAVA_FILE = "llava_train.json"
 META_FILE = "entitygrid.json"
@@ -62,6 +63,10 @@ class EntityGridConfig:
     repeat_labels: bool = False  # numbers drawn with repetition from 1..max_label (digits on grids of > 9 cells)
     lookalikes: int = 0  # look-alike distractors of the reading question's entity (same colour or same shape)
     background: str = "white"  # or "clutter": a low-contrast texture of strokes and blobs, never digits
+    # stray numbers: digits drawn like the entities' (black on a white tag) on free background, on no entity;
+    # never asked about. They look like the numbers that matter, so a question-blind selection cannot tell them
+    # apart by appearance (with label_grid each lies on the centre of one label_grid square)
+    stray_digits: int = 0
 
     def validate(self) -> None:
         if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2:
@@ -109,6 +114,8 @@ class EntityGridConfig:
             raise ConfigError(f"lookalikes {self.lookalikes} needs more than {self.rows * self.cols} cells")
         if self.background not in BACKGROUNDS:
             raise ConfigError(f"background {self.background!r} is not one of {', '.join(BACKGROUNDS)}")
+        if not 0 <= self.stray_digits <= MAX_STRAYS:
+            raise ConfigError(f"stray_digits {self.stray_digits} must be in 0..{MAX_STRAYS}")
 
 
 # Named generator settings. ``small``: the half-scale task of the bundled small model (336 px, a 3 x 3
@@ -275,7 +282,44 @@ def render_scene(cfg: EntityGridConfig, rng: random.Random,
         label_box = [math.floor(tx + tx0), math.floor(ty + ty0), math.ceil(tx + tx1), math.ceil(ty + ty1)]
         label_box = [max(0, min(cfg.size, v)) for v in label_box]
         entities.append(Entity(r, c, colour, shape, labels[k], box, label_box))
+    if cfg.stray_digits:  # their own stream, seeded by the scene: the questions stay those of the plain scene
+        own = random.Random(f"strays-{[(e.box, e.label) for e in entities]}")
+        strays = _strays(draw, cfg, own, font, [e.box for e in entities])
+        if info is not None:
+            info["strays"] = strays
     return img, entities
+
+
+def _strays(draw: ImageDraw.ImageDraw, cfg: EntityGridConfig, rng: random.Random, font,
+            boxes: list[list[int]]) -> list[dict]:
+    """Up to ``cfg.stray_digits`` numbers drawn as the entities' are (black on a white tag) where they touch no
+    entity box and no other stray (2 px apart); on the centre of a label_grid square when label_grid is set.
+    Returns each one's number and pixel box (tag included)."""
+    g = cfg.label_grid
+    if g:
+        n = int(cfg.size // g)
+        spots = [((i + 0.5) * g, (j + 0.5) * g) for j in range(n) for i in range(n)]
+        rng.shuffle(spots)
+    else:
+        spots = [(rng.uniform(0, cfg.size), rng.uniform(0, cfg.size)) for _ in range(20 * cfg.stray_digits)]
+    taken = [list(b) for b in boxes]
+    out: list[dict] = []
+    for cx, cy in spots:
+        if len(out) == cfg.stray_digits:
+            break
+        text = str(rng.randint(1, cfg.max_label))
+        tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
+        tx, ty = cx - (tx1 - tx0) / 2 - tx0, cy - (ty1 - ty0) / 2 - ty0
+        tag = [math.floor(tx + tx0 - 2), math.floor(ty + ty0 - 2), math.ceil(tx + tx1 + 1), math.ceil(ty + ty1 + 1)]
+        if tag[0] < 0 or tag[1] < 0 or tag[2] > cfg.size or tag[3] > cfg.size:
+            continue
+        if any(tag[0] < b[2] + 2 and b[0] < tag[2] + 2 and tag[1] < b[3] + 2 and b[1] < tag[3] + 2 for b in taken):
+            continue
+        draw.rectangle(tag, fill=(255, 255, 255))
+        draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
+        taken.append(tag)
+        out.append({"label": int(text), "box": tag})
+    return out
 
 
 def _pos(e: Entity) -> str:
@@ -410,6 +454,8 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int,
         "grid": [cfg.rows, cfg.cols],
         "scene": [asdict(e) for e in entities],
     }
+    if cfg.stray_digits:  # only then, so the records of scenes without strays stay as they were
+        record["strays"] = info["strays"]
     return img, record
 
 

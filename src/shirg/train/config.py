@@ -96,6 +96,10 @@ class DataSection:
     snap: int = 56  # resolutions are rounded to multiples of this (384 -> 392, 512 -> 504)
     # the high-resolution modes' options (k, merge, coverage, ...); the resolution comes from `resolutions`
     visual: VisualOptions = field(default_factory=VisualOptions)
+    # high-detail budgets: each sample draws its K from this list (seeded, after its mode), so a model sees
+    # the prefix lengths it will be asked at; empty: every sample keeps visual.k. `full` and LaViDa's modes
+    # ignore it
+    budgets: list[int] = field(default_factory=list)
     answer_length: int = 32  # answer slots: answer + <|eot_id|> + EOS padding, all supervised
     end_with_eot: bool = True
     num_workers: int = 0
@@ -162,6 +166,11 @@ class TrainConfig:
             raise ConfigError(f"data.mode must be a mode name or a list of them, got {self.data.mode!r}")
         if not self.data.resolutions:
             raise ConfigError("data.resolutions is empty; give at least one, e.g. [672]")
+        budgets = self.data.budgets
+        if not isinstance(budgets, list) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                                    for k in budgets):
+            raise ConfigError(f"data.budgets must be a list of whole numbers >= 1 (high-detail tokens kept), "
+                              f"e.g. [29, 58, 115, 190], got {budgets!r}")
         if self.data.objective not in OBJECTIVES:
             raise ConfigError(f"data.objective {self.data.objective!r}: choose one of {', '.join(OBJECTIVES)}")
         rel = self.data.relevance

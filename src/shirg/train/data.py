@@ -242,6 +242,7 @@ class Batch:
     resolutions: list[int]
     noise_seeds: list[int]
     modes: list[str] | None = None  # per-sample visual mode (None: the loss module's one mode)
+    ks: list[int] | None = None  # per-sample high-detail budget K (None: the visual options' k)
     boxes: list | None = None  # per sample: (evidence boxes, (width, height)) or None; see Sample.boxes
     skipped: int = 0
     truncated: int = 0
@@ -255,7 +256,7 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples: Sequence[Sample], tokenizer, *, answer_length: int, eos_id: int,
                  eot_id: int | None, resolutions: Sequence[int], snap: int, seed: int,
-                 modes: Sequence[str] | None = None) -> None:
+                 modes: Sequence[str] | None = None, budgets: Sequence[int] | None = None) -> None:
         self.samples = list(samples)
         self.tokenizer = tokenizer
         self.answer_length = answer_length
@@ -263,6 +264,7 @@ class TrainDataset(torch.utils.data.Dataset):
         self.resolutions = [snap_resolution(r, snap) for r in resolutions]
         self.seed = seed
         self.modes = list(modes or [])
+        self.budgets = list(budgets or [])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -298,6 +300,8 @@ class TrainDataset(torch.utils.data.Dataset):
         }
         if len(self.modes) > 1:  # drawn after the resolution, so one-mode runs keep their draws
             item["mode"] = rng.choice(self.modes)
+        if self.budgets:  # drawn last, so runs without budgets keep their draws
+            item["k"] = rng.choice(self.budgets)
         return item
 
 
@@ -316,6 +320,7 @@ def collate(items: list[dict[str, Any]]) -> Batch:
         resolutions=[x["resolution"] for x in kept],
         noise_seeds=[x["noise_seed"] for x in kept],
         modes=[x["mode"] for x in kept] if kept and "mode" in kept[0] else None,
+        ks=[x["k"] for x in kept] if kept and "k" in kept[0] else None,
         boxes=[x.get("boxes") for x in kept],
         skipped=len(items) - len(kept),
         truncated=sum(bool(x["truncated"]) for x in kept),

@@ -46,24 +46,27 @@ def as_visual_options(visual: VisualOptions | dict | None) -> VisualOptions:
 def visual_blocks(model: LavidaModel, batch: Batch, mode: str, visual: VisualOptions | dict | None = None,
                   watch=None) -> list[Tensor]:
     """Visual token blocks [M_i, d] per sample, run in groups of one mode (``batch.modes``, else
-    ``mode``) and, for high-resolution modes, one resolution. ``watch``: a
+    ``mode``) and, for high-resolution modes, one resolution and one budget (``batch.ks``, else the
+    options' ``k``). ``watch``: a
     :class:`shirg.model.profile.Stopwatch` to time the stages; by default nothing is timed (a CUDA
     synchronize per stage of every micro-step would stall the GPU) unless ``SHIRG_STAGE_TIMING=1``
     is set (the GPU suite measures what the timing costs a training run)."""
     if watch is None:
         watch = Stopwatch(model.device) if os.environ.get("SHIRG_STAGE_TIMING") == "1" else NO_WATCH
     modes = batch.modes or [mode] * len(batch)
-    groups: dict[tuple[str, int], list[int]] = {}
-    for i, (m, r) in enumerate(zip(modes, batch.resolutions, strict=True)):
-        groups.setdefault((m, 0 if m in LAVIDA_MODES else r), []).append(i)
+    ks = batch.ks or [0] * len(batch)  # 0: the visual options' own k
+    groups: dict[tuple[str, int, int], list[int]] = {}
+    for i, (m, r, k) in enumerate(zip(modes, batch.resolutions, ks, strict=True)):
+        groups.setdefault((m, 0, 0) if m in LAVIDA_MODES else (m, r, k), []).append(i)
     out: list[Tensor | None] = [None] * len(batch)
-    for (m, res), idx in sorted(groups.items()):
+    base = as_visual_options(visual)
+    for (m, res, k), idx in sorted(groups.items()):
         images = [batch.images[i] for i in idx]
         if m in LAVIDA_MODES:
             blocks = lavida_visual(model, images, m, watch)
         else:
-            blocks = hires_visual(model, images, [batch.questions[i] for i in idx], m,
-                                  replace(as_visual_options(visual), resolution=res), watch)
+            options = replace(base, resolution=res, k=k or base.k)
+            blocks = hires_visual(model, images, [batch.questions[i] for i in idx], m, options, watch)
         for i, b in zip(idx, blocks, strict=True):
             out[i] = b
     return out  # type: ignore[return-value]

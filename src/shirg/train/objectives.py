@@ -48,7 +48,7 @@ class AnswerObjective:
                                eos_id=lavida.config.llm.eos_token_id,
                                eot_id=eot if cfg.data.end_with_eot else None,
                                resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
-                               modes=modes)
+                               modes=modes, budgets=cfg.data.budgets)
         rel = cfg.data.relevance
         if rel.target == "none":
             return samples, dataset, LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)

@@ -192,7 +192,7 @@ class RelevanceLossModule(LossModule):
             sub = replace(batch, images=[batch.images[i] for i in idx], questions=[batch.questions[i] for i in idx],
                           prompt_ids=[batch.prompt_ids[i] for i in idx], answer_ids=batch.answer_ids[idx],
                           resolutions=[r] * len(idx), noise_seeds=[batch.noise_seeds[i] for i in idx],
-                          modes=None, boxes=[batch.boxes[i] for i in idx] if batch.boxes is not None else None)
+                          modes=None, ks=None, boxes=[batch.boxes[i] for i in idx] if batch.boxes is not None else None)
             if self.objective.target == "box":
                 target = batch_box_target(sub, r, r // patch_size(self.lavida))
             else:

@@ -163,7 +163,8 @@ class Trainer:
                 VisualOptions().validate(mode)
                 continue
             for r in resolutions:
-                replace(cfg.data.visual, resolution=snap_resolution(r, cfg.data.snap)).validate(mode)
+                for k in cfg.data.budgets or [cfg.data.visual.k]:
+                    replace(cfg.data.visual, resolution=snap_resolution(r, cfg.data.snap), k=k).validate(mode)
         # resolve_dtype (inside load_model) reads "auto" as bf16 on CUDA, fp32 elsewhere
         lavida = load_model(cfg.model.path, device=acc.device, dtype=cfg.model.dtype,
                             shirg_weights=cfg.model.shirg_weights)
