@@ -251,3 +251,21 @@ for K in k0029 k0058 k0115 k0190; do
   shirg compare --base runs/crowded/sweep-tower/$K --other runs/crowded/swap-tower/$K --mode shirg \
     --metric queried_patch_kept
 done
+# what each strategy keeps at 5 %, paired against the head (selection records of the answered sweeps)
+for X in shirg-saliency visionzip divprune saint tome; do
+  shirg compare --base runs/crowded/sweep-none/k0029 --mode $X --other runs/crowded/sweep-tower/k0029 --other-mode shirg \
+    --metric queried_patch_kept
+done
+# the box-supervised upper bound: the same head trained to the queried entity's evidence box
+shirg train --config configs/evidence/head_boxtower_crowded.yaml
+shirg sweep --model $HX --adapter runs/crowded/head-boxtower/adapter $BX --strategies shirg --score head \
+  --out runs/crowded/sweep-boxtower
+shirg sweep --model $HX --adapter runs/crowded/head-boxtower/adapter $BX --selection-only --swap-questions \
+  --strategies shirg --score head --out runs/crowded/swap-boxtower
+for K in k0029 k0058 k0115 k0190; do
+  for X in shirg-saliency visionzip divprune saint tome; do
+    shirg compare --base runs/crowded/sweep-none/$K --mode $X --other runs/crowded/sweep-boxtower/$K --other-mode shirg
+  done
+  shirg compare --base runs/crowded/sweep-boxtower/$K --other runs/crowded/swap-boxtower/$K --mode shirg \
+    --metric queried_patch_kept
+done

@@ -183,7 +183,7 @@ def test_training_stage_timing_is_opt_in(monkeypatch):
     monkeypatch.setattr(loss, "lavida_visual", spy)
     from PIL import Image
 
-    batch = SimpleNamespace(images=[Image.new("RGB", (64, 64))], modes=None, resolutions=[0], questions=["q"])
+    batch = SimpleNamespace(images=[Image.new("RGB", (64, 64))], modes=None, ks=None, resolutions=[0], questions=["q"])
     monkeypatch.delenv("SHIRG_STAGE_TIMING", raising=False)
     loss.visual_blocks(model, _Batch(batch), "lowres")
     monkeypatch.setenv("SHIRG_STAGE_TIMING", "1")

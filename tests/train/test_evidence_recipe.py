@@ -4,6 +4,7 @@ with the generator line the mixture names (training seeds only, never a test or 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def recipe_outputs() -> dict[str, int]:
 
 @pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense",
                                   "head_box_densehost", "head_distilled_densehost", "head_tower_densehost",
-                                  "host_crowded", "head_tower_crowded"])
+                                  "host_crowded", "head_tower_crowded", "head_boxtower_crowded"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -43,11 +44,17 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         assert cfg.model.path == "runs/dense/host/model"
         assert f"--out {cfg.model.path}" in (EVIDENCE / "recipe.sh").read_text().replace("$H", cfg.model.path)
     if name.endswith("_crowded"):  # the crowded host's chain: tower -> host -> head, each on the one before
-        before = {"host_crowded": "runs/crowded/tower/model", "head_tower_crowded": "runs/crowded/host/model"}
+        before = {"host_crowded": "runs/crowded/tower/model", "head_tower_crowded": "runs/crowded/host/model",
+                  "head_boxtower_crowded": "runs/crowded/host/model"}
         assert cfg.model.path == before[name]
     if name.startswith("head_tower"):  # the distilled target, a head on the tower's features, score head
         assert (cfg.data.relevance.target, cfg.data.relevance.reads, cfg.data.visual.score) == ("distilled", "tower",
                                                                                                 "head")
+    elif name.startswith("head_boxtower"):  # its box-supervised upper bound: only the target differs
+        assert (cfg.data.relevance.target, cfg.data.relevance.reads, cfg.data.visual.score) == ("box", "tower", "head")
+        twin = load_config(EVIDENCE / f"{name.replace('boxtower', 'tower')}.yaml").validate()
+        assert replace(twin.data.relevance, target="box") == cfg.data.relevance
+        assert (twin.run.max_steps, twin.optim, twin.data.mixture) == (cfg.run.max_steps, cfg.optim, cfg.data.mixture)
     elif name.startswith("head_"):
         assert cfg.data.relevance.target == name.split("_")[1] and cfg.data.relevance.reads == "projected"
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
