@@ -251,6 +251,11 @@ for K in k0029 k0058 k0115 k0190; do
   shirg compare --base runs/crowded/sweep-tower/$K --other runs/crowded/swap-tower/$K --mode shirg \
     --metric queried_patch_kept
 done
+# 7b. the crowded host at budgets between the four it was trained at (dev set 35, as step 5e)
+for K in 40 50 58 62 66 70 80 90; do
+  shirg eval --model $HX --task entitygrid --data runs/crowded/data/dev-read-35 --limit 80 --gen-length 4 --steps 2 \
+    --block-length 4 --k $K --modes shirg-saliency --reference shirg-saliency --out runs/diag/k58/crowded-k$K
+done
 # what each strategy keeps at 5 %, paired against the head (selection records of the answered sweeps)
 for X in shirg-saliency visionzip divprune saint tome; do
   shirg compare --base runs/crowded/sweep-none/k0029 --mode $X --other runs/crowded/sweep-tower/k0029 --other-mode shirg \
