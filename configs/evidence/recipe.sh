@@ -274,3 +274,15 @@ for K in k0029 k0058 k0115 k0190; do
   shirg compare --base runs/crowded/sweep-boxtower/$K --other runs/crowded/swap-boxtower/$K --mode shirg \
     --metric queried_patch_kept
 done
+# 7c. a dev check of the box head's settings (dev set 35, K = 29), run after the test numbers of step 7
+D="--data runs/crowded/data/dev-read-35 --gen-length 4 --steps 2 --block-length 4 --budgets 5"
+shirg sweep --model $HX $D --strategies shirg-saliency,divprune,tome --out runs/crowded/tune/none
+shirg sweep --model $HX --adapter runs/crowded/head-boxtower/adapter $D --strategies shirg --score head \
+  --out runs/crowded/tune/box-s60-lr0.01-sweep
+for SL in "60 0.03" "200 0.01"; do
+  set -- $SL
+  shirg train --config configs/evidence/head_boxtower_crowded.yaml --set run.max_steps=$1 --set optim.lr_other=$2 \
+    --set run.output_dir=runs/crowded/tune/box-s$1-lr$2
+  shirg sweep --model $HX --adapter runs/crowded/tune/box-s$1-lr$2/adapter $D --strategies shirg --score head \
+    --out runs/crowded/tune/box-s$1-lr$2-sweep
+done
