@@ -286,3 +286,37 @@ for SL in "60 0.03" "200 0.01"; do
   shirg sweep --model $HX --adapter runs/crowded/tune/box-s$1-lr$2/adapter $D --strategies shirg --score head \
     --out runs/crowded/tune/box-s$1-lr$2-sweep
 done
+
+# 8. the crowded host trained at every prefix length (K = 8 to 240, half the samples on random selections), so
+#    that it reads at any budget, 2.5 % (14 tokens) included. Its tower is the crowded host's, so both heads of
+#    step 7 (they read the tower only) apply unchanged. The dev set (35) checked first that it reads at 2.5 and
+#    5 % and between the budgets of step 7b; then the test sweep, 2.5 % added to the four budgets.
+shirg train --config configs/evidence/host_crowded_everyk.yaml
+HE=runs/crowded/host-everyk/model
+D="--data runs/crowded/data/dev-read-35 --gen-length 4 --steps 2 --block-length 4 --budgets 2.5,5"
+shirg sweep --model $HE $D --strategies shirg-saliency,visionzip,divprune,saint,tome,uniform,pool \
+  --out runs/crowded/everyk-dev/none
+for H in tower boxtower; do
+  shirg sweep --model $HE --adapter runs/crowded/head-$H/adapter $D --strategies shirg --score head \
+    --out runs/crowded/everyk-dev/$H
+done
+for K in 40 50 58 62 66 70 80 90; do
+  shirg eval --model $HE --task entitygrid --data runs/crowded/data/dev-read-35 --limit 80 --gen-length 4 --steps 2 \
+    --block-length 4 --k $K --modes shirg-saliency --reference shirg-saliency --out runs/diag/k58/everyk-k$K
+done
+BE="--data runs/test/crowded-read-9004 --gen-length 4 --steps 2 --block-length 4 --budgets 2.5,5,10,20,33"
+shirg sweep --model $HE $BE --strategies shirg-saliency,visionzip,divprune,saint,tome,uniform,pool \
+  --out runs/crowded/everyk-none
+for H in tower boxtower; do
+  shirg sweep --model $HE --adapter runs/crowded/head-$H/adapter $BE --strategies shirg --score head \
+    --out runs/crowded/everyk-$H
+  shirg sweep --model $HE --adapter runs/crowded/head-$H/adapter $BE --selection-only --swap-questions \
+    --strategies shirg --score head --out runs/crowded/everyk-swap-$H
+  for K in k0014 k0029 k0058 k0115 k0190; do
+    for X in shirg-saliency visionzip divprune saint tome uniform pool; do
+      shirg compare --base runs/crowded/everyk-none/$K --mode $X --other runs/crowded/everyk-$H/$K --other-mode shirg
+    done
+    shirg compare --base runs/crowded/everyk-$H/$K --other runs/crowded/everyk-swap-$H/$K --mode shirg \
+      --metric queried_patch_kept
+  done
+done

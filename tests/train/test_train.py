@@ -661,7 +661,10 @@ def test_budgets_are_drawn_per_sample_after_the_mode_and_trained(tiny_ckpt, tmp_
         assert len({n - k for r, k, n in sizes if r == res}) == 1
     result = trainer.run()
     assert result["steps"] == 2 and all(np.isfinite(result["losses"]))
-    for bad in ("data.budgets=[0]", "data.budgets=[4.5]", "data.budgets=7"):
+    ranged = tiny_config(tiny_ckpt, mix, tmp_path / "r", *common, "data.budgets=[3, 5-8, 20-20]").data.budgets
+    assert ranged == [3, 5, 6, 7, 8, 20]  # a range is every K in it, in order: it draws as if written out
+    for bad in ("data.budgets=[0]", "data.budgets=[4.5]", "data.budgets=7", "data.budgets=[8-5]",
+                "data.budgets=[0-4]", "data.budgets=[4-]", "data.budgets=[a-b]"):
         with pytest.raises(ConfigError, match="data.budgets"):
             tiny_config(tiny_ckpt, mix, tmp_path / "bad", *common, bad)
     with pytest.raises(ConfigError):  # more tokens than the grid has: refused before any work

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,9 @@ class DataSection:
     # the high-resolution modes' options (k, merge, coverage, ...); the resolution comes from `resolutions`
     visual: VisualOptions = field(default_factory=VisualOptions)
     # high-detail budgets: each sample draws its K from this list (seeded, after its mode), so a model sees
-    # the prefix lengths it will be asked at; empty: every sample keeps visual.k. `full` and LaViDa's modes
-    # ignore it
-    budgets: list[int] = field(default_factory=list)
+    # the prefix lengths it will be asked at; an item "LO-HI" stands for every K from LO to HI. Empty: every
+    # sample keeps visual.k. `full` and LaViDa's modes ignore it
+    budgets: list[int | str] = field(default_factory=list)
     answer_length: int = 32  # answer slots: answer + <|eot_id|> + EOS padding, all supervised
     end_with_eot: bool = True
     num_workers: int = 0
@@ -166,11 +167,7 @@ class TrainConfig:
             raise ConfigError(f"data.mode must be a mode name or a list of them, got {self.data.mode!r}")
         if not self.data.resolutions:
             raise ConfigError("data.resolutions is empty; give at least one, e.g. [672]")
-        budgets = self.data.budgets
-        if not isinstance(budgets, list) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
-                                                    for k in budgets):
-            raise ConfigError(f"data.budgets must be a list of whole numbers >= 1 (high-detail tokens kept), "
-                              f"e.g. [29, 58, 115, 190], got {budgets!r}")
+        self.data.budgets = expand_budgets(self.data.budgets)
         if self.data.objective not in OBJECTIVES:
             raise ConfigError(f"data.objective {self.data.objective!r}: choose one of {', '.join(OBJECTIVES)}")
         rel = self.data.relevance
@@ -221,6 +218,26 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def expand_budgets(budgets: Any) -> list[int]:
+    """data.budgets as the list of K each sample draws from: whole numbers >= 1, an item "LO-HI" giving every K
+    from LO to HI in order (so [8-240] draws exactly as the 233 numbers written out would)."""
+    def bad() -> ConfigError:
+        return ConfigError(f"data.budgets must be a list of whole numbers >= 1 (high-detail tokens kept) or "
+                           f"ranges LO-HI, e.g. [29, 58, 115, 190] or [8-240], got {budgets!r}")
+    if not isinstance(budgets, list):
+        raise bad()
+    out: list[int] = []
+    for item in budgets:
+        if isinstance(item, int) and not isinstance(item, bool) and item >= 1:
+            out.append(item)
+            continue
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", item) if isinstance(item, str) else None
+        if m is None or not 1 <= int(m[1]) <= int(m[2]):
+            raise bad()
+        out.extend(range(int(m[1]), int(m[2]) + 1))
+    return out
 
 
 def _build(cls, data: dict[str, Any], where: str):
