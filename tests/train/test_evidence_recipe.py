@@ -30,7 +30,8 @@ def recipe_outputs() -> dict[str, int]:
 
 @pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense",
                                   "head_box_densehost", "head_distilled_densehost", "head_tower_densehost",
-                                  "host_crowded", "head_tower_crowded", "head_boxtower_crowded"])
+                                  "host_crowded", "head_tower_crowded", "head_boxtower_crowded",
+                                  "host_crowded_everyk"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -43,10 +44,13 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     if name.endswith("_densehost"):  # trained on the dense host the recipe exports, not the bundled model
         assert cfg.model.path == "runs/dense/host/model"
         assert f"--out {cfg.model.path}" in (EVIDENCE / "recipe.sh").read_text().replace("$H", cfg.model.path)
-    if name.endswith("_crowded"):  # the crowded host's chain: tower -> host -> head, each on the one before
+    if "_crowded" in name:  # the crowded host's chain: tower -> host -> head, each on the one before
         before = {"host_crowded": "runs/crowded/tower/model", "head_tower_crowded": "runs/crowded/host/model",
-                  "head_boxtower_crowded": "runs/crowded/host/model"}
+                  "head_boxtower_crowded": "runs/crowded/host/model", "host_crowded_everyk": "runs/crowded/host/model"}
         assert cfg.model.path == before[name]
+    if name == "host_crowded_everyk":  # the tower stays the crowded host's, so heads that read it load unchanged
+        assert cfg.trainable.components == ["projector", "llm"] and not cfg.lora.enabled
+        assert cfg.data.budgets == list(range(8, 241)) and cfg.modes() == ["full", "random"]
     if name.startswith("head_tower"):  # the distilled target, a head on the tower's features, score head
         assert (cfg.data.relevance.target, cfg.data.relevance.reads, cfg.data.visual.score) == ("distilled", "tower",
                                                                                                 "head")
