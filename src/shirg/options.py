@@ -14,6 +14,12 @@ TEXT_POOLS = ("max", "mean")  # how Sim_i pools over the question tokens
 # saliency, or saliency plus a learned head's question term on the tower's features (no projection)
 SCORE_SOURCES = ("text", "saliency", "head")
 HEAD_INPUTS = ("projected", "tower")  # what a learned relevance head's token map reads
+# how a relevance head pools its per-word scores over the question: the best-matching word, or the mean
+# word (a sum of per-word matches, so "purple diamond" can outscore a purple square and a red diamond)
+HEAD_POOLS = ("max", "mean")
+# what of gradient x input a distilled relevance target keeps: its magnitude, or the part that lowers the
+# answer loss (the evidence for the answer)
+ATTRIBUTIONS = ("abs", "support")
 
 
 def check_head_source(head, score: str) -> None:

@@ -10,6 +10,7 @@ import torch
 
 import shirg
 from conftest import write_dense_reading_set
+from shirg.errors import ConfigError
 from shirg.testing import write_tiny_lavida_checkpoint
 from shirg.tokens.dual_scale import dual_scale
 from shirg.tokens.relevance_head import RelevanceHead, learned_scores
@@ -22,6 +23,7 @@ from shirg.train.relevance import (
     distilled_target,
     listwise_kl,
     relevance_loss,
+    token_attribution,
 )
 from shirg.vision.preprocess import prepare_image
 
@@ -100,6 +102,29 @@ def test_distilled_target_is_a_distribution_and_trains_no_model_weight(setup):
     assert torch.allclose(target.sum(1), torch.ones(2))
     assert (target.max(1).values > 1.2 * target.min(1).values).all()  # not uniform: some tokens matter more
     assert all(p.grad is None for p in params)
+
+
+def test_support_keeps_only_the_tokens_whose_removal_raises_the_loss():
+    # token 0 lowers the loss (g.v = -2), token 1 raises it (g.v = +3), token 2 is inert
+    grad = torch.tensor([[1.0, -1.0], [3.0, 0.0], [0.0, 5.0]])
+    value = torch.tensor([[-1.0, 1.0], [1.0, 7.0], [2.0, 0.0]])
+    assert torch.equal(token_attribution(grad, value, "abs"), torch.tensor([2.0, 3.0, 0.0]))
+    assert torch.equal(token_attribution(grad, value, "support"), torch.tensor([2.0, 0.0, 0.0]))
+    with pytest.raises(ConfigError, match="relevance attribution 'signed' is not one of abs, support"):
+        token_attribution(grad, value, "signed")
+    with pytest.raises(ConfigError, match="relevance attribution 'signed'"):
+        RelevanceObjective("distilled", attribution="signed").validate()
+
+
+def test_the_support_target_is_a_distribution_and_uniform_where_nothing_supports_the_answer(setup):
+    model, batch, _ = setup
+    support = distilled_target(model, batch, RES, "support")
+    assert support.shape == (2, 576) and (support >= 0).all()
+    assert torch.allclose(support.sum(1), torch.ones(2))
+    # the untrained test model: every visual token raises its answer loss, so no row has support
+    magnitude = distilled_target(model, batch, RES, "abs")
+    assert (magnitude.max(1).values > 1.2 * magnitude.min(1).values).all()
+    assert torch.equal(support, torch.full_like(support, 1.0 / 576))
 
 
 @pytest.mark.parametrize("kind", ["distilled", "box"])
@@ -257,8 +282,6 @@ def test_the_text_free_saliency_score_ignores_a_tower_head_and_the_text_score_ad
 
 
 def test_the_head_source_needs_a_tower_head(setup):
-    from shirg.errors import ConfigError
-
     model, batch, _ = setup
     tokens, text, _ = _tokens_and_text(model, batch)
     for head in (None, RelevanceHead(model.config.llm.d_model)):
@@ -288,3 +311,39 @@ def test_a_few_steps_teach_a_tower_head_the_target_through_the_head_source(setup
     after = relevance_loss(model, head, batch, target, RES, options=opts).item()
     assert after < before - 0.3, (before, after)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_mean_pooled_head_scores_the_mean_of_its_per_word_scores():
+    torch.manual_seed(0)
+    x, q = torch.randn(2, 5, 8), torch.randn(2, 4, 6)
+    mask = torch.tensor([[True, True, False, True], [False, False, False, False]])
+    head = RelevanceHead(8, 3, text_dim=6, pool="mean")
+    with torch.no_grad():
+        head.scale.fill_(2.0)
+    a, b = x @ head.token.weight.T, q @ head.text.weight.T
+    words = [0, 1, 3]  # the first row's question tokens
+    want = 2.0 * torch.stack([a[0] @ b[0, j] for j in words]).mean(dim=0) / 3 ** 0.5
+    got = head(x, q, mask)
+    torch.testing.assert_close(got[0], want)
+    assert torch.equal(got[1], torch.zeros(5))  # no question: no term
+    assert torch.equal(RelevanceHead(8, 3, text_dim=6, pool="mean")(x, q, mask), torch.zeros(2, 5))  # untrained
+    with pytest.raises(ConfigError, match="pools the question by one of max, mean, not 'sum'"):
+        RelevanceHead(8, 3, pool="sum")
+
+
+def test_only_a_mean_pooled_head_can_rank_a_conjunction_first():
+    # one-hot features: token 0 is purple and a diamond, token 1 red and a diamond, token 2 purple and a
+    # square; the question's words are "purple" and "diamond"; identity maps
+    x = torch.tensor([[[1.0, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]]])
+    q = torch.tensor([[[1.0, 0, 0, 0], [0, 0, 1, 0]]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    scores = {}
+    for pool in ("max", "mean"):
+        head = RelevanceHead(4, 4, pool=pool)
+        with torch.no_grad():
+            head.token.weight.copy_(torch.eye(4))
+            head.text.weight.copy_(torch.eye(4))
+            head.scale.fill_(1.0)
+        scores[pool] = head(x, q, mask)[0]
+    assert scores["max"][0] == scores["max"][1] == scores["max"][2]  # either word: all three tie
+    assert scores["mean"][0] > scores["mean"][1] and scores["mean"][0] > scores["mean"][2]

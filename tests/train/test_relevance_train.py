@@ -212,17 +212,20 @@ def test_a_tower_head_trains_for_the_head_source_and_selects_without_the_project
     from shirg.cli import main
 
     mix = toy_mixture(tmp_path / "data")
-    cfg = relevance_config(ckpt, mix, tmp_path / "run", "data.relevance.reads=tower", "data.visual.score=head")
+    cfg = relevance_config(ckpt, mix, tmp_path / "run", "data.relevance.reads=tower", "data.visual.score=head",
+                           "data.relevance.pool=mean", "data.relevance.attribution=support")
     trainer = Trainer(cfg)
     trainer.setup()
+    assert trainer.module.objective.attribution == "support"
     result = trainer.run()
     assert result["steps"] == 2 and all(np.isfinite(result["losses"]))
     file = tmp_path / "run" / "adapter" / "relevance_head.safetensors"
     with safe_open(str(file), framework="pt") as f:
-        assert f.metadata()["reads"] == "tower"
+        assert f.metadata()["reads"] == "tower" and f.metadata()["pool"] == "mean"
         assert f.get_tensor("token.weight").shape == (4, 32) and f.get_tensor("text.weight").shape == (4, 64)
     model = shirg.load(ckpt, adapter=tmp_path / "run" / "adapter")
-    assert model.relevance_head.reads == "tower" and float(model.relevance_head.scale) != 0.0
+    assert model.relevance_head.reads == "tower" and model.relevance_head.pool == "mean"
+    assert float(model.relevance_head.scale) != 0.0
     image = Image.open(toy_images(tmp_path / "probe", 1)[0]).convert("RGB")
     opts = VisualOptions(resolution=112, k=20, score="head")
     saliency, _ = selection_for(model, image, QUESTION, "shirg", VisualOptions(resolution=112, k=20, score="saliency"))
@@ -251,6 +254,8 @@ def test_a_tower_head_trains_for_the_head_source_and_selects_without_the_project
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["data.relevance.reads=pixels"], "data.relevance.reads 'pixels'"),
+    (["data.relevance.pool=sum"], "data.relevance.pool 'sum': choose one of max, mean"),
+    (["data.relevance.attribution=signed"], "data.relevance.attribution 'signed': choose one of abs, support"),
     (["data.visual.score=head"], "data.visual.score head gives a head that reads projected tokens no term"),
     (["data.relevance.reads=tower", "data.visual.score=saliency"], "data.visual.score saliency gives a head"),
 ])
@@ -275,6 +280,10 @@ def test_a_tower_head_for_another_tower_width_is_refused(ckpt, tmp_path):
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "relevance_head.safetensors"),
               metadata={"format": "pt", "reads": "pixels"})
     with pytest.raises(CheckpointError, match="reads 'pixels'"):
+        shirg.load(ckpt, adapter=folder)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "relevance_head.safetensors"),
+              metadata={"format": "pt", "reads": "projected", "pool": "sum"})
+    with pytest.raises(CheckpointError, match="pools by 'sum', not one of max, mean"):
         shirg.load(ckpt, adapter=folder)
 
 

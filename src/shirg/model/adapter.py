@@ -13,7 +13,7 @@ from shirg.errors import CheckpointError, ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
 from shirg.model.quantize import apply_weight_format, resolve_load
-from shirg.options import HEAD_INPUTS
+from shirg.options import HEAD_INPUTS, HEAD_POOLS
 from shirg.safety import ADAPTER_WEIGHTS, check_adapter_folder
 from shirg.tokens.relevance_head import RelevanceHead
 
@@ -31,13 +31,17 @@ def head_widths(model: LavidaModel, reads: str) -> tuple[int, int]:
 def load_relevance_head(model: LavidaModel, path: str | Path) -> RelevanceHead:
     """Read a relevance head written by ``shirg train`` (safetensors) and attach it to ``model``
     (float32, on the model's device): SHIRG's score then adds its term. The file's ``reads`` metadata
-    says what the head reads (``projected`` when absent)."""
+    says what the head reads (``projected`` when absent), its ``pool`` how it pools the question
+    (``max`` when absent)."""
     path = Path(path)
     state = read_safetensors_file(path)
     check_floating(state, path)
-    reads = read_safetensors_metadata(path).get("reads", "projected")
+    meta = read_safetensors_metadata(path)
+    reads, pool = meta.get("reads", "projected"), meta.get("pool", "max")
     if reads not in HEAD_INPUTS:
         raise CheckpointError(f"{path}: the relevance head reads {reads!r}, not one of {', '.join(HEAD_INPUTS)}")
+    if pool not in HEAD_POOLS:
+        raise CheckpointError(f"{path}: the relevance head pools by {pool!r}, not one of {', '.join(HEAD_POOLS)}")
     token, text = state.get("token.weight"), state.get("text.weight")
     if token is None or token.ndim != 2 or text is None or text.ndim != 2:
         raise CheckpointError(f"{path} is not a relevance head (no 2-D token.weight and text.weight)")
@@ -48,7 +52,7 @@ def load_relevance_head(model: LavidaModel, path: str | Path) -> RelevanceHead:
         raise CheckpointError(f"{path}: the relevance head reads {dim}-dim tokens ({what}) and {text.shape[1]}-dim "
                               f"question embeddings; this model's are {want}-dim and {width}-dim; pass the adapter "
                               "trained on this base checkpoint")
-    head = RelevanceHead(int(dim), int(rank), text_dim=width, reads=reads)
+    head = RelevanceHead(int(dim), int(rank), text_dim=width, reads=reads, pool=pool)
     expected = {k: v.shape for k, v in head.state_dict().items()}
     check_state_dict(expected, {k: v.shape for k, v in state.items()}, "relevance head", path)
     head.load_state_dict({k: v.float() for k, v in state.items()})

@@ -1,11 +1,12 @@
 """A relevance the gate can learn: a small text-to-token head added to SHIRG's text term.
 
-    Sim'_i = Sim_i + scale * max_j <A x_i, B q_j> / sqrt(r)
+    Sim'_i = Sim_i + scale * pool_j <A x_i, B q_j> / sqrt(r)
 
-``q_j`` are the question's token embeddings, A and B rank-r maps and ``scale`` a scalar initialised
-to 0: an untrained head adds exactly 0, so the score, the ranking and the selection are exactly
-today's. Selection stays static (made once, before the first denoising step, from the vision features
-and the question only) and so compatible with the prefix cache; the head only changes the ranking.
+``q_j`` are the question's token embeddings, A and B rank-r maps, ``pool`` the maximum or the mean
+over the question's tokens, and ``scale`` a scalar initialised to 0: an untrained head adds exactly
+0, so the score, the ranking and the selection are exactly today's. Selection stays static (made
+once, before the first denoising step, from the vision features and the question only) and so
+compatible with the prefix cache; the head only changes the ranking.
 
 What ``x_i`` is, the head's ``reads``:
 
@@ -14,6 +15,11 @@ What ``x_i`` is, the head's ``reads``:
 - ``tower``: token i's SigLIP feature, before the projector. It adds to the text score, or, with
   ``source="head"``, to the saliency score: a question-conditioned Sim that projects nothing, at
   the cost of saliency plus two rank-r maps.
+
+What ``pool`` is: ``max`` scores a token by the one question word it matches best, so it can only
+express "this word OR that word": for "the purple diamond" a red diamond scores as high as the purple
+one. ``mean`` scores it by the sum of its matches with every word, so a token matching both words
+outscores one matching either: a conjunction. Both are zero when untrained.
 
 Samples scored by saliency (no question, or ``source="saliency"``) get no head term.
 """
@@ -26,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from shirg.errors import ConfigError
-from shirg.options import HEAD_INPUTS, check_head_source
+from shirg.options import HEAD_INPUTS, HEAD_POOLS, check_head_source
 from shirg.tokens.scoring import (
     DEFAULT_WEIGHTS,
     SCORE_SOURCES,
@@ -49,18 +55,22 @@ class RelevanceHead(nn.Module):
     """Bilinear text-to-token relevance, zero at initialisation (``scale`` = 0).
 
     ``dim``: the width of what the token map reads (``reads``: the LLM width for ``projected``, the
-    tower's for ``tower``); ``text_dim``: the question embeddings' width (default ``dim``)."""
+    tower's for ``tower``); ``text_dim``: the question embeddings' width (default ``dim``); ``pool``:
+    ``max`` or ``mean`` over the question's tokens."""
 
     def __init__(self, dim: int, rank: int = 16, seed: int = 0, text_dim: int | None = None,
-                 reads: str = "projected") -> None:
+                 reads: str = "projected", pool: str = "max") -> None:
         super().__init__()
         text_dim = dim if text_dim is None else text_dim
         if dim < 1 or rank < 1 or text_dim < 1:
             raise ValueError(f"dim {dim}, text_dim {text_dim} and rank {rank} must be >= 1")
         if reads not in HEAD_INPUTS:
             raise ConfigError(f"a relevance head reads one of {', '.join(HEAD_INPUTS)}, not {reads!r}")
+        if pool not in HEAD_POOLS:
+            raise ConfigError(f"a relevance head pools the question by one of {', '.join(HEAD_POOLS)}, not {pool!r}")
         self.rank = rank
         self.reads = reads
+        self.pool = pool
         self.token = nn.Linear(dim, rank, bias=False)
         self.text = nn.Linear(text_dim, rank, bias=False)
         g = torch.Generator().manual_seed(seed)
@@ -73,9 +83,14 @@ class RelevanceHead(nn.Module):
         """[B, N] head term; rows without a question token are 0."""
         a = self.token(projected.to(self.token.weight.dtype)).float()
         b = self.text(question.to(self.text.weight.dtype)).float()
-        pair = torch.einsum("bnr,btr->bnt", a, b) / math.sqrt(self.rank)
-        best = pair.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=-1)
         has = mask.any(dim=1, keepdim=True)
+        if self.pool == "mean":  # <A x_i, mean_j B q_j>: the mean of the per-word scores
+            words = mask.to(b.dtype)[..., None]
+            b = (b * words).sum(dim=1) / words.sum(dim=1).clamp_min(1.0)
+            best = torch.einsum("bnr,br->bn", a, b) / math.sqrt(self.rank)
+        else:
+            pair = torch.einsum("bnr,btr->bnt", a, b) / math.sqrt(self.rank)
+            best = pair.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=-1)
         best = torch.where(has, best, torch.zeros_like(best))
         return self.scale.float() * best
 

@@ -45,7 +45,7 @@ def save_adapter(peft_model, lavida: LavidaModel, out_dir: str | Path, save_shir
         save_shirg_weights(lavida, out / SHIRG_WEIGHTS)
     if lavida.relevance_head is not None:
         state = {k: v.detach().float().cpu().contiguous() for k, v in lavida.relevance_head.state_dict().items()}
-        meta = {"format": "pt", "reads": lavida.relevance_head.reads}
+        meta = {"format": "pt", "reads": lavida.relevance_head.reads, "pool": lavida.relevance_head.pool}
         atomic_write(out / RELEVANCE_HEAD, lambda p: save_file(state, str(p), metadata=meta))
     return honour_umask(out)  # PEFT's safetensors file is written 0600
 

@@ -19,7 +19,7 @@ import yaml
 
 from shirg.errors import ConfigError
 from shirg.model.options import VisualOptions
-from shirg.options import HEAD_INPUTS
+from shirg.options import ATTRIBUTIONS, HEAD_INPUTS, HEAD_POOLS
 
 COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -33,15 +33,19 @@ class RelevanceSection:
     """A learned relevance head trained next to the answer loss (:mod:`shirg.train.relevance`):
     ``target`` none | distilled (gradient x input of the full-resolution model) | box (uniform over
     the evidence boxes the training records carry: an upper bound, for ablations), its ``weight``,
-    the listwise loss's temperature ``tau``, the head's ``rank`` and what it ``reads``: ``projected``
+    the listwise loss's temperature ``tau``, the head's ``rank``, what it ``reads``: ``projected``
     tokens (added to the text score) or the ``tower``'s features (for ``data.visual.score: head``,
-    saliency plus the head, nothing projected; :mod:`shirg.tokens.relevance_head`)."""
+    saliency plus the head, nothing projected), how it ``pool``s the question's words: ``max`` (the
+    best word) or ``mean`` (a sum of matches; :mod:`shirg.tokens.relevance_head`), and which part of
+    gradient x input the distilled target keeps (``attribution``: ``abs`` or ``support``)."""
 
     target: str = "none"
     weight: float = 0.1
     tau: float = 1.0
     rank: int = 16
     reads: str = "projected"
+    pool: str = "max"
+    attribution: str = "abs"
 
 
 @dataclass
@@ -186,6 +190,11 @@ class TrainConfig:
             score = self.data.visual.score
             if rel.reads not in HEAD_INPUTS:
                 raise ConfigError(f"data.relevance.reads {rel.reads!r}: choose one of {', '.join(HEAD_INPUTS)}")
+            if rel.pool not in HEAD_POOLS:
+                raise ConfigError(f"data.relevance.pool {rel.pool!r}: choose one of {', '.join(HEAD_POOLS)}")
+            if rel.attribution not in ATTRIBUTIONS:
+                raise ConfigError(f"data.relevance.attribution {rel.attribution!r}: choose one of "
+                                  f"{', '.join(ATTRIBUTIONS)}")
             if score == "saliency" or (score == "head" and rel.reads != "tower"):
                 raise ConfigError(f"data.visual.score {score} gives a head that reads {rel.reads} tokens no term to "
                                   "learn: use score text, or score head with data.relevance.reads tower")

@@ -61,8 +61,8 @@ class AnswerObjective:
         # but outside model.model, so a LaViDa checkpoint written at the end does not
         token_dim, text_dim = head_widths(lavida, rel.reads)
         lavida.relevance_head = RelevanceHead(token_dim, rel.rank, seed=cfg.run.seed, text_dim=text_dim,
-                                              reads=rel.reads).to(device)
-        objective = RelevanceObjective(target=rel.target, weight=rel.weight, tau=rel.tau)
+                                              reads=rel.reads, pool=rel.pool).to(device)
+        objective = RelevanceObjective(target=rel.target, weight=rel.weight, tau=rel.tau, attribution=rel.attribution)
         return samples, dataset, RelevanceLossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps,
                                                      objective)
 

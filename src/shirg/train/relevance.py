@@ -5,8 +5,11 @@ The targets, per training sample, are distributions over the G x G high-detail t
 - ``distilled`` (the main target, no labels needed): gradient x input of the full-resolution model.
   The model answers from every high-detail token (``full``); the answer loss (LaViDa's
   complementary-masking loss, :mod:`shirg.train.loss`) is differentiated with respect to the
-  projected visual tokens v_i, and token i's relevance is |<dL/dv_i, v_i>|, normalised to sum 1.
-  The same recipe applies to LaViDa-8B on ChartQA / DocVQA: it needs only (image, question, answer).
+  projected visual tokens v_i, and token i's relevance is |<dL/dv_i, v_i>| (``attribution: abs``,
+  any influence on the answer) or max(0, -<dL/dv_i, v_i>) (``support``: to first order, how much
+  the loss would rise without token i, so a look-alike that pulls toward a wrong answer gets
+  nothing), normalised to sum 1. The same recipe applies to LaViDa-8B on ChartQA / DocVQA: it needs
+  only (image, question, answer).
 - ``box`` (ablation / upper bound on EntityGrid): uniform over the patches of the queried entities'
   boxes (a patch belongs to a box when its centre lies inside; a box too small for any centre takes
   the patch under its own centre).
@@ -30,7 +33,7 @@ from shirg.errors import ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.options import VisualOptions
 from shirg.model.visual import hires_selection, patch_size, question_context, splice
-from shirg.options import ShirgOptions
+from shirg.options import ATTRIBUTIONS, ShirgOptions
 from shirg.tokens.relevance_head import RelevanceHead, learned_scores
 from shirg.tokens.types import KIND_HI
 from shirg.train.data import Batch
@@ -44,15 +47,19 @@ TARGETS = ("none", "distilled", "box")
 @dataclass
 class RelevanceObjective:
     """The training-objective option: ``target`` none | distilled | box, its ``weight`` next to the
-    answer loss, and the softmax temperature ``tau`` of the listwise loss."""
+    answer loss, the softmax temperature ``tau`` of the listwise loss and, for ``distilled``, the
+    ``attribution`` it keeps (``abs`` or ``support``)."""
 
     target: str = "none"
     weight: float = 0.1
     tau: float = 1.0
+    attribution: str = "abs"
 
     def validate(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"relevance target {self.target!r} is not one of {', '.join(TARGETS)}")
+        if self.attribution not in ATTRIBUTIONS:
+            raise ConfigError(f"relevance attribution {self.attribution!r} is not one of {', '.join(ATTRIBUTIONS)}")
         if self.weight < 0 or self.tau <= 0:
             raise ConfigError(f"relevance weight {self.weight} must be >= 0 and tau {self.tau} > 0")
 
@@ -105,9 +112,21 @@ def _answer_loss_from_blocks(model: LavidaModel, batch: Batch, blocks: list[Tens
     return (ce.view_as(masks.float()) * masks).sum() / masks.sum()
 
 
-def distilled_target(model: LavidaModel, batch: Batch, resolution: int) -> Tensor:
+def token_attribution(grad: Tensor, value: Tensor, attribution: str = "abs") -> Tensor:
+    """[N] per-token gradient x input <grad_i, value_i> of [N, D] tensors: its magnitude (``abs``) or
+    max(0, -<grad_i, value_i>) (``support``: to first order, what removing token i adds to the loss)."""
+    if attribution not in ATTRIBUTIONS:
+        raise ConfigError(f"relevance attribution {attribution!r} is not one of {', '.join(ATTRIBUTIONS)}")
+    gx = (grad.float() * value.detach().float()).sum(-1)
+    return gx.abs() if attribution == "abs" else (-gx).clamp(min=0)
+
+
+def distilled_target(model: LavidaModel, batch: Batch, resolution: int, attribution: str = "abs") -> Tensor:
     """[B, G*G] gradient x input relevance of the full-resolution model's answer loss (no parameter
-    receives a gradient: only the visual blocks are differentiated)."""
+    receives a gradient: only the visual blocks are differentiated): its magnitude (``abs``) or the
+    part that lowers the loss (``support``). A row with nothing to keep is uniform."""
+    if attribution not in ATTRIBUTIONS:
+        raise ConfigError(f"relevance attribution {attribution!r} is not one of {', '.join(ATTRIBUTIONS)}")
     opts = VisualOptions(resolution=resolution)
     with torch.no_grad():
         blocks, sel, _ = hires_selection(model, batch.images, batch.questions, "full", opts)
@@ -118,7 +137,7 @@ def distilled_target(model: LavidaModel, batch: Batch, resolution: int) -> Tenso
     grid = resolution // patch_size(model)
     out = torch.zeros(len(blocks), grid * grid)
     for i, (g, v) in enumerate(zip(grads, leaves, strict=True)):
-        rel = (g.float() * v.detach().float()).sum(-1).abs().cpu()
+        rel = token_attribution(g, v, attribution).cpu()
         hi = (sel.kind[i] == KIND_HI).cpu()
         out[i, sel.index[i].cpu()[hi]] = rel[hi]
     total = out.sum(dim=1, keepdim=True)
@@ -148,7 +167,7 @@ def combined_loss(model: LavidaModel, head: RelevanceHead | None, batch: Batch, 
     if objective.target == "none" or head is None:
         return {"loss": answer, "answer": answer.detach(), "relevance": torch.zeros(())}
     if objective.target == "distilled":
-        target = distilled_target(model, batch, resolution)
+        target = distilled_target(model, batch, resolution, objective.attribution)
     else:
         if boxes is None:
             raise ConfigError("the box relevance target needs the queried entities' boxes")
@@ -196,7 +215,7 @@ class RelevanceLossModule(LossModule):
             if self.objective.target == "box":
                 target = batch_box_target(sub, r, r // patch_size(self.lavida))
             else:
-                target = distilled_target(self.lavida, sub, r)
+                target = distilled_target(self.lavida, sub, r, self.objective.attribution)
             rels.append(relevance_loss(self.lavida, head, sub, target, r, self.objective.tau,
                                        self.visual.shirg_options()))
             weights.append(len(idx) / len(batch))
