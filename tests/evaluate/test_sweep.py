@@ -52,6 +52,7 @@ def test_sweep_runs_every_strategy_at_every_budget_on_the_same_samples(swept):
         assert r["visual_tokens"] == pytest.approx(sum(p["visual_tokens"] for p in mine) / 3)
         kept = [p["queried_patch_kept"] for p in mine]
         assert all(v in (0.0, 1.0) for v in kept)
+        assert all(p["twin_patch_kept"] in (0.0, 1.0) for p in mine)  # every dense question has a shape twin
         assert r["queried_patch_kept"]["value"] == pytest.approx(100 * sum(kept) / 3)
         assert r["vs_reference"]["n"] == 3 and r["vs_reference"]["p"] is not None
     # more budget, more visual tokens, for each strategy
@@ -60,6 +61,7 @@ def test_sweep_runs_every_strategy_at_every_budget_on_the_same_samples(swept):
         assert tokens == sorted(tokens) and tokens[0] < tokens[-1]
     ref = [json.loads(line) for line in (out / "reference" / "predictions.jsonl").read_text().splitlines()]
     assert {p["mode"] for p in ref} == {"full"} and all(p["queried_patch_kept"] == 1.0 for p in ref)
+    assert all(p["twin_patch_kept"] == 1.0 for p in ref)
     md = (out / "sweep.md").read_text()
     assert "| shirg | 5 | 29 (no coverage) |" in md and "kept queried patch" in md
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
@@ -120,3 +122,26 @@ def test_swap_questions_asks_each_sample_the_next_ones_question(tmp_path):
     assert [(s.id, s.answers, s.boxes, s.meta) for s in swapped] == [(s.id, s.answers, s.boxes, s.meta)
                                                                       for s in samples]
     assert any(a.question != b.question for a, b in zip(samples, swapped, strict=True))
+
+
+def test_twins_are_the_queried_shape_in_another_colour_and_kept_means_their_numbers_patch(tmp_path):
+    import re
+
+    from shirg.evaluate.data import load_samples
+    from shirg.evaluate.evidence import twin_patch_kept
+
+    write_dense_reading_set(tmp_path / "eg", n=6, seed=11)
+    recs = {json.loads(line)["id"]: json.loads(line)
+            for line in (tmp_path / "eg" / "questions.jsonl").read_text().splitlines()}
+    for smp in load_samples("entitygrid", tmp_path / "eg"):
+        colour, shape = re.search(r"on the (\w+) (\w+)\?", smp.question).groups()
+        want = [e["label_box"] for e in recs[smp.id]["scene"] if e["shape"] == shape and e["colour"] != colour]
+        assert want and smp.meta["twin_label_boxes"] == want  # --lookalikes 3 gives every question one
+    # a 24 x 24 grid on a 336 px canvas holding the whole image: a number centred at (100, 50) lies in
+    # patch row 3, column 7; one at (300, 300) in row 21, column 21
+    kept = torch.zeros(576, dtype=torch.bool)
+    kept[3 * 24 + 7] = True
+    box_a, box_b = [97, 47, 103, 53], [297, 297, 303, 303]
+    assert twin_patch_kept([box_a, box_b], (336, 336), (0.0, 0.0, 1.0, 1.0), kept) == 1.0
+    assert twin_patch_kept([box_b], (336, 336), (0.0, 0.0, 1.0, 1.0), kept) == 0.0
+    assert twin_patch_kept([], (336, 336), (0.0, 0.0, 1.0, 1.0), kept) is None

@@ -362,7 +362,8 @@ def load_entitygrid(root: Path, split: str = "") -> list[Sample] | None:
                                                                              "type"))
     return [Sample(id=r["id"], question=r["question"], answers=_as_answers(r["answers"]), image_ref=root / r["image"],
                    qtype=r["type"], boxes=r.get("boxes", []),
-                   meta={"grid": r.get("grid"), "label_boxes": _label_boxes(r)})
+                   meta={"grid": r.get("grid"), "label_boxes": _label_boxes(r),
+                         "twin_label_boxes": _twin_label_boxes(r)})
             for r in recs]
 
 
@@ -372,6 +373,20 @@ def _label_boxes(record: dict) -> list[list[float]]:
     boxes = [scene.get((t.get("row"), t.get("col")), {}).get("label_box") for t in record.get("targets") or []
              if isinstance(t, dict)]
     return [b for b in boxes if isinstance(b, list) and len(b) == 4] if boxes and all(boxes) else []
+
+
+def _twin_label_boxes(record: dict) -> list[list[float]]:
+    """The number boxes of the queried entity's shape twins: the other entities of its shape, in another
+    colour (the look-alike a reader that ignores colour confuses it with); empty without a scene."""
+    entities = [e for e in record.get("scene") or [] if isinstance(e, dict)]
+    where = {(t.get("row"), t.get("col")) for t in record.get("targets") or [] if isinstance(t, dict)}
+    queried = [e for e in entities if (e.get("row"), e.get("col")) in where]
+    if len(queried) != 1:
+        return []
+    q = queried[0]
+    boxes = [e.get("label_box") for e in entities
+             if e is not q and e.get("shape") == q.get("shape") and e.get("colour") != q.get("colour")]
+    return [b for b in boxes if isinstance(b, list) and len(b) == 4]
 
 
 ORIGINAL_LOADERS: dict[str, Callable[[Path, str], list[Sample] | None]] = {

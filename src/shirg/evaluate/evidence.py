@@ -78,21 +78,34 @@ def kept_patches(tokens: TokenSet, sample: int = 0, strict: bool = False) -> Ten
     return mask
 
 
+def _number_kept(box: Sequence[float], image_size: tuple[int, int], content_box: tuple[float, float, float, float],
+                 strict_kept: Tensor) -> bool:
+    """Whether the hi-res patch under the centre of a number's box is kept at full detail."""
+    grid = int(round(strict_kept.numel() ** 0.5))
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    u0, v0, _, _ = canvas_box((cx, cy, cx, cy), image_size, content_box)
+    col = min(grid - 1, max(0, int(u0 * grid)))
+    row = min(grid - 1, max(0, int(v0 * grid)))
+    return bool(strict_kept[row * grid + col])
+
+
 def queried_patch_kept(label_boxes: Sequence[Sequence[float]] | None, image_size: tuple[int, int],
                        content_box: tuple[float, float, float, float], strict_kept: Tensor) -> float | None:
     """1.0 when the hi-res patch under the centre of every queried number is kept at full detail (an
     unmerged hi token: ``strict_kept``), else 0.0; None without number boxes."""
     if not label_boxes:
         return None
-    grid = int(round(strict_kept.numel() ** 0.5))
-    for x0, y0, x1, y1 in label_boxes:
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        u0, v0, u1, v1 = canvas_box((cx, cy, cx, cy), image_size, content_box)
-        col = min(grid - 1, max(0, int(u0 * grid)))
-        row = min(grid - 1, max(0, int(v0 * grid)))
-        if not strict_kept[row * grid + col]:
-            return 0.0
-    return 1.0
+    return float(all(_number_kept(b, image_size, content_box, strict_kept) for b in label_boxes))
+
+
+def twin_patch_kept(twin_boxes: Sequence[Sequence[float]] | None, image_size: tuple[int, int],
+                    content_box: tuple[float, float, float, float], strict_kept: Tensor) -> float | None:
+    """1.0 when the centre patch of any shape twin's number (an entity of the queried shape in another
+    colour) is kept at full detail, else 0.0; None when the scene has no twin."""
+    if not twin_boxes:
+        return None
+    return float(any(_number_kept(b, image_size, content_box, strict_kept) for b in twin_boxes))
 
 
 def evidence_recall(entity: Tensor, kept: Tensor) -> float | None:

@@ -27,7 +27,7 @@ import torch
 from shirg.errors import ConfigError, ShirgError
 from shirg.evaluate import metrics
 from shirg.evaluate.data import Sample, task_spec
-from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches, queried_patch_kept
+from shirg.evaluate.evidence import entity_patches, evidence_recall, kept_patches, queried_patch_kept, twin_patch_kept
 from shirg.evaluate.modes import ModeSpec
 from shirg.evaluate.summary import plot_overlays, summarize, write_summary
 from shirg.io import read_jsonl, write_json, write_text
@@ -101,7 +101,8 @@ def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None,
     ``selected`` = (selection, content box) when given, else the selection the answer kept
     (``ans.selection``) when there is one, else selects again."""
     if not spec.hires or not sample.boxes:
-        return {"evidence_recall": None, "evidence_recall_strict": None, "queried_patch_kept": None}
+        return {"evidence_recall": None, "evidence_recall_strict": None, "queried_patch_kept": None,
+                "twin_patch_kept": None}
     if selected is not None:
         sel, content_box = selected
     elif ans is not None and getattr(ans, "selection", None) is not None:
@@ -113,7 +114,8 @@ def sample_evidence(model, image, sample: Sample, spec: ModeSpec, ans=None,
     strict = kept_patches(sel, strict=True)
     return {"evidence_recall": evidence_recall(entity, kept_patches(sel)),
             "evidence_recall_strict": evidence_recall(entity, strict),
-            "queried_patch_kept": queried_patch_kept(sample.meta.get("label_boxes"), image.size, content_box, strict)}
+            "queried_patch_kept": queried_patch_kept(sample.meta.get("label_boxes"), image.size, content_box, strict),
+            "twin_patch_kept": twin_patch_kept(sample.meta.get("twin_label_boxes"), image.size, content_box, strict)}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -396,6 +398,7 @@ def make_record(model, settings: EvalSettings, spec: ModeSpec, sample: Sample, i
         elif spec.mode == "full":
             rec |= {"evidence_recall": 1.0, "evidence_recall_strict": 1.0} if sample.boxes else {}
             rec |= {"queried_patch_kept": 1.0} if sample.meta.get("label_boxes") else {}
+            rec |= {"twin_patch_kept": 1.0} if sample.meta.get("twin_label_boxes") else {}
         else:
             rec |= sample_evidence(model, image, sample, spec, ans)
     return rec

@@ -147,7 +147,7 @@ def _read(folder: Path) -> list[dict]:
 def _metric_value(rec: dict, metric: str):
     if metric.startswith("acc_"):
         return rec["scores"].get("accuracy") if rec.get("type") == metric[4:] else None
-    if metric in ("evidence_recall", "queried_patch_kept"):
+    if metric in ("evidence_recall", "queried_patch_kept", "twin_patch_kept"):
         return rec.get(metric)
     return rec["scores"].get(metric)
 
