@@ -376,3 +376,19 @@ for K in k0014 k0029 k0058 k0115 k0190; do
     --metric queried_patch_kept
   shirg compare --base runs/crowded/everyk-tower-lr0.03/$K --other runs/crowded/everyk-support/$K --mode shirg
 done
+# what the 240 steps did alone (dev, run after the test numbers): step 8b's settings at 240 steps, paired
+shirg train --config configs/evidence/head_support_crowded.yaml --set data.relevance.pool=max \
+  --set data.relevance.attribution=abs --set run.output_dir=runs/crowded/tune/ablate-max-abs-s240
+shirg sweep --model $HE --adapter runs/crowded/tune/ablate-max-abs-s240/adapter $D --strategies shirg --score head \
+  --out runs/crowded/tune/ablate-max-abs-s240-sweep
+for M in accuracy queried_patch_kept; do
+  shirg compare --base runs/crowded/tune/ablate-max-abs-s240-sweep/k0014 --other runs/crowded/head-support-sweep/k0014 \
+    --mode shirg --metric $M
+done
+# the shape twin's number kept (test set, selection only): text-free strategies, step 8b's head, step 9's head
+S="--data runs/test/crowded-read-9004 --budgets 2.5,5 --selection-only --metric twin_patch_kept"
+shirg sweep --model $HE $S --strategies shirg-saliency,visionzip,divprune,saint,tome --out runs/crowded/twins-none
+for H in tune/tower-lr0.03 head-support; do
+  shirg sweep --model $HE --adapter runs/crowded/$H/adapter $S --strategies shirg --score head \
+    --out runs/crowded/twins-$(basename $H)
+done
