@@ -392,3 +392,18 @@ for H in tune/tower-lr0.03 head-support; do
   shirg sweep --model $HE --adapter runs/crowded/$H/adapter $S --strategies shirg --score head \
     --out runs/crowded/twins-$(basename $H)
 done
+# the box-supervised upper bound with step 9's settings (dev, then the test set after the label-free head)
+shirg train --config configs/evidence/head_support_crowded.yaml --set data.relevance.target=box \
+  --set run.output_dir=runs/crowded/head-box-mean
+shirg sweep --model $HE --adapter runs/crowded/head-box-mean/adapter $D --strategies shirg --score head \
+  --out runs/crowded/tune/box-mean-s240-sweep
+shirg sweep --model $HE --adapter runs/crowded/head-box-mean/adapter --data runs/crowded/data/dev-read-35 --budgets 2.5 \
+  --selection-only --metric twin_patch_kept --strategies shirg --score head --out runs/crowded/tune/box-mean-s240-twins
+shirg sweep --model $HE --adapter runs/crowded/head-box-mean/adapter --data runs/test/crowded-read-9004 --gen-length 4 \
+  --steps 2 --block-length 4 --budgets 2.5,5 --strategies shirg --score head --out runs/crowded/everyk-box-mean
+for K in k0014 k0029; do
+  for X in shirg-saliency visionzip divprune saint tome; do
+    shirg compare --base runs/crowded/everyk-none/$K --mode $X --other runs/crowded/everyk-box-mean/$K --other-mode shirg
+  done
+  shirg compare --base runs/crowded/everyk-support/$K --other runs/crowded/everyk-box-mean/$K --mode shirg
+done
