@@ -9,14 +9,11 @@ from dataclasses import dataclass
 from shirg.errors import ConfigError
 
 DEFAULT_WEIGHTS = (0.7, -0.2, -0.1)  # signed (w_sim, w_nbr, w_ctr) of the distance-aware score
-TEXT_POOLS = ("max", "mean")  # how Sim_i pools over the question tokens
+TEXT_POOLS = ("max", "mean")  # how Sim_i, and a learned relevance head, pool over the question tokens
 # where Sim_i comes from: the question's text similarity through the projector, the query-agnostic
 # saliency, or saliency plus a learned head's question term on the tower's features (no projection)
 SCORE_SOURCES = ("text", "saliency", "head")
 HEAD_INPUTS = ("projected", "tower")  # what a learned relevance head's token map reads
-# how a relevance head pools its per-word scores over the question: the best-matching word, or the mean
-# word (a sum of per-word matches, so "purple diamond" can outscore a purple square and a red diamond)
-HEAD_POOLS = ("max", "mean")
 # what of gradient x input a distilled relevance target keeps: its magnitude, or the part that lowers the
 # answer loss (the evidence for the answer)
 ATTRIBUTIONS = ("abs", "support")

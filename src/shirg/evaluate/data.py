@@ -385,7 +385,7 @@ def _twin_label_boxes(record: dict) -> list[list[float]]:
         return []
     q = queried[0]
     boxes = [e.get("label_box") for e in entities
-             if e is not q and e.get("shape") == q.get("shape") and e.get("colour") != q.get("colour")]
+             if e.get("shape") == q.get("shape") and e.get("colour") != q.get("colour")]
     return [b for b in boxes if isinstance(b, list) and len(b) == 4]
 
 

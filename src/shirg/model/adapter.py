@@ -13,7 +13,7 @@ from shirg.errors import CheckpointError, ConfigError
 from shirg.model.lavida import LavidaModel
 from shirg.model.loading import SHIRG_WEIGHTS, load, load_shirg_weights
 from shirg.model.quantize import apply_weight_format, resolve_load
-from shirg.options import HEAD_INPUTS, HEAD_POOLS
+from shirg.options import HEAD_INPUTS, TEXT_POOLS
 from shirg.safety import ADAPTER_WEIGHTS, check_adapter_folder
 from shirg.tokens.relevance_head import RelevanceHead
 
@@ -40,8 +40,8 @@ def load_relevance_head(model: LavidaModel, path: str | Path) -> RelevanceHead:
     reads, pool = meta.get("reads", "projected"), meta.get("pool", "max")
     if reads not in HEAD_INPUTS:
         raise CheckpointError(f"{path}: the relevance head reads {reads!r}, not one of {', '.join(HEAD_INPUTS)}")
-    if pool not in HEAD_POOLS:
-        raise CheckpointError(f"{path}: the relevance head pools by {pool!r}, not one of {', '.join(HEAD_POOLS)}")
+    if pool not in TEXT_POOLS:
+        raise CheckpointError(f"{path}: the relevance head pools by {pool!r}, not one of {', '.join(TEXT_POOLS)}")
     token, text = state.get("token.weight"), state.get("text.weight")
     if token is None or token.ndim != 2 or text is None or text.ndim != 2:
         raise CheckpointError(f"{path} is not a relevance head (no 2-D token.weight and text.weight)")

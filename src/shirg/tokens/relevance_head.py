@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from shirg.errors import ConfigError
-from shirg.options import HEAD_INPUTS, HEAD_POOLS, check_head_source
+from shirg.options import HEAD_INPUTS, TEXT_POOLS, check_head_source
 from shirg.tokens.scoring import (
     DEFAULT_WEIGHTS,
     SCORE_SOURCES,
@@ -41,6 +41,7 @@ from shirg.tokens.scoring import (
     check_weights,
     neighbour_distance,
     pool_cells,
+    pool_words,
     project_hi,
     relevance,
     spread_cells,
@@ -66,8 +67,8 @@ class RelevanceHead(nn.Module):
             raise ValueError(f"dim {dim}, text_dim {text_dim} and rank {rank} must be >= 1")
         if reads not in HEAD_INPUTS:
             raise ConfigError(f"a relevance head reads one of {', '.join(HEAD_INPUTS)}, not {reads!r}")
-        if pool not in HEAD_POOLS:
-            raise ConfigError(f"a relevance head pools the question by one of {', '.join(HEAD_POOLS)}, not {pool!r}")
+        if pool not in TEXT_POOLS:
+            raise ConfigError(f"a relevance head pools the question by one of {', '.join(TEXT_POOLS)}, not {pool!r}")
         self.rank = rank
         self.reads = reads
         self.pool = pool
@@ -83,16 +84,8 @@ class RelevanceHead(nn.Module):
         """[B, N] head term; rows without a question token are 0."""
         a = self.token(projected.to(self.token.weight.dtype)).float()
         b = self.text(question.to(self.text.weight.dtype)).float()
-        has = mask.any(dim=1, keepdim=True)
-        if self.pool == "mean":  # <A x_i, mean_j B q_j>: the mean of the per-word scores
-            words = mask.to(b.dtype)[..., None]
-            b = (b * words).sum(dim=1) / words.sum(dim=1).clamp_min(1.0)
-            best = torch.einsum("bnr,br->bn", a, b) / math.sqrt(self.rank)
-        else:
-            pair = torch.einsum("bnr,btr->bnt", a, b) / math.sqrt(self.rank)
-            best = pair.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=-1)
-        best = torch.where(has, best, torch.zeros_like(best))
-        return self.scale.float() * best
+        pair = torch.einsum("bnr,btr->bnt", a, b) / math.sqrt(self.rank)
+        return self.scale.float() * pool_words(pair, mask, self.pool)
 
 
 def head_relevance(tokens: DualScaleTokens, text: TextContext | None, head: RelevanceHead | None,

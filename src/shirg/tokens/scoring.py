@@ -57,13 +57,20 @@ def text_similarity(projected: Tensor, question: Tensor, mask: Tensor, pool: str
         raise ConfigError(f"unknown text_pool {pool!r}; choose one of {', '.join(TEXT_POOLS)}")
     v = F.normalize(projected.float(), dim=-1)
     q = F.normalize(question.float(), dim=-1)
-    cos = torch.einsum("bne,bte->bnt", v, q)
+    return pool_words(torch.einsum("bne,bte->bnt", v, q), mask, pool)
+
+
+def pool_words(pair: Tensor, mask: Tensor, pool: str = "max") -> Tensor:
+    """[B, N, T] per-(token, question word) scores pooled over the real words (``mask`` [B, T]) by
+    their maximum or mean: [B, N]; rows whose mask is empty are 0."""
+    if pool not in TEXT_POOLS:
+        raise ConfigError(f"unknown text_pool {pool!r}; choose one of {', '.join(TEXT_POOLS)}")
     m = mask[:, None, :]
     if pool == "max":
-        out = cos.masked_fill(~m, float("-inf")).amax(dim=-1)
+        out = pair.masked_fill(~m, float("-inf")).amax(dim=-1)
         return torch.where(mask.any(dim=1, keepdim=True), out, torch.zeros_like(out))
     count = mask.sum(dim=1, keepdim=True).clamp(min=1)
-    return (cos * m).sum(dim=-1) / count
+    return (pair * m).sum(dim=-1) / count
 
 
 def pool_cells(hi: Tensor, grid: int, stride: int) -> Tensor:

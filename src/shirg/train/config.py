@@ -19,7 +19,7 @@ import yaml
 
 from shirg.errors import ConfigError
 from shirg.model.options import VisualOptions
-from shirg.options import ATTRIBUTIONS, HEAD_INPUTS, HEAD_POOLS
+from shirg.options import ATTRIBUTIONS, HEAD_INPUTS, TEXT_POOLS
 
 COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -190,8 +190,8 @@ class TrainConfig:
             score = self.data.visual.score
             if rel.reads not in HEAD_INPUTS:
                 raise ConfigError(f"data.relevance.reads {rel.reads!r}: choose one of {', '.join(HEAD_INPUTS)}")
-            if rel.pool not in HEAD_POOLS:
-                raise ConfigError(f"data.relevance.pool {rel.pool!r}: choose one of {', '.join(HEAD_POOLS)}")
+            if rel.pool not in TEXT_POOLS:
+                raise ConfigError(f"data.relevance.pool {rel.pool!r}: choose one of {', '.join(TEXT_POOLS)}")
             if rel.attribution not in ATTRIBUTIONS:
                 raise ConfigError(f"data.relevance.attribution {rel.attribution!r}: choose one of "
                                   f"{', '.join(ATTRIBUTIONS)}")

@@ -44,6 +44,12 @@ from shirg.vision.preprocess import prepare_image
 TARGETS = ("none", "distilled", "box")
 
 
+def check_attribution(attribution: str) -> None:
+    """A one-line error unless ``attribution`` is one of :data:`shirg.options.ATTRIBUTIONS`."""
+    if attribution not in ATTRIBUTIONS:
+        raise ConfigError(f"relevance attribution {attribution!r} is not one of {', '.join(ATTRIBUTIONS)}")
+
+
 @dataclass
 class RelevanceObjective:
     """The training-objective option: ``target`` none | distilled | box, its ``weight`` next to the
@@ -58,8 +64,7 @@ class RelevanceObjective:
     def validate(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"relevance target {self.target!r} is not one of {', '.join(TARGETS)}")
-        if self.attribution not in ATTRIBUTIONS:
-            raise ConfigError(f"relevance attribution {self.attribution!r} is not one of {', '.join(ATTRIBUTIONS)}")
+        check_attribution(self.attribution)
         if self.weight < 0 or self.tau <= 0:
             raise ConfigError(f"relevance weight {self.weight} must be >= 0 and tau {self.tau} > 0")
 
@@ -115,8 +120,7 @@ def _answer_loss_from_blocks(model: LavidaModel, batch: Batch, blocks: list[Tens
 def token_attribution(grad: Tensor, value: Tensor, attribution: str = "abs") -> Tensor:
     """[N] per-token gradient x input <grad_i, value_i> of [N, D] tensors: its magnitude (``abs``) or
     max(0, -<grad_i, value_i>) (``support``: to first order, what removing token i adds to the loss)."""
-    if attribution not in ATTRIBUTIONS:
-        raise ConfigError(f"relevance attribution {attribution!r} is not one of {', '.join(ATTRIBUTIONS)}")
+    check_attribution(attribution)
     gx = (grad.float() * value.detach().float()).sum(-1)
     return gx.abs() if attribution == "abs" else (-gx).clamp(min=0)
 
@@ -125,8 +129,7 @@ def distilled_target(model: LavidaModel, batch: Batch, resolution: int, attribut
     """[B, G*G] gradient x input relevance of the full-resolution model's answer loss (no parameter
     receives a gradient: only the visual blocks are differentiated): its magnitude (``abs``) or the
     part that lowers the loss (``support``). A row with nothing to keep is uniform."""
-    if attribution not in ATTRIBUTIONS:
-        raise ConfigError(f"relevance attribution {attribution!r} is not one of {', '.join(ATTRIBUTIONS)}")
+    check_attribution(attribution)  # before the full-resolution pass
     opts = VisualOptions(resolution=resolution)
     with torch.no_grad():
         blocks, sel, _ = hires_selection(model, batch.images, batch.questions, "full", opts)
