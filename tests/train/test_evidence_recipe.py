@@ -31,7 +31,7 @@ def recipe_outputs() -> dict[str, int]:
 @pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense",
                                   "head_box_densehost", "head_distilled_densehost", "head_tower_densehost",
                                   "host_crowded", "head_tower_crowded", "head_boxtower_crowded",
-                                  "host_crowded_everyk"])
+                                  "host_crowded_everyk", "head_support_crowded"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -46,7 +46,8 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         assert f"--out {cfg.model.path}" in (EVIDENCE / "recipe.sh").read_text().replace("$H", cfg.model.path)
     if "_crowded" in name:  # the crowded host's chain: tower -> host -> head, each on the one before
         before = {"host_crowded": "runs/crowded/tower/model", "head_tower_crowded": "runs/crowded/host/model",
-                  "head_boxtower_crowded": "runs/crowded/host/model", "host_crowded_everyk": "runs/crowded/host/model"}
+                  "head_boxtower_crowded": "runs/crowded/host/model", "host_crowded_everyk": "runs/crowded/host/model",
+                  "head_support_crowded": "runs/crowded/host/model"}
         assert cfg.model.path == before[name]
     if name == "host_crowded_everyk":  # the tower stays the crowded host's, so heads that read it load unchanged
         assert cfg.trainable.components == ["projector", "llm"] and not cfg.lora.enabled
@@ -59,6 +60,11 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         twin = load_config(EVIDENCE / f"{name.replace('boxtower', 'tower')}.yaml").validate()
         assert replace(twin.data.relevance, target="box") == cfg.data.relevance
         assert (twin.run.max_steps, twin.optim, twin.data.mixture) == (cfg.run.max_steps, cfg.optim, cfg.data.mixture)
+    elif name == "head_support_crowded":  # step 7's label-free head with step 9's dev choices, nothing else
+        twin = load_config(EVIDENCE / "head_tower_crowded.yaml").validate()
+        assert replace(twin.data.relevance, pool="mean", attribution="support") == cfg.data.relevance
+        assert (cfg.optim.lr_other, cfg.run.max_steps) == (0.03, 240)
+        assert replace(twin.optim, lr_other=0.03) == cfg.optim and twin.data.mixture == cfg.data.mixture
     elif name.startswith("head_"):
         assert cfg.data.relevance.target == name.split("_")[1] and cfg.data.relevance.reads == "projected"
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
