@@ -46,3 +46,16 @@ def test_the_cli_starts_without_torch():
     code = "import sys; from shirg.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_help_page_renders():
+    """`shirg --help` and `shirg COMMAND --help` print (a literal "%" in a help line once broke both)."""
+    import argparse
+
+    from shirg.cli import build_parser
+
+    parser = build_parser()
+    assert "sweep" in parser.format_help()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        assert name in command.format_help()
