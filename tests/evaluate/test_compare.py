@@ -126,3 +126,28 @@ def test_compare_reads_a_record_field_such_as_queried_patch_kept(tmp_path, capsy
     assert main(["compare", "--base", str(tmp_path / "other"), "--other", str(tmp_path / "other"), "--metric",
                  "queried_patch_kept"]) == 2
     assert "missing for a sample" in capsys.readouterr().err
+
+
+def test_compare_one_question_type(tmp_path, capsys):
+    """--type pairs only the samples of one question type; a type no sample has is a one-line error."""
+    rows = {"base": [("reading", 1), ("reading", 0), ("position", 0), ("position", 0), ("position", 1)],
+            "other": [("reading", 0), ("reading", 0), ("position", 1), ("position", 1), ("position", 1)]}
+    for name, values in rows.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "predictions.jsonl").write_text("".join(
+            json.dumps({"id": f"s{i}", "mode": "full", "type": t, "prediction": str(v), "scores": {"accuracy": v}})
+            + "\n" for i, (t, v) in enumerate(values)))
+    args = ["compare", "--base", str(tmp_path / "base"), "--other", str(tmp_path / "other")]
+    assert main([*args, "--type", "position", "--out", str(tmp_path / "pos")]) == 0
+    assert "full, position questions" in capsys.readouterr().out
+    result = json.loads((tmp_path / "pos" / "compare.json").read_text())
+    row, = result["rows"]
+    assert result["type"] == "position" and row["n"] == 3
+    assert (row["base"], row["other"], row["base_only"], row["other_only"]) == (pytest.approx(1 / 3), 1.0, 0, 2)
+    assert main([*args, "--out", str(tmp_path / "all")]) == 0
+    row, = json.loads((tmp_path / "all" / "compare.json").read_text())["rows"]
+    assert row["n"] == 5 and row["diff"] == pytest.approx(1 / 5)
+    capsys.readouterr()
+    assert main([*args, "--type", "counting"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no sample of type 'counting'" in err[0] and "position, reading" in err[0]

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mode of the other runs, when it differs from the base's (e.g. shirg with a head against "
                         "visionzip without)")
     p.add_argument("--metric", default="accuracy", help="0/1 score of each sample (default accuracy)")
+    p.add_argument("--type", dest="qtype", default=None, metavar="TYPE",
+                   help="only the samples of this question type (EntityGrid: recognition, position, counting, "
+                        "reading)")
     p.add_argument("--out", default=None, help="write compare.json and compare.md into this folder")
 
 
@@ -44,6 +47,17 @@ def load_predictions(folder: str | Path, mode: str | None) -> tuple[str, dict[st
     if mode not in modes:
         raise ConfigError(f"{folder} has no mode {mode!r}; it holds {', '.join(modes)}")
     return mode, {r["id"]: r for r in records if r["mode"] == mode}
+
+
+def of_type(records: dict[str, dict], qtype: str | None, folder) -> dict[str, dict]:
+    """The records of one question type (all of them when ``qtype`` is None)."""
+    if qtype is None:
+        return records
+    kept = {i: r for i, r in records.items() if r.get("type") == qtype}
+    if not kept:
+        types = sorted({str(r.get("type")) for r in records.values()})
+        raise ConfigError(f"{folder} has no sample of type {qtype!r}; it holds {', '.join(types)}")
+    return kept
 
 
 def _mean(values: list):
@@ -105,18 +119,21 @@ def markdown(base_name: str, mode: str, metric: str, rows: list[dict], base_step
 
 def run(args: argparse.Namespace) -> int:
     mode, base = load_predictions(args.base, args.mode)
-    others = {str(d): load_predictions(d, args.other_mode or mode)[1] for d in args.others}
+    base = of_type(base, args.qtype, args.base)
+    others = {str(d): of_type(load_predictions(d, args.other_mode or mode)[1], args.qtype, d) for d in args.others}
     rows = compare(base, others, args.metric)
     base_steps = _mean([r.get("steps_used") for r in base.values()])
     base_latency = _mean([r.get("latency_s") for r in base.values()])
     label = mode if not args.other_mode or args.other_mode == mode else f"{args.other_mode} (runs) vs {mode} (base)"
+    if args.qtype:
+        label += f", {args.qtype} questions"
     text = markdown(str(args.base), label, args.metric, rows, base_steps, base_latency)
     print(text)
     if args.out:
         out = Path(args.out)
         write_json(out / "compare.json", {"base": str(args.base), "mode": mode,
                                           "other_mode": args.other_mode or mode, "metric": args.metric,
-                                          "base_steps_used_mean": base_steps, "rows": rows})
+                                          "type": args.qtype, "base_steps_used_mean": base_steps, "rows": rows})
         write_text(out / "compare.md", text + "\n")
         print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}")
     return 0
