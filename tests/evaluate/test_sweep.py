@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from conftest import write_dense_reading_set
+from conftest import DENSE_READING, write_dense_reading_set
 from shirg.cli import main
 from shirg.evaluate import stats, sweep
+from shirg.evaluate.metrics import first_number
 from shirg.testing import write_tiny_lavida_checkpoint
 
 
@@ -40,6 +41,11 @@ def test_sweep_runs_every_strategy_at_every_budget_on_the_same_samples(swept):
     assert [p["coverage"] for p in table["points"]] == [False, True, True, True]  # 29 < 36 coverage cells
     rows = {(r["strategy"], r["k"]): r for r in table["rows"]}
     assert set(rows) == {(s, k) for s in ("shirg", "uniform") for k in ks}
+    records = [json.loads(line) for line in (root / "eg" / "questions.jsonl").read_text().splitlines()]
+    scenes = {r["id"]: r["scene"] for r in records}
+    queried = {r["id"]: next(e for e in r["scene"] if (e["row"], e["col"]) == (r["targets"][0]["row"],
+                                                                             r["targets"][0]["col"]))
+               for r in records}
     for (s, k), r in rows.items():
         lines = (out / sweep.budget_dir(k) / "predictions.jsonl").read_text().splitlines()
         preds = [json.loads(line) for line in lines]
@@ -53,6 +59,10 @@ def test_sweep_runs_every_strategy_at_every_budget_on_the_same_samples(swept):
         kept = [p["queried_patch_kept"] for p in mine]
         assert all(v in (0.0, 1.0) for v in kept)
         assert all(p["twin_patch_kept"] in (0.0, 1.0) for p in mine)  # every dense question has a shape twin
+        for p in mine:  # answered with a shape twin's number (a twin of the answer's own number does not count)
+            twins = {str(e["label"]) for e in scenes[p["id"]] if e["shape"] == queried[p["id"]]["shape"]
+                     and e["colour"] != queried[p["id"]]["colour"]} - set(p["answers"])
+            assert p.get("twin_answered") == (float(first_number(p["prediction"]) in twins) if twins else None)
         assert r["queried_patch_kept"]["value"] == pytest.approx(100 * sum(kept) / 3)
         assert r["vs_reference"]["n"] == 3 and r["vs_reference"]["p"] is not None
     # more budget, more visual tokens, for each strategy
@@ -145,3 +155,27 @@ def test_twins_are_the_queried_shape_in_another_colour_and_kept_means_their_numb
     assert twin_patch_kept([box_a, box_b], (336, 336), (0.0, 0.0, 1.0, 1.0), kept) == 1.0
     assert twin_patch_kept([box_b], (336, 336), (0.0, 0.0, 1.0, 1.0), kept) == 0.0
     assert twin_patch_kept([], (336, 336), (0.0, 0.0, 1.0, 1.0), kept) is None
+
+
+def test_twin_answered_means_a_wrong_number_that_is_a_shape_twins(tmp_path):
+    from shirg.evaluate.data import load_samples
+    from shirg.evaluate.runner import twin_answered
+
+    write_dense_reading_set(tmp_path / "eg", n=8, seed=11)
+    seen = 0
+    for smp in load_samples("entitygrid", tmp_path / "eg"):
+        twins = smp.meta["twin_labels"]
+        assert smp.answers[0] not in twins
+        if not twins:  # every twin carries the queried number (numbers repeat in dense scenes)
+            continue
+        seen += 1
+        assert twin_answered(f"{twins[0]}", smp) == 1.0 and twin_answered(f"it is {twins[-1]}.", smp) == 1.0
+        assert twin_answered(smp.answers[0], smp) == 0.0 and twin_answered("", smp) == 0.0
+        other = next(str(n) for n in range(1, 10) if str(n) not in twins and str(n) != smp.answers[0])
+        assert twin_answered(other, smp) == 0.0
+    assert seen >= 4
+    # only reading questions have one: every question type's set gives the others none
+    every_type = [a for a in DENSE_READING if a not in ("--types", "reading")]
+    assert main(["entitygrid", *every_type, "--n", "8", "--seed", "2", "--out", str(tmp_path / "all")]) == 0
+    for smp in load_samples("entitygrid", tmp_path / "all"):
+        assert (smp.qtype == "reading") or smp.meta["twin_labels"] == []

@@ -363,7 +363,7 @@ def load_entitygrid(root: Path, split: str = "") -> list[Sample] | None:
     return [Sample(id=r["id"], question=r["question"], answers=_as_answers(r["answers"]), image_ref=root / r["image"],
                    qtype=r["type"], boxes=r.get("boxes", []),
                    meta={"grid": r.get("grid"), "label_boxes": _label_boxes(r),
-                         "twin_label_boxes": _twin_label_boxes(r)})
+                         "twin_label_boxes": _twin_label_boxes(r), "twin_labels": _twin_labels(r)})
             for r in recs]
 
 
@@ -375,18 +375,31 @@ def _label_boxes(record: dict) -> list[list[float]]:
     return [b for b in boxes if isinstance(b, list) and len(b) == 4] if boxes and all(boxes) else []
 
 
-def _twin_label_boxes(record: dict) -> list[list[float]]:
-    """The number boxes of the queried entity's shape twins: the other entities of its shape, in another
-    colour (the look-alike a reader that ignores colour confuses it with); empty without a scene."""
+def _shape_twins(record: dict) -> list[dict]:
+    """The queried entity's shape twins: the other entities of its shape, in another colour (the look-alike
+    a reader that ignores colour confuses it with); empty without a scene or with several queried."""
     entities = [e for e in record.get("scene") or [] if isinstance(e, dict)]
     where = {(t.get("row"), t.get("col")) for t in record.get("targets") or [] if isinstance(t, dict)}
     queried = [e for e in entities if (e.get("row"), e.get("col")) in where]
     if len(queried) != 1:
         return []
     q = queried[0]
-    boxes = [e.get("label_box") for e in entities
-             if e.get("shape") == q.get("shape") and e.get("colour") != q.get("colour")]
+    return [e for e in entities if e.get("shape") == q.get("shape") and e.get("colour") != q.get("colour")]
+
+
+def _twin_label_boxes(record: dict) -> list[list[float]]:
+    """The number boxes of the queried entity's shape twins."""
+    boxes = [e.get("label_box") for e in _shape_twins(record)]
     return [b for b in boxes if isinstance(b, list) and len(b) == 4]
+
+
+def _twin_labels(record: dict) -> list[str]:
+    """The numbers of a reading question's shape twins that differ from its answer (as the answer is
+    written); empty for other question types."""
+    if record.get("type") != "reading":
+        return []
+    gold = {str(a).strip() for a in _as_answers(record.get("answers"))}
+    return sorted({str(e["label"]) for e in _shape_twins(record) if "label" in e} - gold)
 
 
 ORIGINAL_LOADERS: dict[str, Callable[[Path, str], list[Sample] | None]] = {

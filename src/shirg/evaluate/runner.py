@@ -313,7 +313,14 @@ def record_head(settings: EvalSettings, spec: ModeSpec, sample: Sample, predicti
         "answers": sample.answers,
         "prediction": prediction,
         "scores": score_sample(settings.task, prediction, sample) if sample.answers else None,
+        **({"twin_answered": twin_answered(prediction, sample)} if sample.meta.get("twin_labels") else {}),
     }
+
+
+def twin_answered(prediction: str, sample: Sample) -> float:
+    """1.0 when a reading answer names the number of the queried entity's shape twin (same shape, another
+    colour, another number) instead of the queried one: the error of a reader that ignores colour."""
+    return float(metrics.first_number(prediction) in sample.meta["twin_labels"])
 
 
 def failed_record(settings: EvalSettings, spec: ModeSpec, sample: Sample, reason: str, rank: int) -> dict:

@@ -45,6 +45,8 @@ SCORE_NOTES = {
     "queried_patch_kept": "share of questions whose queried number's centre patch is kept at full detail",
     "twin_patch_kept": "share of questions (with a shape twin: the queried shape in another colour) where a twin's "
                        "number patch is kept at full detail",
+    "twin_answered": "share of reading questions (with a shape twin of another number) answered with the twin's "
+                     "number: the error of a reader that ignores colour",
 }
 # what peak_memory_mb holds, per record memory_kind (runner.record_memory); "peak_rss" is the name older
 # runs gave the lifetime peak
@@ -172,7 +174,7 @@ def score_values(recs: Sequence[dict], task: str) -> dict[str, list]:
                 values[f"acc_{t}"] = [r["scores"]["accuracy"] if r.get("type") == t else None for r in recs]
         if any(r.get("evidence_recall") is not None for r in recs):
             values["evidence_recall"] = [r.get("evidence_recall") for r in recs]
-        for key in ("queried_patch_kept", "twin_patch_kept"):
+        for key in ("queried_patch_kept", "twin_patch_kept", "twin_answered"):
             if any(r.get(key) is not None for r in recs):
                 values[key] = [r.get(key) for r in recs]
     return values
