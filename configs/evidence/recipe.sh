@@ -407,3 +407,31 @@ for K in k0014 k0029; do
   done
   shirg compare --base runs/crowded/everyk-support/$K --other runs/crowded/everyk-box-mean/$K --mode shirg
 done
+
+# 10. Rows and columns (docs/small.md, "Rows and columns"): what the bundled model's features hold, then
+#     its projector and LM trained on recognition and position questions (3 x 3 scenes only; with one-row
+#     and one-column scenes; the latter in `shirg` mode with the coordinate embedding trained too), probed
+#     at their checkpoints on dev scenes (seeds 36 and 38) with `shirg image-use`
+shirg entitygrid $G --types recognition,position --seed 50 --n 8000 --out runs/rowcol/data/rp3x3-50
+shirg entitygrid $G --grid 3x1 --occupancy 1.0 --types recognition,position --seed 52 --n 4000 --out runs/rowcol/data/rp3x1-52
+shirg entitygrid $G --grid 1x3 --occupancy 1.0 --types recognition,position --seed 53 --n 4000 --out runs/rowcol/data/rp1x3-53
+shirg entitygrid $G --types recognition,position --seed 36 --n 256 --out runs/rowcol/data/dev-rp-36
+shirg entitygrid $G --types reading --seed 36 --n 128 --out runs/rowcol/data/dev-read-36
+shirg entitygrid $G --grid 3x1 --occupancy 1.0 --types recognition,position --seed 38 --n 128 --out runs/rowcol/data/dev-rp3x1-38
+shirg probe-features --model $M --data runs/rowcol/data/dev-rp-36 --n 96
+shirg train --config configs/evidence/host_rowcol.yaml --set data.mixture=configs/evidence/mixture_rowcol3x3.yaml \
+  --set run.output_dir=runs/rowcol/host-3x3 --stop-after 500
+shirg train --config configs/evidence/host_rowcol.yaml --stop-after 700
+shirg train --config configs/evidence/host_rowcol.yaml --set data.mode=shirg --set "data.visual={}" \
+  --set "trainable.components=[projector,llm,coord]" --set run.output_dir=runs/rowcol/host-coord --stop-after 600
+for RS in host-3x3:100 host-3x3:300 host-3x3:500 host:200 host:400 host:600 host-coord:200 host-coord:400 \
+  host-coord:600; do
+  R=${RS%:*}; S=${RS#*:}; P=runs/rowcol/probe-$R-$S; MODE=full; [ $R = host-coord ] && MODE=shirg
+  rm -rf $P && shirg export --model $M --checkpoint runs/rowcol/$R/checkpoints/step-$(printf %08d $S) --out $P
+  for Q in "Answer with the colour" "Answer with row"; do
+    for D in dev-rp3x1-38 dev-rp-36; do
+      shirg image-use --model $P --records runs/rowcol/data/$D/llava_train.json --match "$Q" --n 64 --mode $MODE --slots 8
+    done
+  done
+  shirg image-use --model $P --records runs/rowcol/data/dev-read-36/llava_train.json --n 64 --mode $MODE --slots 4
+done
