@@ -421,11 +421,11 @@ shirg entitygrid $G --grid 3x1 --occupancy 1.0 --types recognition,position --se
 shirg probe-features --model $M --data runs/rowcol/data/dev-rp-36 --n 96
 shirg train --config configs/evidence/host_rowcol.yaml --set data.mixture=configs/evidence/mixture_rowcol3x3.yaml \
   --set run.output_dir=runs/rowcol/host-3x3 --stop-after 500
-shirg train --config configs/evidence/host_rowcol.yaml --stop-after 700
+shirg train --config configs/evidence/host_rowcol.yaml --stop-after 1400
 shirg train --config configs/evidence/host_rowcol.yaml --set data.mode=shirg --set "data.visual={}" \
   --set "trainable.components=[projector,llm,coord]" --set run.output_dir=runs/rowcol/host-coord --stop-after 600
-for RS in host-3x3:100 host-3x3:300 host-3x3:500 host:200 host:400 host:600 host-coord:200 host-coord:400 \
-  host-coord:600; do
+for RS in host-3x3:100 host-3x3:300 host-3x3:500 host:200 host:400 host:600 host:1000 host:1200 host:1400 \
+  host-coord:200 host-coord:400 host-coord:600; do
   R=${RS%:*}; S=${RS#*:}; P=runs/rowcol/probe-$R-$S; MODE=full; [ $R = host-coord ] && MODE=shirg
   rm -rf $P && shirg export --model $M --checkpoint runs/rowcol/$R/checkpoints/step-$(printf %08d $S) --out $P
   for Q in "Answer with the colour" "Answer with row"; do
