@@ -24,15 +24,12 @@ def run(args: argparse.Namespace) -> int:
 
     import shirg
     from shirg.errors import ConfigError
-    from shirg.evaluate.features import markdown, probe
-    from shirg.io import read_jsonl, write_json
+    from shirg.evaluate.features import markdown, probe, read_scenes
+    from shirg.io import write_json
 
-    questions = Path(args.data) / "questions.jsonl"
-    if not questions.is_file():
-        raise ConfigError(f"{args.data} has no questions.jsonl; pass a `shirg entitygrid` folder")
+    records = read_scenes(args.data, args.n)
     if args.n < 3:
         raise ConfigError(f"--n must be at least 3, got {args.n}")
-    records = read_jsonl(questions)[: args.n]
     model = shirg.load(args.model)
     result = probe(model, records, Path(args.data), resolution=args.resolution, fit=args.fit)
     result.update(model=str(args.model), data=str(args.data))

@@ -16,14 +16,24 @@ from pathlib import Path
 
 import torch
 
+from shirg.entitygrid import QUESTIONS_FILE
 from shirg.errors import ConfigError
 from shirg.evaluate.evidence import entity_patches
 from shirg.evaluate.stats import wilson
+from shirg.io import read_jsonl
 from shirg.model.lavida import LavidaModel
 from shirg.vision.encode import encode_dual_scale
 
 ATTRIBUTES = ("colour", "shape", "number", "row", "col")
 FEATURES = ("tower", "projector")
+
+
+def read_scenes(folder: str | Path, n: int) -> list[dict]:
+    """The first ``n`` records of a `shirg entitygrid` folder (their scenes are what the probes label)."""
+    questions = Path(folder) / QUESTIONS_FILE
+    if not questions.is_file():
+        raise ConfigError(f"{folder} has no {QUESTIONS_FILE}; pass a `shirg entitygrid` folder")
+    return read_jsonl(questions)[:n]
 
 
 def patch_labels(scene: Sequence[dict], image_size: tuple[int, int], content_box: tuple[float, float, float, float],
@@ -38,16 +48,21 @@ def patch_labels(scene: Sequence[dict], image_size: tuple[int, int], content_box
     return out
 
 
+def _with_bias(x: torch.Tensor) -> torch.Tensor:
+    """[M, D] features -> [M, D + 1] in float64, a constant 1 appended (the probe's bias)."""
+    return torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+
+
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, classes: int, ridge: float = 0.1) -> torch.Tensor:
     """Weights [D + 1, classes] of a ridge regression from features (plus a bias) to one-hot labels."""
-    xb = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+    xb = _with_bias(x)
     target = torch.nn.functional.one_hot(y, classes).double()
     eye = torch.eye(xb.shape[1], dtype=torch.float64)
     return torch.linalg.solve(xb.T @ xb + ridge * len(x) / 1000 * eye, xb.T @ target)
 
 
 def predict(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1) @ w).argmax(1)
+    return (_with_bias(x) @ w).argmax(1)
 
 
 @torch.no_grad()
