@@ -188,6 +188,7 @@ def test_corrupt_weights_and_adapters_are_one_line_errors(tiny, image, root, bad
     (["--merge-eps", "-inf"], "--merge-eps"),
     (["--weights", "nan,0,0"], "--weights"),
     (["--weights", "0.7,inf,-0.1"], "--weights"),
+    (["--weights", ""], "--weights"),  # an empty value is not "no value" (found by the random test below)
     (["--mode", ""], "--mode"),
     (["--mode", ","], "--mode"),
     (["--mode", "lowres,,shirg"], "--mode"),

@@ -79,7 +79,7 @@ def visual_options(args: argparse.Namespace):
         merge=not args.no_merge,
         merge_eps=args.merge_eps,
         coverage=not args.no_coverage,
-        weights=parse_weights(args.weights) if args.weights else _SHIRG.weights,
+        weights=parse_weights(args.weights) if args.weights is not None else _SHIRG.weights,
         score=args.score,
         text_pool=args.text_pool,
         sim_stride=args.sim_stride,
