@@ -32,6 +32,10 @@ class OneLineParser(argparse.ArgumentParser):
         # hand the command an empty list instead of an error
         if arg_strings == ["--"] and action.option_strings and action.nargs is None:
             return self._get_value(action, "--")
+        # "--model=" is not "no --model": an empty value would silently pick the default (a bundled
+        # model, no API key, the current folder); only leaving the option out means the default
+        if action.option_strings and action.nargs is None and len(arg_strings) == 1 and not arg_strings[0].strip():
+            raise argparse.ArgumentError(action, "an empty value is not allowed (leave the option out for its default)")
         return super()._get_values(action, arg_strings)
 
     def error(self, message: str):

@@ -3,6 +3,7 @@ eval records a sample it cannot answer and goes on; train refuses an inexact res
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -399,6 +400,24 @@ def test_bad_training_configs(tmp_path, tiny):
     one_line(["train", "--config", cfg, "--set", "run.seed=[1"], "run.seed")
     one_line(["train", "--config", cfg, "--resume-with-changes"], "--resume")
     assert not (tmp_path / "o").exists()
+
+
+def _single_value_options() -> list[tuple[str, str]]:
+    """(command, option) for every option of every command that takes exactly one value."""
+    from shirg.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted((name, a.option_strings[-1]) for name, p in sub.choices.items() for a in p._actions
+                  if a.option_strings and a.nargs is None and not isinstance(a, argparse._HelpAction))
+
+
+@pytest.mark.parametrize("command, option", _single_value_options())
+def test_an_empty_value_is_not_the_default(command, option):
+    """`--model=` or `--api-key=` once meant "not given" (the bundled model, an open server, the default
+    grid); only leaving an option out means its default. No other argument is needed: the empty value
+    is refused while the command line is read, before any file is touched."""
+    for empty in ("", "  "):
+        one_line([command, f"{option}={empty}"], option, "empty")
 
 
 # ----------------------------------------------------------------------------- property: random bad values

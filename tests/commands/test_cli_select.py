@@ -35,8 +35,9 @@ def test_select_bad_input_exits_2(tmp_path, vision_folder, chart_image, capsys):
     assert "valid strategies" in capsys.readouterr().err
     assert main(base + ["--image", str(tmp_path / "none.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(base + ["--image", str(chart_image), "--question", "  "]) == 2
-    assert "--question is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused while the command line is read
+        main(base + ["--image", str(chart_image), "--question", "  "])
+    assert stop.value.code == 2 and "--question: an empty value" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists(), "nothing written on failure"
 
 

@@ -13,7 +13,6 @@ from shirg.commands._common import (
     load_model,
     visual_options,
 )
-from shirg.errors import ConfigError
 from shirg.io import write_json
 from shirg.limits import check_text, names_text
 
@@ -43,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
     for m in modes:
         opts.validate(m)
     check_text(args.question, "--question")
-    if not args.question.strip():
-        raise ConfigError("--question is empty; ask something about the image")
     from shirg.vision.preprocess import load_image
 
     image = load_image(args.image)  # fail on a bad image before the (slow) model load

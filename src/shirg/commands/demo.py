@@ -73,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
         if args.question is None:
             raise ConfigError("--image needs --question (what should the model answer about it?)")
         image_path, question = Path(args.image), args.question
-    if not question.strip():
-        raise ConfigError("--question is empty; ask something about the image")
     opts = _options(args.resolution or default_resolution(str(model_dir)), args.k)
     for m in modes:
         opts.validate(m)

@@ -98,8 +98,6 @@ def _payload(args: argparse.Namespace) -> bytes:
         if args.question is None:
             raise ConfigError("--image needs --question (what should the model answer about it?)")
         path, question = Path(args.image), args.question
-    if not question.strip():
-        raise ConfigError("--question is empty; ask something about the image")
     from PIL import Image, UnidentifiedImageError
 
     if not Path(path).is_file():

@@ -43,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown strategy {args.strategy!r}; valid strategies: {', '.join(strategy_names())}")
     if args.question is not None:
         check_text(args.question, "--question")
-    if args.question is not None and not args.question.strip():
-        raise ConfigError("--question is empty; give a question or leave the option out")
     opts = visual_options(args)
     image = load_image(args.image)
     device = device_of(args)
