@@ -25,6 +25,7 @@ COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 OBJECTIVES = ("answer", "patch_labels")
+PATCH_AUX_HEADS = ("colour", "shape", "number")  # shirg.train.patch_labels.HEADS
 RELEVANCE_TARGETS = ("none", "distilled", "box")
 
 
@@ -46,6 +47,19 @@ class RelevanceSection:
     reads: str = "projected"
     pool: str = "max"
     attribution: str = "abs"
+
+
+@dataclass
+class PatchAuxSection:
+    """An auxiliary loss on what the language model receives (:mod:`shirg.train.patch_labels`): with
+    ``weight`` > 0, a linear head on the projector's output in ``full`` mode predicts each patch's
+    EntityGrid labels (``heads``: colour, shape and/or number, as stage 0 labels them; the number on
+    ``data.patch_number``'s patches) and ``weight`` x its balanced cross-entropy joins the answer loss.
+    A projector trained by the answer loss alone keeps only what the language model already reads;
+    this keeps the named attributes large in its output. The head is not part of the model written."""
+
+    weight: float = 0.0
+    heads: list[str] = field(default_factory=lambda: ["colour"])
 
 
 @dataclass
@@ -115,6 +129,7 @@ class DataSection:
     entitygrid: list[str] = field(default_factory=list)  # patch_labels: `shirg entitygrid` folders
     patch_number: str = "centre"  # patch_labels: the number on its centre patch, or on every "entity" patch
     relevance: RelevanceSection = field(default_factory=RelevanceSection)  # answer objective only
+    patch_aux: PatchAuxSection = field(default_factory=PatchAuxSection)  # answer objective only
 
 
 @dataclass
@@ -214,6 +229,7 @@ class TrainConfig:
             if len(self.data.resolutions) != 1:
                 raise ConfigError("data.objective patch_labels takes one high-detail resolution in "
                                   f"data.resolutions, got {self.data.resolutions}")
+        self._check_patch_aux()
         if self.data.objective == "answer" and self.data.entitygrid:
             raise ConfigError("data.entitygrid is read only by data.objective patch_labels; the answer objective "
                               "reads data.mixture or data.sources")
@@ -224,6 +240,28 @@ class TrainConfig:
             raise ConfigError("nothing to train: LoRA is disabled, trainable.components is empty and "
                               "data.relevance.target is none")
         return self
+
+    def _check_patch_aux(self) -> None:
+        aux = self.data.patch_aux
+        if not (isinstance(aux.weight, int | float) and not isinstance(aux.weight, bool)
+                and math.isfinite(aux.weight) and aux.weight >= 0):
+            raise ConfigError(f"data.patch_aux.weight must be a number >= 0 (0: off), got {aux.weight!r}")
+        if aux.weight == 0:
+            return
+        heads = aux.heads
+        if (not isinstance(heads, list) or not heads or len(set(heads)) != len(heads)
+                or not all(h in PATCH_AUX_HEADS for h in heads)):
+            raise ConfigError(f"data.patch_aux.heads must be a non-empty list of distinct names from "
+                              f"{', '.join(PATCH_AUX_HEADS)}, got {heads!r}")
+        if self.data.objective != "answer" or self.data.relevance.target != "none":
+            raise ConfigError("data.patch_aux trains next to the answer loss alone: set data.objective answer and "
+                              "data.relevance.target none, or data.patch_aux.weight 0")
+        if self.data.mode != "full" or len(self.data.resolutions) != 1:
+            raise ConfigError("data.patch_aux labels every patch of the high-detail grid: it needs data.mode full "
+                              f"and one resolution in data.resolutions, got mode {self.data.mode!r} and "
+                              f"{self.data.resolutions}")
+        if self.data.patch_number not in ("centre", "entity"):
+            raise ConfigError(f"data.patch_number {self.data.patch_number!r}: choose centre or entity")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,7 +24,7 @@ import json
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,7 @@ class Batch:
     modes: list[str] | None = None  # per-sample visual mode (None: the loss module's one mode)
     ks: list[int] | None = None  # per-sample high-detail budget K (None: the visual options' k)
     boxes: list | None = None  # per sample: (evidence boxes, (width, height)) or None; see Sample.boxes
+    patch_targets: torch.Tensor | None = None  # [B, heads, G * G] labels of the hi-detail patches (data.patch_aux)
     skipped: int = 0
     truncated: int = 0
 
@@ -256,8 +257,11 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples: Sequence[Sample], tokenizer, *, answer_length: int, eos_id: int,
                  eot_id: int | None, resolutions: Sequence[int], snap: int, seed: int,
-                 modes: Sequence[str] | None = None, budgets: Sequence[int] | None = None) -> None:
+                 modes: Sequence[str] | None = None, budgets: Sequence[int] | None = None,
+                 patch_targets: Callable[[int, int], torch.Tensor] | None = None) -> None:
         self.samples = list(samples)
+        # (sample index, resolution) -> labels of its hi-detail patches (data.patch_aux); None: no labels
+        self.patch_targets = patch_targets
         self.tokenizer = tokenizer
         self.answer_length = answer_length
         self.eos_id, self.eot_id = eos_id, eot_id
@@ -302,6 +306,8 @@ class TrainDataset(torch.utils.data.Dataset):
             item["mode"] = rng.choice(self.modes)
         if self.budgets:  # drawn last, so runs without budgets keep their draws
             item["k"] = rng.choice(self.budgets)
+        if self.patch_targets is not None:
+            item["patch_targets"] = self.patch_targets(i, resolution)
         return item
 
 
@@ -322,6 +328,7 @@ def collate(items: list[dict[str, Any]]) -> Batch:
         modes=[x["mode"] for x in kept] if kept and "mode" in kept[0] else None,
         ks=[x["k"] for x in kept] if kept and "k" in kept[0] else None,
         boxes=[x.get("boxes") for x in kept],
+        patch_targets=torch.stack([x["patch_targets"] for x in kept]) if kept and "patch_targets" in kept[0] else None,
         skipped=len(items) - len(kept),
         truncated=sum(bool(x["truncated"]) for x in kept),
     )

@@ -101,10 +101,12 @@ class LossOutput:
 
 
 def diffusion_loss(model: LavidaModel, batch: Batch, mode: str, visual: VisualOptions | dict | None,
-                   eps: float = 1e-3) -> LossOutput:
-    """Complementary-masking loss of one micro-batch (B >= 1)."""
+                   eps: float = 1e-3, blocks: list[Tensor] | None = None) -> LossOutput:
+    """Complementary-masking loss of one micro-batch (B >= 1); ``blocks``: its visual blocks when the
+    caller has computed them (an auxiliary loss on them), else they are computed here."""
     vocab = model.config.llm.vocab_size
-    blocks = visual_blocks(model, batch, mode, visual)
+    if blocks is None:
+        blocks = visual_blocks(model, batch, mode, visual)
     prefix, prefix_mask = splice(model, batch.prompt_ids, blocks)  # [B, Lp, d], right-padded
     B = prefix.shape[0]
     device = prefix.device

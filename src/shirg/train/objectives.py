@@ -18,11 +18,21 @@ from torch import nn
 from shirg.errors import ConfigError
 from shirg.model.adapter import head_widths
 from shirg.model.lavida import LavidaModel
+from shirg.model.visual import patch_size
 from shirg.tokens.relevance_head import RelevanceHead
 from shirg.train.config import TrainConfig
 from shirg.train.data import TrainDataset, collate, load_mixture, load_sources, snap_resolution
 from shirg.train.loss import LossModule
-from shirg.train.patch_labels import PatchLabelDataset, PatchLabelModule, collate_patches, load_scenes, make_head
+from shirg.train.patch_labels import (
+    PatchAuxLossModule,
+    PatchLabelDataset,
+    PatchLabelModule,
+    PatchTargets,
+    collate_patches,
+    load_scenes,
+    make_head,
+    scenes_of,
+)
 from shirg.train.relevance import RelevanceLossModule, RelevanceObjective
 
 
@@ -50,8 +60,18 @@ class AnswerObjective:
                                resolutions=cfg.data.resolutions, snap=cfg.data.snap, seed=cfg.run.seed,
                                modes=modes, budgets=cfg.data.budgets)
         rel = cfg.data.relevance
+        answer = LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
+        aux = cfg.data.patch_aux
+        if aux.weight > 0:
+            # the head lives on the LavidaModel like stage 0's (checkpoints and resume hold it) but outside
+            # model.model, so neither the LaViDa checkpoint written at the end nor `shirg export` keeps it
+            scenes = scenes_of([s.image for s in samples])
+            dataset.patch_targets = PatchTargets(scenes, aux.heads, patch_size(lavida), cfg.data.patch_number)
+            max_label = max(int(e["label"]) for s in scenes for e in s.scene)
+            lavida.patch_head = make_head(lavida.config.llm.d_model, max_label).to(device)
+            return samples, dataset, PatchAuxLossModule(answer, lavida.patch_head, max_label, aux.heads, aux.weight)
         if rel.target == "none":
-            return samples, dataset, LossModule(tm.module, modes[0], cfg.data.visual, cfg.data.mask_eps)
+            return samples, dataset, answer
         if rel.target == "box":
             missing = sum(s.boxes is None for s in samples)
             if missing:

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from shirg.entitygrid import COLOURS, QUESTIONS_FILE, SHAPES, draw_shape, label_font
 from shirg.errors import ConfigError, ImageError
 from shirg.model.anyres import expand2square
+from shirg.train.data import Batch
+from shirg.train.loss import LossModule, diffusion_loss, visual_blocks
 from shirg.vision.preprocess import load_image, to_tensor
 
 COLOUR_CLASSES = ("none", *sorted(COLOURS))
@@ -259,3 +261,87 @@ class PatchLabelModule(nn.Module):
         loss = sum(losses) / len(losses)
         return {"loss": loss, **metrics, "samples": torch.tensor(float(len(batch)), device=loss.device)}
 
+
+
+# ----------------------------------------------------------------------------- data.patch_aux
+
+
+def scenes_of(images: Sequence[str | Path]) -> list[SceneImage]:
+    """The scene of each training image, for ``data.patch_aux``: every image must lie in a `shirg
+    entitygrid` folder (``FOLDER/images/NAME.png`` with ``FOLDER/entitygrid.json``) whose records hold it."""
+    by_folder: dict[Path, dict[Path, SceneImage]] = {}
+    out = []
+    for image in images:
+        path = Path(image).resolve()
+        folder = path.parent.parent
+        if folder not in by_folder:
+            if not (folder / "entitygrid.json").is_file():
+                raise ConfigError(f"data.patch_aux labels EntityGrid scenes: {image} is not in a `shirg entitygrid` "
+                                  "folder (FOLDER/images/NAME.png next to FOLDER/entitygrid.json)")
+            by_folder[folder] = {s.image.resolve(): s for s in load_scenes([folder])[0]}
+        scene = by_folder[folder].get(path)
+        if scene is None:
+            raise ConfigError(f"data.patch_aux: {image} has no scene in {folder / QUESTIONS_FILE}")
+        out.append(scene)
+    return out
+
+
+class PatchTargets:
+    """(sample index, resolution) -> [len(heads), G * G] labels of one training sample's hi-detail patches
+    (G = resolution / patch), the rows of :func:`patch_targets` that ``heads`` names."""
+
+    def __init__(self, scenes: Sequence[SceneImage], heads: Sequence[str], patch: int, number_on: str) -> None:
+        self.scenes, self.patch, self.number_on = list(scenes), patch, number_on
+        self.rows = [HEADS.index(h) for h in heads]
+
+    def __call__(self, i: int, resolution: int) -> Tensor:
+        s = self.scenes[i]
+        if resolution % self.patch:
+            raise ConfigError(f"resolution {resolution} is not a multiple of the {self.patch}-px patch")
+        return torch.from_numpy(patch_targets(s, resolution // self.patch, self.number_on)[self.rows])
+
+
+class PatchAuxLossModule(nn.Module):
+    """The answer loss plus ``weight`` x the balanced cross-entropy of a linear head on the visual tokens
+    the language model receives (``full`` mode: the projector's output, one token per patch), per head
+    named in ``heads``. Also logs ``answer`` (the answer loss alone), ``patch_aux`` and each head's
+    accuracy on the patches holding something (``acc_<head>``)."""
+
+    def __init__(self, answer: LossModule, head: nn.Module, max_label: int, heads: Sequence[str],
+                 weight: float) -> None:
+        super().__init__()
+        if answer.mode != "full":
+            raise ConfigError(f"data.patch_aux needs data.mode full, got {answer.mode!r}")
+        self.answer, self.head, self.weight = answer, head, float(weight)
+        sizes = dict(zip(HEADS, (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1), strict=True))
+        starts = dict(zip(HEADS, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
+        self.heads = [(h, starts[h], sizes[h]) for h in heads]
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        if len(batch) == 0:
+            out = self.answer(batch)
+            nan = torch.full((), float("nan"), device=out["loss"].device)
+            return {**out, "answer": nan, "patch_aux": nan, **{f"acc_{h}": nan for h, _, _ in self.heads}}
+        lavida = self.answer.lavida
+        blocks = visual_blocks(lavida, batch, "full", self.answer.visual)
+        answer = diffusion_loss(lavida, batch, "full", self.answer.visual, self.answer.eps, blocks=blocks)
+        feats = torch.stack(blocks)  # [B, G * G, d]: full mode keeps every patch, in raster order
+        targets = batch.patch_targets
+        if targets is None or targets.shape[-1] != feats.shape[1]:
+            got = None if targets is None else targets.shape[-1]
+            raise ConfigError(f"data.patch_aux: the batch's patch labels ({got}) do not match its {feats.shape[1]} "
+                              "visual tokens")
+        logits = self.head(feats.to(self.head.weight.dtype)).float()
+        targets = targets.to(logits.device)
+        ces, metrics = [], {}
+        for row, (name, start, n) in enumerate(self.heads):
+            lg, tg = logits[..., start : start + n].reshape(-1, n), targets[:, row].reshape(-1)
+            ces.append(balanced_ce(lg, tg))
+            with torch.no_grad():
+                fg = tg > 0
+                metrics[f"acc_{name}"] = ((lg.argmax(-1)[fg] == tg[fg]).float().mean() if fg.any()
+                                          else torch.full((), float("nan"), device=lg.device))
+        aux = sum(ces) / len(ces)
+        return {"loss": answer.loss + self.weight * aux.to(answer.loss.device), "ce_copy1": answer.ce_copy1,
+                "ce_copy2": answer.ce_copy2, "answer": answer.loss.detach(), "patch_aux": aux.detach(), **metrics,
+                "samples": torch.tensor(float(answer.samples), device=answer.loss.device)}
