@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from shirg.cli import main
-from shirg.evaluate.features import patch_labels, probe_attribute
+from shirg.evaluate.features import patch_labels, probe_attribute, variance_share
 
 
 def test_patch_labels_mark_the_patches_whose_centre_lies_in_an_entity():
@@ -43,6 +43,25 @@ def test_probe_decodes_a_label_the_features_hold_and_not_one_they_do_not():
     assert r["ci"][0] <= r["accuracy"] <= r["ci"][1]
 
 
+def test_variance_share_is_the_between_class_part_of_the_total():
+    # two classes at -a and +a along one axis, noise of variance s2 on each of 3 axes: the between-class
+    # sum of squares is M a^2, the total M a^2 + 3 M s2 (up to sampling), so the share is a^2 / (a^2 + 3 s2)
+    gen = torch.Generator().manual_seed(1)
+    m, a, s = 20000, 2.0, 1.0
+    y = torch.arange(m) % 2
+    x = torch.randn(m, 3, generator=gen) * s
+    x[:, 0] += torch.where(y == 1, a, -a)
+    assert variance_share(x, y) == pytest.approx(a**2 / (a**2 + 3 * s**2), abs=0.01)
+    # exact on noise-free features: all variance is between the classes; none when the label is constant
+    assert variance_share(torch.tensor([[1.0], [1.0], [3.0]]), torch.tensor([0, 0, 1])) == pytest.approx(1.0)
+    assert variance_share(torch.randn(50, 4, generator=gen), torch.zeros(50, dtype=torch.long)) == 0.0
+    # scaling every feature leaves the share unchanged; scaling the label's axis up raises it
+    assert variance_share(10 * x, y) == pytest.approx(variance_share(x, y))
+    x2 = x.clone()
+    x2[:, 0] *= 3
+    assert variance_share(x2, y) == pytest.approx(9 * a**2 / (9 * a**2 + 9 * s**2 + 2 * s**2), abs=0.01)
+
+
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory):
     from shirg.testing import write_tiny_lavida_checkpoint
@@ -59,7 +78,7 @@ def test_probe_features_command(probed, capsys):
     assert main(["probe-features", "--model", str(ckpt), "--data", str(root / "eg"), "--n", "6", "--fit", "4",
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| colour |" in text and "| row |" in text and "projector" in text
+    assert "| colour |" in text and "| row |" in text and "projector" in text and "variance: projector" in text
     result = json.loads(out.read_text())
     assert (result["images"], result["fit_images"], result["grid"]) == (6, 4, 24)
     records = [json.loads(line) for line in (root / "eg" / "questions.jsonl").read_text().splitlines()]
@@ -67,6 +86,7 @@ def test_probe_features_command(probed, capsys):
     for r in result["attributes"].values():
         assert r["tower"]["patches"] == r["projector"]["patches"] > 0
         assert 0.0 <= r["tower"]["accuracy"] <= 1.0 and 0.0 < r["majority"] <= 1.0
+        assert all(0.0 <= r[f]["variance_share"] <= 1.0 for f in ("tower", "projector"))
     rows = {e["row"] for rec in records for e in rec["scene"]}
     assert result["attributes"]["row"]["classes"] == len(rows) == 3
 

@@ -124,18 +124,40 @@ def probe_attribute(feats: torch.Tensor, labels: Sequence[Sequence], fit: int) -
     hits, n = int((predict(w, torch.cat(xs["score"])) == y_score).sum()), len(y_score)
     lo, hi = wilson(hits, n)
     majority = torch.bincount(y_score, minlength=len(values)).max().item() / n
-    return {"accuracy": hits / n, "ci": [lo, hi], "patches": n, "classes": len(values), "majority": majority}
+    every = torch.cat(xs["fit"] + xs["score"])
+    share = variance_share(every, torch.tensor(ys["fit"] + ys["score"]))
+    return {"accuracy": hits / n, "ci": [lo, hi], "patches": n, "classes": len(values), "majority": majority,
+            "variance_share": share}
+
+
+def variance_share(x: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of the features' total variance [M, D] that lies between the classes ``y`` [M] (the
+    between-class sum of squares over the total, summed over dimensions): how large the attribute is in
+    the features, where the probe says only whether it is there. A language model reads large directions
+    first; an attribute the probe decodes at 100 % can still be a small share."""
+    x = x.double()
+    centred = x - x.mean(0)
+    total = float((centred**2).sum())
+    if total == 0:
+        return 0.0
+    between = sum(float((y == c).sum()) * float(((x[y == c].mean(0) - x.mean(0)) ** 2).sum())
+                  for c in y.unique().tolist())
+    return between / total
 
 
 def markdown(result: dict) -> str:
     lines = [f"Linear probes per entity patch: fitted on {result['fit_images']} images, scored on "
              f"{result['images'] - result['fit_images']} others ({result['grid']} x {result['grid']} patches at "
              f"{result['resolution']} px); accuracy in % with its 95 % Wilson interval over patches (the patches "
-             "of one image are not independent, so the interval is narrower than it should be)", "",
-             "| attribute | classes | majority class | tower | projector (what the LM receives) |",
-             "|---|---|---|---|---|"]
+             "of one image are not independent, so the interval is narrower than it should be); \"variance\": "
+             "the share of the entity patches' feature variance between the attribute's classes, in %", "",
+             "| attribute | classes | majority class | tower | projector (what the LM receives) | variance: tower "
+             "| variance: projector |",
+             "|---|---|---|---|---|---|---|"]
     for attr, r in result["attributes"].items():
         cells = [f"{100 * r[f]['accuracy']:.1f} [{100 * r[f]['ci'][0]:.1f}, {100 * r[f]['ci'][1]:.1f}]"
                  for f in FEATURES]
-        lines.append(f"| {attr} | {r['classes']} | {100 * r['majority']:.1f} | {cells[0]} | {cells[1]} |")
+        shares = [f"{100 * r[f]['variance_share']:.1f}" for f in FEATURES]
+        lines.append(f"| {attr} | {r['classes']} | {100 * r['majority']:.1f} | {cells[0]} | {cells[1]} | "
+                     f"{shares[0]} | {shares[1]} |")
     return "\n".join(lines)
