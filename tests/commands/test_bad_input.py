@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -365,6 +366,21 @@ def test_resume_refuses_a_changed_batch_or_learning_rate(stopped_run, tmp_path):
     # book-keeping may change freely
     out2, argv2 = _copy_run(stopped_run, tmp_path / "b")
     assert cli([*argv2, "--set", "run.checkpoint_every=1", "--set", "run.log_every=2"])[0] == 0
+
+
+def test_resume_reads_a_setting_older_runs_lack_as_its_default(stopped_run, tmp_path):
+    """A run written before a setting existed (here: data.patch_aux removed from its saved configs)
+    resumes when the setting keeps its default, and is refused when it does not."""
+    out, argv = _copy_run(stopped_run, tmp_path)
+    for path in [out / "config.yaml", *out.glob("checkpoints/*/config.yaml")]:
+        saved = yaml.safe_load(path.read_text())
+        assert "patch_aux" in saved["data"]
+        del saved["data"]["patch_aux"]
+        path.write_text(yaml.safe_dump(saved))
+    one_line([*argv, "--set", "data.patch_aux.heads=[shape]"], "data.patch_aux.heads: ['colour'] -> ['shape']")
+    rc, lines = cli(argv)
+    assert rc == 0, lines
+    assert not (out / "resume_changes.jsonl").exists()
 
 
 def test_resume_tolerates_a_torn_last_metrics_line(stopped_run, tmp_path):

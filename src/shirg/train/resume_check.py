@@ -37,9 +37,12 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: list(data) if isinstance(data, tuple) else data}
 
 
-def changed_settings(saved: dict, now: dict) -> dict[str, tuple[Any, Any]]:
-    """``section.key`` -> (saved, now) for every setting that breaks exactness when changed."""
+def changed_settings(saved: dict, now: dict, defaults: dict | None = None) -> dict[str, tuple[Any, Any]]:
+    """``section.key`` -> (saved, now) for every setting that breaks exactness when changed. A setting
+    the saved config lacks (written before the setting existed) counts as its value in ``defaults``,
+    so a new option whose default keeps the old behaviour does not block resuming older runs."""
     a, b = _flatten(saved), _flatten(now)
+    a = {**{k: v for k, v in _flatten(defaults or {}).items() if k not in a}, **a}
     out = {}
     for key in sorted(set(a) | set(b)):
         section, _, name = key.partition(".")
@@ -64,13 +67,15 @@ def saved_config(checkpoint: Path, output_dir: Path) -> dict | None:
     return None
 
 
-def check_resume(checkpoint: Path, output_dir: Path, now: dict, allow_changes: bool, step: int) -> dict:
+def check_resume(checkpoint: Path, output_dir: Path, now: dict, allow_changes: bool, step: int,
+                 defaults: dict | None = None) -> dict:
     """Refuse (ConfigError) or, with ``allow_changes``, record the settings that differ from the
-    checkpoint's. Returns the differences."""
+    checkpoint's (``defaults``: every setting's default, for configs saved before it existed).
+    Returns the differences."""
     saved = saved_config(checkpoint, output_dir)
     if saved is None:
         return {}
-    changes = changed_settings(saved, json.loads(json.dumps(now)))
+    changes = changed_settings(saved, json.loads(json.dumps(now)), json.loads(json.dumps(defaults or {})))
     if changes and not allow_changes:
         shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:4])
         more = f" (and {len(changes) - 4} more)" if len(changes) > 4 else ""

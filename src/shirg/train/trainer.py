@@ -254,7 +254,8 @@ class Trainer:
         if not (path / "state.json").is_file():
             raise ConfigError(f"{path} is not a complete training checkpoint (no state.json)")
         meta = read_json_file(path / "state.json")
-        check_resume(path, self.out, self.cfg.to_dict(), self.resume_with_changes, int(meta.get("step", 0)))
+        check_resume(path, self.out, self.cfg.to_dict(), self.resume_with_changes, int(meta.get("step", 0)),
+                     defaults=TrainConfig().to_dict())
         saved_world = meta.pop("num_processes", 1)
         saved_deepspeed = bool(meta.pop("deepspeed", False))
         if saved_deepspeed != self.deepspeed:
