@@ -435,3 +435,21 @@ for RS in host-3x3:100 host-3x3:300 host-3x3:500 host:200 host:400 host:600 host
   done
   shirg image-use --model $P --records runs/rowcol/data/dev-read-36/llava_train.json --n 64 --mode $MODE --slots 4
 done
+
+# 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
+#     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
+#     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3
+#     reading, without and with data.patch_aux (a colour head on the projector's output), 600 steps each;
+#     probed on dev scenes with look-alikes (seed 39) and plain ones (seed 36)
+shirg entitygrid $G --lookalikes 2 --types reading --seed 54 --n 3000 --out runs/colour/data/read3x3-look-54
+shirg entitygrid $G --lookalikes 2 --types reading --seed 39 --n 128 --out runs/colour/data/dev-look-39
+shirg train --config configs/evidence/host_colour.yaml --stop-after 600
+shirg train --config configs/evidence/host_colour_aux.yaml --stop-after 600
+for R in host host_aux; do
+  P=runs/colour/$R-600
+  rm -rf $P && shirg export --model $M --checkpoint runs/colour/$R/checkpoints/step-00000600 --out $P
+  shirg probe-features --model $P --data runs/colour/data/dev-look-39 --n 96
+  for D in runs/colour/data/dev-look-39 runs/rowcol/data/dev-read-36; do
+    shirg eval --model $P --task entitygrid --data $D --modes full --out runs/colour/eval-$R-600-$(basename $D)
+  done
+done

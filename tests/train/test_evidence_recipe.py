@@ -15,7 +15,7 @@ from shirg.train.config import load_config
 REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = REPO / "configs" / "evidence"
 TEST_SEEDS = {9001, 9002, 9003, 9004}
-DEV_SEEDS = {31, 32, 33, 35, 36, 38, 2026}
+DEV_SEEDS = {31, 32, 33, 35, 36, 38, 39, 2026}
 
 
 def recipe_outputs() -> dict[str, int]:
@@ -31,7 +31,8 @@ def recipe_outputs() -> dict[str, int]:
 @pytest.mark.parametrize("name", ["head_box", "head_distilled", "head_box_dense", "head_box_lora", "host_dense",
                                   "head_box_densehost", "head_distilled_densehost", "head_tower_densehost",
                                   "host_crowded", "head_tower_crowded", "head_boxtower_crowded",
-                                  "host_crowded_everyk", "head_support_crowded", "host_rowcol"])
+                                  "host_crowded_everyk", "head_support_crowded", "host_rowcol",
+                                  "host_colour", "host_colour_aux"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -68,6 +69,12 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         assert replace(twin.data.relevance, pool="mean", attribution="support") == cfg.data.relevance
         assert (cfg.optim.lr_other, cfg.run.max_steps) == (0.03, 240)
         assert replace(twin.optim, lr_other=0.03) == cfg.optim and twin.data.mixture == cfg.data.mixture
+    elif name == "host_colour_aux":  # the ablation: host_colour plus the colour head, nothing else
+        twin = load_config(EVIDENCE / "host_colour.yaml").validate()
+        assert (cfg.data.patch_aux.weight, cfg.data.patch_aux.heads) == (0.1, ["colour"])
+        assert replace(twin.data, patch_aux=cfg.data.patch_aux) == cfg.data
+        assert replace(twin.run, output_dir=cfg.run.output_dir) == cfg.run
+        assert (twin.model, twin.optim, twin.trainable, twin.lora) == (cfg.model, cfg.optim, cfg.trainable, cfg.lora)
     elif name.startswith("head_"):
         assert cfg.data.relevance.target == name.split("_")[1] and cfg.data.relevance.reads == "projected"
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
