@@ -67,7 +67,7 @@ class AnswerObjective:
             # model.model, so neither the LaViDa checkpoint written at the end nor `shirg export` keeps it
             scenes = scenes_of([s.image for s in samples])
             dataset.patch_targets = PatchTargets(scenes, aux.heads, patch_size(lavida), cfg.data.patch_number)
-            max_label = max(int(e["label"]) for s in scenes for e in s.scene)
+            max_label = max((int(e["label"]) for s in scenes for e in s.scene), default=0)
             lavida.patch_head = make_head(lavida.config.llm.d_model, max_label).to(device)
             return samples, dataset, PatchAuxLossModule(answer, lavida.patch_head, max_label, aux.heads, aux.weight)
         if rel.target == "none":
