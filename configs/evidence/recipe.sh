@@ -439,17 +439,28 @@ done
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
 #     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3
-#     reading, without and with data.patch_aux (a colour head on the projector's output), 600 steps each;
+#     reading, without and with data.patch_aux (a colour head on the projector's output), 600 steps each
+#     (and the head at weight 1.0, 300 steps, added afterwards);
 #     probed on dev scenes with look-alikes (seed 39) and plain ones (seed 36)
 shirg entitygrid $G --lookalikes 2 --types reading --seed 54 --n 3000 --out runs/colour/data/read3x3-look-54
 shirg entitygrid $G --lookalikes 2 --types reading --seed 39 --n 128 --out runs/colour/data/dev-look-39
 shirg train --config configs/evidence/host_colour.yaml --stop-after 600
 shirg train --config configs/evidence/host_colour_aux.yaml --stop-after 600
-for R in host host_aux; do
-  P=runs/colour/$R-600
-  rm -rf $P && shirg export --model $M --checkpoint runs/colour/$R/checkpoints/step-00000600 --out $P
+shirg train --config configs/evidence/host_colour_aux.yaml --set data.patch_aux.weight=1.0 \
+  --set run.output_dir=runs/colour/host_aux1 --stop-after 300
+for RS in host:200 host:600 host_aux:300 host_aux:600 host_aux1:300; do
+  R=${RS%:*}; S=${RS#*:}; P=runs/colour/$R-$S
+  rm -rf $P && shirg export --model $M --checkpoint runs/colour/$R/checkpoints/step-$(printf %08d $S) --out $P
   shirg probe-features --model $P --data runs/colour/data/dev-look-39 --n 96
   for D in runs/colour/data/dev-look-39 runs/rowcol/data/dev-read-36; do
-    shirg eval --model $P --task entitygrid --data $D --modes full --out runs/colour/eval-$R-600-$(basename $D)
+    shirg eval --model $P --task entitygrid --data $D --modes full --out runs/colour/eval-$R-$S-$(basename $D)
   done
 done
+shirg probe-features --model $M --data runs/colour/data/dev-look-39 --n 96
+for D in runs/colour/data/dev-look-39 runs/rowcol/data/dev-read-36; do
+  shirg eval --model $M --task entitygrid --data $D --modes full --out runs/colour/eval-bundled-$(basename $D)
+  for R in host-600 host_aux-600 host_aux1-300; do
+    shirg compare --base runs/colour/eval-bundled-$(basename $D) --other runs/colour/eval-$R-$(basename $D) --mode full
+  done
+done
+shirg compare --base runs/colour/eval-host-600-dev-look-39 --other runs/colour/eval-host_aux-600-dev-look-39 --mode full
