@@ -127,7 +127,8 @@ class DataSection:
     # scratch, each patch's colour / shape / number on EntityGrid scenes (shirg.train.patch_labels)
     objective: str = "answer"
     entitygrid: list[str] = field(default_factory=list)  # patch_labels: `shirg entitygrid` folders
-    patch_number: str = "centre"  # patch_labels: the number on its centre patch, or on every "entity" patch
+    # patch_labels and patch_aux: the number on its centre patch, or on every "entity" patch
+    patch_number: str = "centre"
     relevance: RelevanceSection = field(default_factory=RelevanceSection)  # answer objective only
     patch_aux: PatchAuxSection = field(default_factory=PatchAuxSection)  # answer objective only
 
