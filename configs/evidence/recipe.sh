@@ -445,10 +445,11 @@ done
 shirg entitygrid $G --lookalikes 2 --types reading --seed 54 --n 3000 --out runs/colour/data/read3x3-look-54
 shirg entitygrid $G --lookalikes 2 --types reading --seed 39 --n 128 --out runs/colour/data/dev-look-39
 shirg train --config configs/evidence/host_colour.yaml --stop-after 600
+shirg train --config configs/evidence/host_colour.yaml --resume --stop-after 900
 shirg train --config configs/evidence/host_colour_aux.yaml --stop-after 600
 shirg train --config configs/evidence/host_colour_aux.yaml --set data.patch_aux.weight=1.0 \
   --set run.output_dir=runs/colour/host_aux1 --stop-after 300
-for RS in host:200 host:600 host_aux:300 host_aux:600 host_aux1:300; do
+for RS in host:200 host:600 host:900 host_aux:300 host_aux:600 host_aux1:300; do
   R=${RS%:*}; S=${RS#*:}; P=runs/colour/$R-$S
   rm -rf $P && shirg export --model $M --checkpoint runs/colour/$R/checkpoints/step-$(printf %08d $S) --out $P
   shirg probe-features --model $P --data runs/colour/data/dev-look-39 --n 96
@@ -459,7 +460,7 @@ done
 shirg probe-features --model $M --data runs/colour/data/dev-look-39 --n 96
 for D in runs/colour/data/dev-look-39 runs/rowcol/data/dev-read-36; do
   shirg eval --model $M --task entitygrid --data $D --modes full --out runs/colour/eval-bundled-$(basename $D)
-  for R in host-600 host_aux-600 host_aux1-300; do
+  for R in host-600 host-900 host_aux-600 host_aux1-300; do
     shirg compare --base runs/colour/eval-bundled-$(basename $D) --other runs/colour/eval-$R-$(basename $D) --mode full
   done
 done
