@@ -136,12 +136,11 @@ def variance_share(x: torch.Tensor, y: torch.Tensor) -> float:
     the features, where the probe says only whether it is there. A language model reads large directions
     first; an attribute the probe decodes at 100 % can still be a small share."""
     x = x.double()
-    centred = x - x.mean(0)
-    total = float((centred**2).sum())
+    mean = x.mean(0)
+    total = float(((x - mean) ** 2).sum())
     if total == 0:
         return 0.0
-    between = sum(float((y == c).sum()) * float(((x[y == c].mean(0) - x.mean(0)) ** 2).sum())
-                  for c in y.unique().tolist())
+    between = sum(float((y == c).sum()) * float(((x[y == c].mean(0) - mean) ** 2).sum()) for c in y.unique().tolist())
     return between / total
 
 

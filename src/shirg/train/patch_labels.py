@@ -262,7 +262,6 @@ class PatchLabelModule(nn.Module):
         return {"loss": loss, **metrics, "samples": torch.tensor(float(len(batch)), device=loss.device)}
 
 
-
 # ----------------------------------------------------------------------------- data.patch_aux
 
 
