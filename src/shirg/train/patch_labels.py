@@ -224,13 +224,38 @@ def balanced_ce(logits: Tensor, target: Tensor) -> Tensor:
     return sum(kept) / len(kept)
 
 
+def head_layout(max_label: int, heads: Sequence[str] = HEADS) -> list[tuple[str, int, int]]:
+    """(name, first logit, logit count) of each head in ``heads``, in :func:`make_head`'s output."""
+    sizes = dict(zip(HEADS, (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1), strict=True))
+    starts = dict(zip(HEADS, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
+    return [(h, starts[h], sizes[h]) for h in heads]
+
+
+def head_terms(logits: Tensor, targets: Tensor,
+               layout: Sequence[tuple[str, int, int]]) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Per head of ``layout`` (``targets`` row i belongs to ``layout[i]``): its balanced CE, its accuracy on
+    the patches holding something and the share of the other patches it calls "none" (nan where there
+    are no such patches)."""
+    out = {}
+    for row, (name, start, n) in enumerate(layout):
+        lg, tg = logits[..., start : start + n].reshape(-1, n), targets[:, row].reshape(-1)
+        ce = balanced_ce(lg, tg)
+        with torch.no_grad():
+            pred, fg = lg.argmax(-1), tg > 0
+            nan = torch.full((), float("nan"), device=lg.device)
+            acc = (pred[fg] == tg[fg]).float().mean() if fg.any() else nan
+            none = (pred[~fg] == 0).float().mean() if (~fg).any() else nan
+        out[name] = (ce, acc, none)
+    return out
+
+
 class PatchLabelModule(nn.Module):
     """What accelerate wraps for this objective: tower + head -> loss and per-head metrics."""
 
     def __init__(self, net: nn.Module, head: nn.Module, max_label: int) -> None:
         super().__init__()
         self.net, self.head = net, head  # net: the LavidaModel (head is also its ``patch_head``)
-        self.sizes = (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1)
+        self.layout = head_layout(max_label)
 
     def forward(self, batch: PatchBatch) -> dict[str, Tensor]:
         tower = self.net.model.vision_tower
@@ -245,18 +270,9 @@ class PatchLabelModule(nn.Module):
             device = self.head.weight.device
             feats = tower(pixels.to(device, dtype))  # [B, g * g, D]
             logits = self.head(feats.to(self.head.weight.dtype)).float()
-            targets = targets.to(device)
-            start = 0
-            for h, (name, n) in enumerate(zip(HEADS, self.sizes, strict=True)):
-                lg, tg = logits[..., start : start + n].reshape(-1, n), targets[:, h].reshape(-1)
-                start += n
-                ce = balanced_ce(lg, tg)
+            for name, (ce, acc, none) in head_terms(logits, targets.to(device), self.layout).items():
                 losses.append(ce)
-                with torch.no_grad():  # acc: on the patches holding something; none: "none" kept on the rest
-                    pred, fg = lg.argmax(-1), tg > 0
-                    nan = torch.full((), float("nan"), device=device)
-                    metrics[f"acc_{name}_{view}"] = (pred[fg] == tg[fg]).float().mean() if fg.any() else nan
-                    metrics[f"none_{name}_{view}"] = (pred[~fg] == 0).float().mean() if (~fg).any() else nan
+                metrics[f"acc_{name}_{view}"], metrics[f"none_{name}_{view}"] = acc, none
                 metrics[f"ce_{name}_{view}"] = ce.detach()
         loss = sum(losses) / len(losses)
         return {"loss": loss, **metrics, "samples": torch.tensor(float(len(batch)), device=loss.device)}
@@ -312,9 +328,7 @@ class PatchAuxLossModule(nn.Module):
         if answer.mode != "full":
             raise ConfigError(f"data.patch_aux needs data.mode full, got {answer.mode!r}")
         self.answer, self.head, self.weight = answer, head, float(weight)
-        sizes = dict(zip(HEADS, (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1), strict=True))
-        starts = dict(zip(HEADS, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
-        self.heads = [(h, starts[h], sizes[h]) for h in heads]
+        self.heads = head_layout(max_label, heads)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         if len(batch) == 0:
@@ -331,16 +345,9 @@ class PatchAuxLossModule(nn.Module):
             raise ConfigError(f"data.patch_aux: the batch's patch labels ({got}) do not match its {feats.shape[1]} "
                               "visual tokens")
         logits = self.head(feats.to(self.head.weight.dtype)).float()
-        targets = targets.to(logits.device)
-        ces, metrics = [], {}
-        for row, (name, start, n) in enumerate(self.heads):
-            lg, tg = logits[..., start : start + n].reshape(-1, n), targets[:, row].reshape(-1)
-            ces.append(balanced_ce(lg, tg))
-            with torch.no_grad():
-                fg = tg > 0
-                metrics[f"acc_{name}"] = ((lg.argmax(-1)[fg] == tg[fg]).float().mean() if fg.any()
-                                          else torch.full((), float("nan"), device=lg.device))
-        aux = sum(ces) / len(ces)
+        terms = head_terms(logits, targets.to(logits.device), self.heads)
+        metrics = {f"acc_{name}": acc for name, (_, acc, _) in terms.items()}
+        aux = sum(ce for ce, _, _ in terms.values()) / len(terms)
         return {"loss": answer.loss + self.weight * aux.to(answer.loss.device), "ce_copy1": answer.ce_copy1,
                 "ce_copy2": answer.ce_copy2, "answer": answer.loss.detach(), "patch_aux": aux.detach(), **metrics,
                 "samples": torch.tensor(float(answer.samples), device=answer.loss.device)}
