@@ -446,10 +446,12 @@ shirg entitygrid $G --lookalikes 2 --types reading --seed 54 --n 3000 --out runs
 shirg entitygrid $G --lookalikes 2 --types reading --seed 39 --n 128 --out runs/colour/data/dev-look-39
 shirg train --config configs/evidence/host_colour.yaml --stop-after 600
 shirg train --config configs/evidence/host_colour.yaml --resume --stop-after 900
+shirg train --config configs/evidence/host_colour.yaml --resume --stop-after 1500
+shirg train --config configs/evidence/host_colour.yaml --resume  # to step 2000
 shirg train --config configs/evidence/host_colour_aux.yaml --stop-after 600
 shirg train --config configs/evidence/host_colour_aux.yaml --set data.patch_aux.weight=1.0 \
   --set run.output_dir=runs/colour/host_aux1 --stop-after 300
-for RS in host:200 host:600 host:900 host_aux:300 host_aux:600 host_aux1:300; do
+for RS in host:200 host:600 host:900 host:1500 host:2000 host_aux:300 host_aux:600 host_aux1:300; do
   R=${RS%:*}; S=${RS#*:}; P=runs/colour/$R-$S
   rm -rf $P && shirg export --model $M --checkpoint runs/colour/$R/checkpoints/step-$(printf %08d $S) --out $P
   shirg probe-features --model $P --data runs/colour/data/dev-look-39 --n 96
@@ -460,8 +462,17 @@ done
 shirg probe-features --model $M --data runs/colour/data/dev-look-39 --n 96
 for D in runs/colour/data/dev-look-39 runs/rowcol/data/dev-read-36; do
   shirg eval --model $M --task entitygrid --data $D --modes full --out runs/colour/eval-bundled-$(basename $D)
-  for R in host-600 host-900 host_aux-600 host_aux1-300; do
+  for R in host-600 host-900 host-1500 host-2000 host_aux-600 host_aux1-300; do
     shirg compare --base runs/colour/eval-bundled-$(basename $D) --other runs/colour/eval-$R-$(basename $D) --mode full
   done
 done
 shirg compare --base runs/colour/eval-host-600-dev-look-39 --other runs/colour/eval-host_aux-600-dev-look-39 --mode full
+
+# 12. A dense host that binds colour (docs/small.md, "A dense host that binds colour"): the colour host of
+#     step 11 at its last step (2000) gets the dense tower (tower_dense.yaml run on it: stage 0's
+#     objective, tower only), then its projector and LM are trained as in step 11 on dense look-alike reading
+#     beside 3 x 3 look-alike and plain 4 x 4 reading. Dev set: the dense scenes of seed 33 (step 1).
+rm -rf runs/colour/host-2000
+shirg export --model $M --checkpoint runs/colour/host/checkpoints/step-00002000 --out runs/colour/host-2000
+shirg train --config configs/evidence/tower_dense.yaml --model runs/colour/host-2000 --output-dir runs/dense-colour/tower
+shirg train --config configs/evidence/host_dense_colour.yaml

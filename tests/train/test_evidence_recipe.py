@@ -32,7 +32,7 @@ def recipe_outputs() -> dict[str, int]:
                                   "head_box_densehost", "head_distilled_densehost", "head_tower_densehost",
                                   "host_crowded", "head_tower_crowded", "head_boxtower_crowded",
                                   "host_crowded_everyk", "head_support_crowded", "host_rowcol",
-                                  "host_colour", "host_colour_aux"])
+                                  "host_colour", "host_colour_aux", "host_dense_colour"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -75,6 +75,15 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         assert replace(twin.data, patch_aux=cfg.data.patch_aux) == cfg.data
         assert replace(twin.run, output_dir=cfg.run.output_dir) == cfg.run
         assert (twin.model, twin.optim, twin.trainable, twin.lora) == (cfg.model, cfg.optim, cfg.trainable, cfg.lora)
+    elif name == "host_dense_colour":  # the colour host's LM on a dense tower, trained as the colour host was
+        recipe = (EVIDENCE / "recipe.sh").read_text()
+        tower = ("shirg train --config configs/evidence/tower_dense.yaml --model runs/colour/host-2000 "
+                 "--output-dir runs/dense-colour/tower")
+        assert tower in recipe and cfg.model.path == "runs/dense-colour/tower/model"
+        assert "--out runs/colour/host-2000" in recipe and recipe.index(tower) < recipe.index(f"{name}.yaml")
+        twin = load_config(EVIDENCE / "host_colour.yaml").validate()
+        assert (twin.optim, twin.trainable, twin.lora) == (cfg.optim, cfg.trainable, cfg.lora)
+        assert replace(twin.data, mixture=cfg.data.mixture) == cfg.data
     elif name.startswith("head_"):
         assert cfg.data.relevance.target == name.split("_")[1] and cfg.data.relevance.reads == "projected"
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
