@@ -468,6 +468,14 @@ for D in runs/colour/data/dev-look-39 runs/rowcol/data/dev-read-36; do
 done
 shirg compare --base runs/colour/eval-host-600-dev-look-39 --other runs/colour/eval-host_aux-600-dev-look-39 --mode full
 
+# 11b. The checkpoint the two dev sets chose (step 1500: 75.0 / 78.1 % against 73.4 / 72.7 % at step 2000), once,
+#      on the 3 x 3 test set (seed 9001, all 500 reading questions), paired with the bundled model
+shirg eval --model $M --task entitygrid --data runs/test/read-9001 --modes full --out runs/test/colour/eval-bundled-read-9001
+shirg eval --model runs/colour/host-1500 --task entitygrid --data runs/test/read-9001 --modes full \
+  --out runs/test/colour/eval-colour1500-read-9001
+shirg compare --base runs/test/colour/eval-bundled-read-9001 --other runs/test/colour/eval-colour1500-read-9001 \
+  --out runs/test/colour/compare
+
 # 12. A dense host that binds colour (docs/small.md, "A dense host that binds colour"): the colour host of
 #     step 11 at its last step (2000) gets the dense tower (tower_dense.yaml run on it: stage 0's
 #     objective, tower only), then its projector and LM are trained as in step 11 on dense look-alike reading
