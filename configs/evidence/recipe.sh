@@ -440,8 +440,8 @@ done
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
 #     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3
 #     reading, without and with data.patch_aux (a colour head on the projector's output), 600 steps each
-#     (and the head at weight 1.0, 300 steps, added afterwards);
-#     probed on dev scenes with look-alikes (seed 39) and plain ones (seed 36)
+#     (and the head at weight 1.0, 300 steps, added afterwards); the run without the head resumed to
+#     900, 1500 and 2000 steps; probed on dev scenes with look-alikes (seed 39) and plain ones (seed 36)
 shirg entitygrid $G --lookalikes 2 --types reading --seed 54 --n 3000 --out runs/colour/data/read3x3-look-54
 shirg entitygrid $G --lookalikes 2 --types reading --seed 39 --n 128 --out runs/colour/data/dev-look-39
 shirg train --config configs/evidence/host_colour.yaml --stop-after 600
