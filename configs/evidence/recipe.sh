@@ -502,3 +502,23 @@ shirg eval --model runs/dense-colour/host-300 --task entitygrid --data runs/test
   --out runs/test/colour/eval-densecolour300-dense-9003
 shirg compare --base runs/test/colour/eval-bundled-dense-9003 --other runs/test/colour/eval-densecolour300-dense-9003 \
   --out runs/test/colour/compare-dense
+
+# 13. The dense colour host, annealed (docs/small.md, "Annealing the dense colour host"): step 12's constant
+#     lr 1e-3 made dev accuracy fall after step 300, so its step-300 model is trained on with the same data,
+#     parts and batch at lr 3e-4 decaying to 0 (cosine, 600 steps); settings fixed before the run. Dev as in 12.
+shirg train --config configs/evidence/host_dense_colour_anneal.yaml
+for S in 100 200 300 400 500 600; do
+  P=runs/dense-colour/anneal-$S; rm -rf $P
+  shirg export --model runs/dense-colour/host-300 --out $P \
+    --checkpoint runs/dense-colour/anneal/checkpoints/step-$(printf %08d $S)
+  shirg eval --model $P --task entitygrid --data runs/dense/data/dev-read-33 --limit 128 --modes full \
+    --out runs/dense-colour/eval-anneal-$S-dev-33
+done
+# 13b. the checkpoint the dev set chose (step 500: 82.8 %; 80.5 / 82.0 / 78.9 / 80.5 / 82.0 % at 100-600), once, on
+#      the dense test set, paired with the bundled model and with step 12's host
+shirg eval --model runs/dense-colour/anneal-500 --task entitygrid --data runs/test/dense-read-9003 --modes full \
+  --out runs/test/colour/eval-denseanneal500-dense-9003
+shirg compare --base runs/test/colour/eval-bundled-dense-9003 --other runs/test/colour/eval-denseanneal500-dense-9003 \
+  --out runs/test/colour/compare-dense-anneal
+shirg compare --base runs/test/colour/eval-densecolour300-dense-9003 \
+  --other runs/test/colour/eval-denseanneal500-dense-9003 --out runs/test/colour/compare-dense-anneal-vs-300

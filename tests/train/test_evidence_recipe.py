@@ -32,7 +32,8 @@ def recipe_outputs() -> dict[str, int]:
                                   "head_box_densehost", "head_distilled_densehost", "head_tower_densehost",
                                   "host_crowded", "head_tower_crowded", "head_boxtower_crowded",
                                   "host_crowded_everyk", "head_support_crowded", "host_rowcol",
-                                  "host_colour", "host_colour_aux", "host_dense_colour"])
+                                  "host_colour", "host_colour_aux", "host_dense_colour",
+                                  "host_dense_colour_anneal"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
@@ -84,6 +85,15 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         twin = load_config(EVIDENCE / "host_colour.yaml").validate()
         assert (twin.optim, twin.trainable, twin.lora) == (cfg.optim, cfg.trainable, cfg.lora)
         assert replace(twin.data, mixture=cfg.data.mixture) == cfg.data
+    elif name == "host_dense_colour_anneal":  # step 12's dev-chosen model, same data and parts, a decaying lr
+        recipe = (EVIDENCE / "recipe.sh").read_text()
+        assert cfg.model.path == "runs/dense-colour/host-300" and "P=runs/dense-colour/host-$S" in recipe
+        assert recipe.index("host_dense_colour.yaml") < recipe.index(f"{name}.yaml")
+        twin = load_config(EVIDENCE / "host_dense_colour.yaml").validate()
+        assert (twin.data, twin.trainable, twin.lora, twin.run.batch_size) == (
+            cfg.data, cfg.trainable, cfg.lora, cfg.run.batch_size)
+        assert (cfg.optim.schedule, cfg.optim.lr_other, cfg.run.max_steps) == ("cosine", 3e-4, 600)
+        assert replace(twin.optim, schedule="cosine", lr_lora=3e-4, lr_other=3e-4) == cfg.optim
     elif name.startswith("head_"):
         assert cfg.data.relevance.target == name.split("_")[1] and cfg.data.relevance.reads == "projected"
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
