@@ -421,12 +421,11 @@ shirg entitygrid $G --grid 3x1 --occupancy 1.0 --types recognition,position --se
 shirg probe-features --model $M --data runs/rowcol/data/dev-rp-36 --n 96
 shirg train --config configs/evidence/host_rowcol.yaml --set data.mixture=configs/evidence/mixture_rowcol3x3.yaml \
   --set run.output_dir=runs/rowcol/host-3x3 --stop-after 500
-shirg train --config configs/evidence/host_rowcol.yaml --stop-after 1400
+shirg train --config configs/evidence/host_rowcol.yaml --stop-after 1800
 shirg train --config configs/evidence/host_rowcol.yaml --set data.mode=shirg --set "data.visual={}" \
   --set "trainable.components=[projector,llm,coord]" --set run.output_dir=runs/rowcol/host-coord --stop-after 600
-for RS in host-3x3:100 host-3x3:300 host-3x3:500 host:200 host:400 host:600 host:1000 host:1200 host:1400 \
-  host-coord:200 host-coord:400 host-coord:600; do
-  R=${RS%:*}; S=${RS#*:}; P=runs/rowcol/probe-$R-$S; MODE=full; [ $R = host-coord ] && MODE=shirg
+probe_rowcol() {  # RUN:STEP -> runs/rowcol/probe-RUN-STEP, its answer slots with the own image and another's
+  local R=${1%:*} S=${1#*:} MODE=full; local P=runs/rowcol/probe-$R-$S; [ $R = host-coord ] && MODE=shirg
   rm -rf $P && shirg export --model $M --checkpoint runs/rowcol/$R/checkpoints/step-$(printf %08d $S) --out $P
   for Q in "Answer with the colour" "Answer with row"; do
     for D in dev-rp3x1-38 dev-rp-36; do
@@ -434,7 +433,16 @@ for RS in host-3x3:100 host-3x3:300 host-3x3:500 host:200 host:400 host:600 host
     done
   done
   shirg image-use --model $P --records runs/rowcol/data/dev-read-36/llava_train.json --n 64 --mode $MODE --slots 4
+}
+for RS in host-3x3:100 host-3x3:300 host-3x3:500 host:200 host:400 host:600 host:1000 host:1200 host:1400 host:1800 \
+  host-coord:200 host-coord:400 host-coord:600; do
+  probe_rowcol $RS
 done
+# 10b. the 1,800-step model trained on without the reading questions (mixture_rowcol_only.yaml): does reading,
+#      which owns the digit answers, keep the row and column digits at their prior?
+shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-1800 \
+  --set data.mixture=configs/evidence/mixture_rowcol_only.yaml --set run.output_dir=runs/rowcol/host-only --stop-after 400
+for RS in host-only:200 host-only:400; do probe_rowcol $RS; done
 
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's

@@ -39,8 +39,11 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
     mixture = REPO / cfg.data.mixture
     outputs = recipe_outputs()
-    # host_rowcol's first run swaps in the 3 x 3-only mixture (recipe step 10)
-    mixtures = [mixture] + ([EVIDENCE / "mixture_rowcol3x3.yaml"] if name == "host_rowcol" else [])
+    # host_rowcol's other runs swap in the 3 x 3-only and the no-reading mixtures (recipe step 10)
+    swapped = ["mixture_rowcol3x3.yaml", "mixture_rowcol_only.yaml"] if name == "host_rowcol" else []
+    mixtures = [mixture] + [EVIDENCE / m for m in swapped]
+    for m in swapped:
+        assert f"data.mixture=configs/evidence/{m}" in (EVIDENCE / "recipe.sh").read_text()
     for mix in mixtures:
         for src in yaml.safe_load(mix.read_text())["sources"]:
             folder = (mix.parent / src["json"]).resolve().parent.relative_to(REPO).as_posix()
