@@ -530,3 +530,17 @@ shirg compare --base runs/test/colour/eval-bundled-dense-9003 --other runs/test/
   --out runs/test/colour/compare-dense-anneal
 shirg compare --base runs/test/colour/eval-densecolour300-dense-9003 \
   --other runs/test/colour/eval-denseanneal500-dense-9003 --out runs/test/colour/compare-dense-anneal-vs-300
+
+# 14. A candidate to replace the bundled model (docs/small.md, "The colour host as the bundled model?"): stage 2
+#     (configs/small/stage2.yaml, unchanged) trained on the colour host of step 11 (step 1,500), then both models
+#     with their adapters on the bundled model's dev set (seed 2026, all four question types), `full` and `shirg`.
+#     A replacement needed it at least as good on every question type here before any test-set run.
+shirg entitygrid $G --types reading --seed 43 --n 12000 --out runs/small/data/read3x3
+shirg entitygrid $G --seed 2026 --n 500 --out runs/small/data/eval
+shirg train --config configs/small/stage2.yaml --model runs/colour/host-1500 --output-dir runs/colour/stage2
+A="--task entitygrid --data runs/small/data/eval --gen-length 20 --steps 10 --block-length 20 --modes full,shirg"
+shirg eval --model $M --adapter src/shirg/assets/small/adapter $A --out runs/colour/dev2026-bundled
+shirg eval --model runs/colour/host-1500 --adapter runs/colour/stage2/adapter $A --out runs/colour/dev2026-colour
+for X in full shirg; do for T in reading counting; do
+  shirg compare --base runs/colour/dev2026-bundled --other runs/colour/dev2026-colour --mode $X --type $T
+done; done
