@@ -443,6 +443,15 @@ done
 shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-1800 \
   --set data.mixture=configs/evidence/mixture_rowcol_only.yaml --set run.output_dir=runs/rowcol/host-only --stop-after 400
 for RS in host-only:200 host-only:400; do probe_rowcol $RS; done
+# 10c. the 1,800-step model trained on with reading beside, plus a row and column head on the projector's output
+#      (data.patch_aux, weight 1.0); then the share of each attribute in what the LM receives, before and after
+shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-1800 --set data.patch_aux.weight=1.0 \
+  --set "data.patch_aux.heads=[row, column]" --set run.output_dir=runs/rowcol/host-cells --stop-after 400
+for RS in host-cells:200 host-cells:400; do probe_rowcol $RS; done
+for P in $M runs/rowcol/probe-host-1800 runs/rowcol/probe-host-only-400 runs/rowcol/probe-host-cells-200 \
+  runs/rowcol/probe-host-cells-400; do
+  shirg probe-features --model $P --data runs/rowcol/data/dev-rp-36 --n 96
+done
 
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's

@@ -18,7 +18,19 @@ from shirg.errors import ConfigError
 from shirg.testing import tiny_lavida_config, write_tiny_lavida_checkpoint
 from shirg.train.config import load_config
 from shirg.train.data import collate
-from shirg.train.patch_labels import HEADS, PatchTargets, load_scenes, patch_targets, scenes_of
+from shirg.train.patch_labels import (
+    COLOUR_CLASSES,
+    HEADS,
+    SHAPE_CLASSES,
+    PatchTargets,
+    cell_targets,
+    entity_geometry,
+    head_layout,
+    load_scenes,
+    make_head,
+    patch_targets,
+    scenes_of,
+)
 from shirg.train.trainer import Trainer, checkpoint_dirs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -168,3 +180,47 @@ def test_weight_zero_is_off_and_checks_nothing_else(setup, tmp_path):
     cfg = aux_config(ckpt, mix, tmp_path / "run", "data.patch_aux.weight=0", "data.patch_aux.heads=[]",
                      "data.mode=shirg").validate()
     assert cfg.data.patch_aux.weight == 0
+
+
+def test_row_and_column_targets_are_the_covering_entitys_grid_cell(setup):
+    """Every patch stage 0 gives a colour gets the grid row and column (from 1) of the entity that colour is
+    from; the patch under each entity's centre holds that entity's cell; the rest is 0."""
+    _, data, _ = setup
+    scenes, _ = load_scenes([data])
+    for s in scenes[:4]:
+        cells = cell_targets(s, 8).reshape(2, 8, 8)
+        stage0 = patch_targets(s, 8).reshape(3, 8, 8)
+        assert np.array_equal(cells[0] > 0, stage0[0] > 0) and np.array_equal(cells[1] > 0, stage0[0] > 0)
+        assert set(np.unique(cells[0])) <= {0, 1, 2} and set(np.unique(cells[1])) <= {0, 1, 2}
+        for e in s.scene:
+            cx, cy, _, _ = entity_geometry(s, e)
+            i, j = int(cy * 8 / s.size), int(cx * 8 / s.size)
+            assert (cells[0, i, j], cells[1, i, j]) == (e["row"], e["col"])
+            assert stage0[0, i, j] == COLOUR_CLASSES.index(e["colour"])  # the same entity owns the patch
+
+
+def test_row_and_column_heads_follow_the_stage_zero_heads(setup):
+    _, data, _ = setup
+    scenes, _ = load_scenes([data])
+    targets = PatchTargets(scenes, ["column", "colour", "row"], 14, "centre")
+    assert targets.cells and targets.max_cells == 2  # 2 x 2 scenes
+    cells, stage0 = cell_targets(scenes[1], 8), patch_targets(scenes[1], 8)
+    assert torch.equal(targets(1, 112), torch.from_numpy(np.stack([cells[1], stage0[0], cells[0]])))
+    layout = head_layout(9, ["row", "column", "number"], max_cells=2)
+    n_stage0 = len(COLOUR_CLASSES) + len(SHAPE_CLASSES) + 10
+    assert layout == [("row", n_stage0, 3), ("column", n_stage0 + 3, 3), ("number", n_stage0 - 10, 10)]
+    assert make_head(16, 9, max_cells=2).out_features == n_stage0 + 6
+    assert make_head(16, 9).out_features == n_stage0  # stage 0's head is unchanged
+    with pytest.raises(ConfigError, match="max_cells"):
+        head_layout(9, ["row"])
+
+
+def test_training_with_row_and_column_heads_logs_their_accuracy(setup, tmp_path):
+    ckpt, _, mix = setup
+    t = Trainer(aux_config(ckpt, mix, tmp_path / "run", "data.patch_aux.heads=[row, column]"))
+    t.setup()
+    assert t.tm.lavida.patch_head.out_features == len(COLOUR_CLASSES) + len(SHAPE_CLASSES) + 10 + 6
+    t.run()
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["acc_row"] <= 1 and 0 <= r["acc_column"] <= 1 for r in rows)
+    assert all(r["loss"] == pytest.approx(r["answer"] + r["patch_aux"], rel=1e-5) for r in rows)

@@ -25,7 +25,7 @@ COMPONENTS = ("coord", "vision", "projector", "llm")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 OBJECTIVES = ("answer", "patch_labels")
-PATCH_AUX_HEADS = ("colour", "shape", "number")  # shirg.train.patch_labels.HEADS
+PATCH_AUX_HEADS = ("colour", "shape", "number", "row", "column")  # patch_labels.HEADS + CELL_HEADS
 RELEVANCE_TARGETS = ("none", "distilled", "box")
 
 
@@ -54,7 +54,8 @@ class PatchAuxSection:
     """An auxiliary loss on what the language model receives (:mod:`shirg.train.patch_labels`): with
     ``weight`` > 0, a linear head on the projector's output in ``full`` mode predicts each patch's
     EntityGrid labels (``heads``: colour, shape and/or number, as stage 0 labels them; the number on
-    ``data.patch_number``'s patches) and ``weight`` x its balanced cross-entropy joins the answer loss.
+    ``data.patch_number``'s patches; row and/or column, the grid cell of the entity covering the patch)
+    and ``weight`` x its balanced cross-entropy joins the answer loss.
     A projector trained by the answer loss alone keeps only what the language model already reads;
     this keeps the named attributes large in its output. The head is not part of the model written."""
 

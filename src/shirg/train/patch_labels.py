@@ -39,6 +39,7 @@ from shirg.vision.preprocess import load_image, to_tensor
 COLOUR_CLASSES = ("none", *sorted(COLOURS))
 SHAPE_CLASSES = ("none", *SHAPES)
 HEADS = ("colour", "shape", "number")
+CELL_HEADS = ("row", "column")  # data.patch_aux only: the grid row / column (from 1) of the entity covering a patch
 COVER = 0.25  # a patch takes an entity's colour/shape when the shape covers at least this share of it
 VIEWS = ("full", "lowres")
 _FIELDS = ("rows", "cols", "size", "entity_scale", "label_px", "max_label")  # label_place: "under" if absent
@@ -120,6 +121,25 @@ def patch_targets(s: SceneImage, grid: int, number_on: str = "centre") -> np.nda
     shape, so the number is as widespread in the visual tokens as the colour)."""
     if number_on not in NUMBER_ON:
         raise ConfigError(f"number_on {number_on!r}: choose one of {', '.join(NUMBER_ON)}")
+    owners, centres = patch_owners(s, grid)
+    out = np.zeros((3, grid, grid), dtype=np.int64)
+    for i, j in zip(*np.nonzero(owners >= 0), strict=True):
+        e = s.scene[owners[i, j]]
+        out[0, i, j] = COLOUR_CLASSES.index(e["colour"])
+        out[1, i, j] = SHAPE_CLASSES.index(e["shape"])
+        if number_on == "entity":
+            out[2, i, j] = int(e["label"])
+    size = s.size
+    for e, (x, y) in zip(s.scene, centres, strict=True):
+        i = min(grid - 1, max(0, int(y * grid / size)))
+        j = min(grid - 1, max(0, int(x * grid / size)))
+        out[2, i, j] = int(e["label"])
+    return out.reshape(3, grid * grid)
+
+
+def patch_owners(s: SceneImage, grid: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """[grid, grid] index of the entity whose shape covers at least ``COVER`` of each patch (the most-covering
+    one; -1 for none), and each entity's number centre."""
     size = s.size
     mask = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask)
@@ -131,23 +151,26 @@ def patch_targets(s: SceneImage, grid: int, number_on: str = "centre") -> np.nda
     m = np.asarray(mask)
     # share of each patch covered by each entity (patch edges rounded to whole pixels)
     edges = np.round(np.linspace(0, size, grid + 1)).astype(int)
-    out = np.zeros((3, grid, grid), dtype=np.int64)
+    owners = np.full((grid, grid), -1, dtype=np.int64)
     n = len(s.scene)
     for i in range(grid):
         for j in range(grid):
             cell = m[edges[i] : edges[i + 1], edges[j] : edges[j + 1]]
             counts = np.bincount(cell.ravel(), minlength=n + 1)[1:]
             if counts.size and counts.max() >= COVER * cell.size:
-                e = s.scene[int(counts.argmax())]
-                out[0, i, j] = COLOUR_CLASSES.index(e["colour"])
-                out[1, i, j] = SHAPE_CLASSES.index(e["shape"])
-                if number_on == "entity":
-                    out[2, i, j] = int(e["label"])
-    for e, (x, y) in zip(s.scene, centres, strict=True):
-        i = min(grid - 1, max(0, int(y * grid / size)))
-        j = min(grid - 1, max(0, int(x * grid / size)))
-        out[2, i, j] = int(e["label"])
-    return out.reshape(3, grid * grid)
+                owners[i, j] = int(counts.argmax())
+    return owners, centres
+
+
+def cell_targets(s: SceneImage, grid: int) -> np.ndarray:
+    """[2, grid * grid] int64 targets (grid row, grid column of the covering entity, from 1; 0 = none) of the
+    patches :func:`patch_targets` gives a colour and a shape, row-major."""
+    owners, _ = patch_owners(s, grid)
+    out = np.zeros((2, grid, grid), dtype=np.int64)
+    for i, j in zip(*np.nonzero(owners >= 0), strict=True):
+        e = s.scene[owners[i, j]]
+        out[:, i, j] = (int(e["row"]), int(e["col"]))
+    return out.reshape(2, grid * grid)
 
 
 class PatchLabelDataset(torch.utils.data.Dataset):
@@ -206,9 +229,11 @@ def collate_patches(items: list[dict[str, Any]]) -> PatchBatch:
     return PatchBatch(views=views, skipped=len(items) - len(kept))
 
 
-def make_head(hidden: int, max_label: int) -> nn.Linear:
-    """One linear layer: hidden -> colour, shape and number logits side by side."""
-    head = nn.Linear(hidden, len(COLOUR_CLASSES) + len(SHAPE_CLASSES) + max_label + 1)
+def make_head(hidden: int, max_label: int, max_cells: int = 0) -> nn.Linear:
+    """One linear layer: hidden -> colour, shape and number logits side by side, then (``max_cells`` > 0,
+    the largest grid side) grid-row and grid-column logits (0 = none, 1..max_cells)."""
+    cells = 2 * (max_cells + 1) if max_cells > 0 else 0
+    head = nn.Linear(hidden, len(COLOUR_CLASSES) + len(SHAPE_CLASSES) + max_label + 1 + cells)
     nn.init.normal_(head.weight, std=hidden**-0.5)
     nn.init.zeros_(head.bias)
     return head
@@ -224,10 +249,14 @@ def balanced_ce(logits: Tensor, target: Tensor) -> Tensor:
     return sum(kept) / len(kept)
 
 
-def head_layout(max_label: int, heads: Sequence[str] = HEADS) -> list[tuple[str, int, int]]:
+def head_layout(max_label: int, heads: Sequence[str] = HEADS, max_cells: int = 0) -> list[tuple[str, int, int]]:
     """(name, first logit, logit count) of each head in ``heads``, in :func:`make_head`'s output."""
-    sizes = dict(zip(HEADS, (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1), strict=True))
-    starts = dict(zip(HEADS, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
+    names = (*HEADS, *CELL_HEADS)
+    sizes = dict(zip(names, (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1, max_cells + 1, max_cells + 1),
+                     strict=True))
+    starts = dict(zip(names, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
+    if max_cells < 1 and any(h in CELL_HEADS for h in heads):
+        raise ConfigError("the row and column heads need the largest grid side (max_cells >= 1)")
     return [(h, starts[h], sizes[h]) for h in heads]
 
 
@@ -303,17 +332,26 @@ def scenes_of(images: Sequence[str | Path]) -> list[SceneImage]:
 
 class PatchTargets:
     """(sample index, resolution) -> [len(heads), G * G] labels of one training sample's hi-detail patches
-    (G = resolution / patch), the rows of :func:`patch_targets` that ``heads`` names."""
+    (G = resolution / patch), the rows of :func:`patch_targets` (and of :func:`cell_targets`, for the row
+    and column heads) that ``heads`` names."""
 
     def __init__(self, scenes: Sequence[SceneImage], heads: Sequence[str], patch: int, number_on: str) -> None:
         self.scenes, self.patch, self.number_on = list(scenes), patch, number_on
-        self.rows = [HEADS.index(h) for h in heads]
+        self.rows = [(*HEADS, *CELL_HEADS).index(h) for h in heads]
+        self.cells = any(h in CELL_HEADS for h in heads)
+
+    @property
+    def max_cells(self) -> int:
+        """The largest grid side of the scenes (the row and column heads' class count less one)."""
+        return max((max(s.grid) for s in self.scenes), default=0)
 
     def __call__(self, i: int, resolution: int) -> Tensor:
         s = self.scenes[i]
         if resolution % self.patch:
             raise ConfigError(f"resolution {resolution} is not a multiple of the {self.patch}-px patch")
-        return torch.from_numpy(patch_targets(s, resolution // self.patch, self.number_on)[self.rows])
+        grid = resolution // self.patch
+        parts = [patch_targets(s, grid, self.number_on)] + ([cell_targets(s, grid)] if self.cells else [])
+        return torch.from_numpy(np.concatenate(parts)[self.rows])
 
 
 class PatchAuxLossModule(nn.Module):
@@ -323,12 +361,12 @@ class PatchAuxLossModule(nn.Module):
     accuracy on the patches holding something (``acc_<head>``)."""
 
     def __init__(self, answer: LossModule, head: nn.Module, max_label: int, heads: Sequence[str],
-                 weight: float) -> None:
+                 weight: float, max_cells: int = 0) -> None:
         super().__init__()
         if answer.mode != "full":
             raise ConfigError(f"data.patch_aux needs data.mode full, got {answer.mode!r}")
         self.answer, self.head, self.weight = answer, head, float(weight)
-        self.heads = head_layout(max_label, heads)
+        self.heads = head_layout(max_label, heads, max_cells)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         if len(batch) == 0:
