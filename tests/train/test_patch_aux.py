@@ -28,6 +28,7 @@ from shirg.train.patch_labels import (
     head_layout,
     load_scenes,
     make_head,
+    patch_owners,
     patch_targets,
     scenes_of,
 )
@@ -188,7 +189,7 @@ def test_row_and_column_targets_are_the_covering_entitys_grid_cell(setup):
     _, data, _ = setup
     scenes, _ = load_scenes([data])
     for s in scenes[:4]:
-        cells = cell_targets(s, 8).reshape(2, 8, 8)
+        cells = cell_targets(s, patch_owners(s, 8)[0]).reshape(2, 8, 8)
         stage0 = patch_targets(s, 8).reshape(3, 8, 8)
         assert np.array_equal(cells[0] > 0, stage0[0] > 0) and np.array_equal(cells[1] > 0, stage0[0] > 0)
         assert set(np.unique(cells[0])) <= {0, 1, 2} and set(np.unique(cells[1])) <= {0, 1, 2}
@@ -204,7 +205,8 @@ def test_row_and_column_heads_follow_the_stage_zero_heads(setup):
     scenes, _ = load_scenes([data])
     targets = PatchTargets(scenes, ["column", "colour", "row"], 14, "centre")
     assert targets.cells and targets.max_cells == 2  # 2 x 2 scenes
-    cells, stage0 = cell_targets(scenes[1], 8), patch_targets(scenes[1], 8)
+    assert not PatchTargets(scenes, ["colour"], 14, "centre").max_cells  # no cell head: stage 0's head size
+    cells, stage0 = cell_targets(scenes[1], patch_owners(scenes[1], 8)[0]), patch_targets(scenes[1], 8)
     assert torch.equal(targets(1, 112), torch.from_numpy(np.stack([cells[1], stage0[0], cells[0]])))
     layout = head_layout(9, ["row", "column", "number"], max_cells=2)
     n_stage0 = len(COLOUR_CLASSES) + len(SHAPE_CLASSES) + 10

@@ -68,7 +68,7 @@ class AnswerObjective:
             scenes = scenes_of([s.image for s in samples])
             dataset.patch_targets = PatchTargets(scenes, aux.heads, patch_size(lavida), cfg.data.patch_number)
             max_label = max((int(e["label"]) for s in scenes for e in s.scene), default=0)
-            cells = dataset.patch_targets.max_cells if dataset.patch_targets.cells else 0
+            cells = dataset.patch_targets.max_cells
             lavida.patch_head = make_head(lavida.config.llm.d_model, max_label, cells).to(device)
             return samples, dataset, PatchAuxLossModule(answer, lavida.patch_head, max_label, aux.heads, aux.weight,
                                                         cells)

@@ -40,6 +40,7 @@ COLOUR_CLASSES = ("none", *sorted(COLOURS))
 SHAPE_CLASSES = ("none", *SHAPES)
 HEADS = ("colour", "shape", "number")
 CELL_HEADS = ("row", "column")  # data.patch_aux only: the grid row / column (from 1) of the entity covering a patch
+AUX_HEADS = (*HEADS, *CELL_HEADS)  # every head data.patch_aux may name, in make_head's logit order
 COVER = 0.25  # a patch takes an entity's colour/shape when the shape covers at least this share of it
 VIEWS = ("full", "lowres")
 _FIELDS = ("rows", "cols", "size", "entity_scale", "label_px", "max_label")  # label_place: "under" if absent
@@ -112,16 +113,18 @@ def entity_geometry(s: SceneImage, e: dict) -> tuple[float, float, float, tuple[
 NUMBER_ON = ("centre", "entity")
 
 
-def patch_targets(s: SceneImage, grid: int, number_on: str = "centre") -> np.ndarray:
+def patch_targets(s: SceneImage, grid: int, number_on: str = "centre",
+                  owned: tuple[np.ndarray, list[tuple[float, float]]] | None = None) -> np.ndarray:
     """[3, grid * grid] int64 targets (colour, shape, number class; 0 = none) of a ``grid`` x ``grid``
     patch layout over the whole (square) image, row-major as the tower emits its tokens.
 
     ``number_on``: the patch holding the number's centre gets the number ("centre"), or every patch
     of its entity does as well ("entity": the tower must spread what one patch shows over the whole
-    shape, so the number is as widespread in the visual tokens as the colour)."""
+    shape, so the number is as widespread in the visual tokens as the colour). ``owned``: what
+    :func:`patch_owners` gives for this scene and grid, when the caller has it already."""
     if number_on not in NUMBER_ON:
         raise ConfigError(f"number_on {number_on!r}: choose one of {', '.join(NUMBER_ON)}")
-    owners, centres = patch_owners(s, grid)
+    owners, centres = owned if owned is not None else patch_owners(s, grid)
     out = np.zeros((3, grid, grid), dtype=np.int64)
     for i, j in zip(*np.nonzero(owners >= 0), strict=True):
         e = s.scene[owners[i, j]]
@@ -162,10 +165,10 @@ def patch_owners(s: SceneImage, grid: int) -> tuple[np.ndarray, list[tuple[float
     return owners, centres
 
 
-def cell_targets(s: SceneImage, grid: int) -> np.ndarray:
+def cell_targets(s: SceneImage, owners: np.ndarray) -> np.ndarray:
     """[2, grid * grid] int64 targets (grid row, grid column of the covering entity, from 1; 0 = none) of the
-    patches :func:`patch_targets` gives a colour and a shape, row-major."""
-    owners, _ = patch_owners(s, grid)
+    patches :func:`patch_targets` gives a colour and a shape, row-major; ``owners``: :func:`patch_owners`'s."""
+    grid = owners.shape[0]
     out = np.zeros((2, grid, grid), dtype=np.int64)
     for i, j in zip(*np.nonzero(owners >= 0), strict=True):
         e = s.scene[owners[i, j]]
@@ -251,10 +254,9 @@ def balanced_ce(logits: Tensor, target: Tensor) -> Tensor:
 
 def head_layout(max_label: int, heads: Sequence[str] = HEADS, max_cells: int = 0) -> list[tuple[str, int, int]]:
     """(name, first logit, logit count) of each head in ``heads``, in :func:`make_head`'s output."""
-    names = (*HEADS, *CELL_HEADS)
-    sizes = dict(zip(names, (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1, max_cells + 1, max_cells + 1),
-                     strict=True))
-    starts = dict(zip(names, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
+    sizes = dict(zip(AUX_HEADS, (len(COLOUR_CLASSES), len(SHAPE_CLASSES), max_label + 1, max_cells + 1,
+                                 max_cells + 1), strict=True))
+    starts = dict(zip(AUX_HEADS, np.cumsum([0, *sizes.values()])[:-1].tolist(), strict=True))
     if max_cells < 1 and any(h in CELL_HEADS for h in heads):
         raise ConfigError("the row and column heads need the largest grid side (max_cells >= 1)")
     return [(h, starts[h], sizes[h]) for h in heads]
@@ -337,20 +339,24 @@ class PatchTargets:
 
     def __init__(self, scenes: Sequence[SceneImage], heads: Sequence[str], patch: int, number_on: str) -> None:
         self.scenes, self.patch, self.number_on = list(scenes), patch, number_on
-        self.rows = [(*HEADS, *CELL_HEADS).index(h) for h in heads]
-        self.cells = any(h in CELL_HEADS for h in heads)
+        self.rows = [AUX_HEADS.index(h) for h in heads]
+        # the row and column heads' class count less one: the scenes' largest grid side (0: no such head)
+        cells = any(h in CELL_HEADS for h in heads)
+        self.max_cells = max((max(s.grid) for s in self.scenes), default=0) if cells else 0
 
     @property
-    def max_cells(self) -> int:
-        """The largest grid side of the scenes (the row and column heads' class count less one)."""
-        return max((max(s.grid) for s in self.scenes), default=0)
+    def cells(self) -> bool:
+        """Whether a row or column head is named."""
+        return self.max_cells > 0
 
     def __call__(self, i: int, resolution: int) -> Tensor:
         s = self.scenes[i]
         if resolution % self.patch:
             raise ConfigError(f"resolution {resolution} is not a multiple of the {self.patch}-px patch")
-        grid = resolution // self.patch
-        parts = [patch_targets(s, grid, self.number_on)] + ([cell_targets(s, grid)] if self.cells else [])
+        owned = patch_owners(s, resolution // self.patch)  # drawn once for both kinds of target
+        parts = [patch_targets(s, resolution // self.patch, self.number_on, owned)]
+        if self.cells:
+            parts.append(cell_targets(s, owned[0]))
         return torch.from_numpy(np.concatenate(parts)[self.rows])
 
 
