@@ -453,6 +453,19 @@ for P in $M runs/rowcol/probe-host-1800 runs/rowcol/probe-host-only-400 runs/row
   shirg probe-features --model $P --data runs/rowcol/data/dev-rp-36 --n 96
 done
 
+# 10d. position on a lone entity (mixture_rowcol_lone.yaml: 3 x 3 scenes holding one entity, so the answer is its row
+#      and column and finding it needs no binding, as reading was first learnt on one entity), from the bundled model,
+#      reading beside; probed on lone-entity dev scenes (seed 57) as well as step 10's
+shirg entitygrid $G --occupancy 0.01 --types position --seed 56 --n 6000 --out runs/rowcol/data/lone-pos-56
+shirg entitygrid $G --occupancy 0.01 --types position --seed 57 --n 128 --out runs/rowcol/data/dev-lone-pos-57
+shirg train --config configs/evidence/host_rowcol.yaml --set data.mixture=configs/evidence/mixture_rowcol_lone.yaml \
+  --set run.output_dir=runs/rowcol/host-lone --stop-after 400
+for RS in host-lone:100 host-lone:200 host-lone:400; do
+  probe_rowcol $RS
+  shirg image-use --model runs/rowcol/probe-${RS/:/-} --records runs/rowcol/data/dev-lone-pos-57/llava_train.json --n 64 \
+    --mode full --slots 8
+done
+
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
 #     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3
@@ -494,11 +507,9 @@ shirg compare --base runs/test/colour/eval-bundled-read-9001 --other runs/test/c
   --out runs/test/colour/compare
 
 # 12. A dense host that binds colour (docs/small.md, "A dense host that binds colour"): the colour host of
-#     step 11 at its last step (2000) gets the dense tower (tower_dense.yaml run on it: stage 0's
+#     step 11 at its last step (2000, exported by step 11's loop) gets the dense tower (tower_dense.yaml run on it: stage 0's
 #     objective, tower only), then its projector and LM are trained as in step 11 on dense look-alike reading
 #     beside 3 x 3 look-alike and plain 4 x 4 reading. Dev set: the dense scenes of seed 33 (step 1).
-rm -rf runs/colour/host-2000
-shirg export --model $M --checkpoint runs/colour/host/checkpoints/step-00002000 --out runs/colour/host-2000
 shirg train --config configs/evidence/tower_dense.yaml --model runs/colour/host-2000 --output-dir runs/dense-colour/tower
 shirg train --config configs/evidence/host_dense_colour.yaml --stop-after 900  # stopped at 900 of 3000 for time
 for S in 0 300 600 900; do  # dev: the first 128 dense questions of seed 33, `full`
@@ -544,12 +555,23 @@ shirg compare --base runs/test/colour/eval-densecolour300-dense-9003 \
 #     (configs/small/stage2.yaml, unchanged) trained on the colour host of step 11 (step 1,500), then both models
 #     with their adapters on the bundled model's dev set (seed 2026, all four question types), `full` and `shirg`.
 #     A replacement needed it at least as good on every question type here before any test-set run.
-shirg entitygrid $G --types reading --seed 43 --n 12000 --out runs/small/data/read3x3
-shirg entitygrid $G --seed 2026 --n 500 --out runs/small/data/eval
+# (the dev set, seed 2026, and stage 2's data are configs/small/recipe.sh's, step 1)
 shirg train --config configs/small/stage2.yaml --model runs/colour/host-1500 --output-dir runs/colour/stage2
 A="--task entitygrid --data runs/small/data/eval --gen-length 20 --steps 10 --block-length 20 --modes full,shirg"
 shirg eval --model $M --adapter src/shirg/assets/small/adapter $A --out runs/colour/dev2026-bundled
 shirg eval --model runs/colour/host-1500 --adapter runs/colour/stage2/adapter $A --out runs/colour/dev2026-colour
 for X in full shirg; do for T in reading counting; do
   shirg compare --base runs/colour/dev2026-bundled --other runs/colour/dev2026-colour --mode $X --type $T
+done; done
+
+# 15. A second candidate (docs/small.md, "The colour host as the bundled model?"): the colour host of step 11 (step
+#     1,500) given back every question type as stage 1c gave them to the bundled model (host_colour_mixed.yaml:
+#     stage1c.yaml's settings on its data with the look-alike reading beside), then stage 2 unchanged, then the
+#     dev set of step 14. The rule for a test-set run, set before the run: in `full` and `shirg`, no question type
+#     shown worse (a paired interval entirely below 0) and reading in `full` above the bundled model's.
+shirg train --config configs/evidence/host_colour_mixed.yaml
+shirg train --config configs/small/stage2.yaml --model runs/colour15/host/model --output-dir runs/colour15/stage2
+shirg eval --model runs/colour15/host/model --adapter runs/colour15/stage2/adapter $A --out runs/colour15/dev2026
+for X in full shirg; do for T in reading counting recognition position; do
+  shirg compare --base runs/colour/dev2026-bundled --other runs/colour15/dev2026 --mode $X --type $T
 done; done

@@ -14,14 +14,17 @@ from shirg.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = REPO / "configs" / "evidence"
+SMALL_RECIPE = REPO / "configs" / "small" / "recipe.sh"
 TEST_SEEDS = {9001, 9002, 9003, 9004}
-DEV_SEEDS = {31, 32, 33, 35, 36, 38, 39, 2026}
+DEV_SEEDS = {31, 32, 33, 35, 36, 38, 39, 57, 2026}
 
 
 def recipe_outputs() -> dict[str, int]:
-    """{--out folder: --seed} of every `shirg entitygrid` line of the recipe."""
+    """{--out folder: --seed} of every `shirg entitygrid` line of the two recipes (the evidence recipe also
+    reads the bundled model's folders, which configs/small/recipe.sh writes)."""
     out = {}
-    for line in (EVIDENCE / "recipe.sh").read_text().splitlines():
+    lines = (EVIDENCE / "recipe.sh").read_text().splitlines() + (SMALL_RECIPE.read_text().splitlines())
+    for line in lines:
         if line.startswith("shirg entitygrid"):
             seed = int(re.search(r"--seed (\d+)", line).group(1))
             out[re.search(r"--out (\S+)", line).group(1)] = seed
@@ -33,14 +36,15 @@ def recipe_outputs() -> dict[str, int]:
                                   "host_crowded", "head_tower_crowded", "head_boxtower_crowded",
                                   "host_crowded_everyk", "head_support_crowded", "host_rowcol",
                                   "host_colour", "host_colour_aux", "host_dense_colour",
-                                  "host_dense_colour_anneal"])
+                                  "host_dense_colour_anneal", "host_colour_mixed"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
     mixture = REPO / cfg.data.mixture
     outputs = recipe_outputs()
     # host_rowcol's other runs swap in the 3 x 3-only and the no-reading mixtures (recipe step 10)
-    swapped = ["mixture_rowcol3x3.yaml", "mixture_rowcol_only.yaml"] if name == "host_rowcol" else []
+    swapped = ["mixture_rowcol3x3.yaml", "mixture_rowcol_only.yaml", "mixture_rowcol_lone.yaml"]
+    swapped = swapped if name == "host_rowcol" else []
     mixtures = [mixture] + [EVIDENCE / m for m in swapped]
     for m in swapped:
         assert f"data.mixture=configs/evidence/{m}" in (EVIDENCE / "recipe.sh").read_text()
@@ -84,7 +88,9 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         tower = ("shirg train --config configs/evidence/tower_dense.yaml --model runs/colour/host-2000 "
                  "--output-dir runs/dense-colour/tower")
         assert tower in recipe and cfg.model.path == "runs/dense-colour/tower/model"
-        assert "--out runs/colour/host-2000" in recipe and recipe.index(tower) < recipe.index(f"{name}.yaml")
+        # step 11's loop exports every checkpoint it probes, its last (2000) among them, before the tower run
+        assert "host:2000" in recipe and "P=runs/colour/$R-$S" in recipe
+        assert recipe.index("host:2000") < recipe.index(tower) < recipe.index(f"{name}.yaml")
         twin = load_config(EVIDENCE / "host_colour.yaml").validate()
         assert (twin.optim, twin.trainable, twin.lora) == (cfg.optim, cfg.trainable, cfg.lora)
         assert replace(twin.data, mixture=cfg.data.mixture) == cfg.data
@@ -97,6 +103,16 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
             cfg.data, cfg.trainable, cfg.lora, cfg.run.batch_size)
         assert (cfg.optim.schedule, cfg.optim.lr_other, cfg.run.max_steps) == ("cosine", 3e-4, 600)
         assert replace(twin.optim, schedule="cosine", lr_lora=3e-4, lr_other=3e-4) == cfg.optim
+    elif name == "host_colour_mixed":  # the colour host given every question type, exactly as stage 1c was
+        recipe = (EVIDENCE / "recipe.sh").read_text()
+        assert cfg.model.path == "runs/colour/host-1500" and "host:1500" in recipe
+        twin = load_config(REPO / "configs" / "small" / "stage1c.yaml").validate()
+        assert (twin.optim, twin.trainable, twin.lora) == (cfg.optim, cfg.trainable, cfg.lora)
+        assert replace(twin.data, mixture=cfg.data.mixture) == cfg.data
+        assert replace(twin.run, output_dir=cfg.run.output_dir) == cfg.run
+        ours = {s["json"] for s in yaml.safe_load(mixture.read_text())["sources"]}
+        assert "../../runs/small/data/mixed/llava_train.json" in ours  # stage 1c's every-type set, all of it
+        assert "../../runs/colour/data/read3x3-look-54/llava_train.json" in ours  # the colour host's look-alikes
     elif name.startswith("head_"):
         assert cfg.data.relevance.target == name.split("_")[1] and cfg.data.relevance.reads == "projected"
         if name.endswith("_lora"):  # beside stage 2's LoRA and coordinate embedding
