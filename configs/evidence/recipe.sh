@@ -466,6 +466,27 @@ for RS in host-lone:100 host-lone:200 host-lone:400; do
     --mode full --slots 8
 done
 
+# 10e. the curriculum's second stage: step 10d's step 400 on step 10's one-row, one-column and 3 x 3 recognition and
+#      position questions with the lone-entity ones beside (mixture_rowcol_curriculum.yaml), 600 steps; dev probes,
+#      then the step the probes chose (600) on the 256 dev questions of seed 36 in `full`, paired with the bundled model
+shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-lone-400 \
+  --set data.mixture=configs/evidence/mixture_rowcol_curriculum.yaml --set run.output_dir=runs/rowcol/host-curric \
+  --stop-after 600
+for RS in host-curric:200 host-curric:400 host-curric:600; do
+  probe_rowcol $RS  # exported on the bundled model: the tower, frozen in every step-10 run, is its own
+  shirg image-use --model runs/rowcol/probe-${RS/:/-} --records runs/rowcol/data/dev-lone-pos-57/llava_train.json --n 64 \
+    --mode full --slots 8
+done
+E="--task entitygrid --gen-length 20 --steps 10 --block-length 20 --modes full"
+shirg eval --model $M $E --data runs/rowcol/data/dev-rp-36 --out runs/rowcol/eval-bundled-dev-rp-36
+shirg eval --model runs/rowcol/probe-host-curric-600 $E --data runs/rowcol/data/dev-rp-36 --out runs/rowcol/eval-curric600-dev-rp-36
+# 10f. once, on the every-type test set (seed 9002, all 400 questions, `full`, no adapter), paired with the bundled model
+shirg eval --model $M $E --data runs/test/all-9002 --out runs/test/rowcol/eval-bundled-all-9002
+shirg eval --model runs/rowcol/probe-host-curric-600 $E --data runs/test/all-9002 --out runs/test/rowcol/eval-curric600-all-9002
+for T in position recognition reading counting; do
+  shirg compare --base runs/test/rowcol/eval-bundled-all-9002 --other runs/test/rowcol/eval-curric600-all-9002 --type $T
+done
+
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
 #     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3
