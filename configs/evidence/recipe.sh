@@ -487,6 +487,22 @@ for T in position recognition reading counting; do
   shirg compare --base runs/test/rowcol/eval-bundled-all-9002 --other runs/test/rowcol/eval-curric600-all-9002 --type $T
 done
 
+# 10g. the curriculum's third stage, dev only: 10e's step 600 on every question type (stage 1c's set) with the
+#      lone-entity, one-row and one-column questions beside (mixture_rowcol_alltypes.yaml; 20 answer slots, as stage
+#      1c), 500 steps; then the bundled model's dev set (seed 2026, all four types), `full`
+shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-curric-600 \
+  --set data.mixture=configs/evidence/mixture_rowcol_alltypes.yaml --set data.answer_length=20 \
+  --set run.output_dir=runs/rowcol/host-alltypes --stop-after 500
+rm -rf runs/rowcol/probe-host-alltypes-500
+shirg export --model $M --checkpoint runs/rowcol/host-alltypes/checkpoints/step-00000500 \
+  --out runs/rowcol/probe-host-alltypes-500
+E="$E --data runs/small/data/eval"
+shirg eval --model $M $E --out runs/rowcol/eval-bundled-dev2026
+shirg eval --model runs/rowcol/probe-host-alltypes-500 $E --out runs/rowcol/eval-alltypes500-dev2026
+for T in position recognition reading counting; do
+  shirg compare --base runs/rowcol/eval-bundled-dev2026 --other runs/rowcol/eval-alltypes500-dev2026 --type $T
+done
+
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
 #     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3
