@@ -460,11 +460,12 @@ shirg entitygrid $G --occupancy 0.01 --types position --seed 56 --n 6000 --out r
 shirg entitygrid $G --occupancy 0.01 --types position --seed 57 --n 128 --out runs/rowcol/data/dev-lone-pos-57
 shirg train --config configs/evidence/host_rowcol.yaml --set data.mixture=configs/evidence/mixture_rowcol_lone.yaml \
   --set run.output_dir=runs/rowcol/host-lone --stop-after 400
-for RS in host-lone:100 host-lone:200 host-lone:400; do
-  probe_rowcol $RS
-  shirg image-use --model runs/rowcol/probe-${RS/:/-} --records runs/rowcol/data/dev-lone-pos-57/llava_train.json --n 64 \
+probe_lone() {  # RUN:STEP -> probe_rowcol's probes, then the lone-entity dev scenes' answer slots
+  probe_rowcol $1
+  shirg image-use --model runs/rowcol/probe-${1/:/-} --records runs/rowcol/data/dev-lone-pos-57/llava_train.json --n 64 \
     --mode full --slots 8
-done
+}
+for RS in host-lone:100 host-lone:200 host-lone:400; do probe_lone $RS; done
 
 # 10e. the curriculum's second stage: step 10d's step 400 on step 10's one-row, one-column and 3 x 3 recognition and
 #      position questions with the lone-entity ones beside (mixture_rowcol_curriculum.yaml), 600 steps; dev probes,
@@ -472,11 +473,8 @@ done
 shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-lone-400 \
   --set data.mixture=configs/evidence/mixture_rowcol_curriculum.yaml --set run.output_dir=runs/rowcol/host-curric \
   --stop-after 600
-for RS in host-curric:200 host-curric:400 host-curric:600; do
-  probe_rowcol $RS  # exported on the bundled model: the tower, frozen in every step-10 run, is its own
-  shirg image-use --model runs/rowcol/probe-${RS/:/-} --records runs/rowcol/data/dev-lone-pos-57/llava_train.json --n 64 \
-    --mode full --slots 8
-done
+# (probe_rowcol exports on the bundled model: the tower, frozen in every step-10 run, is its own)
+for RS in host-curric:200 host-curric:400 host-curric:600; do probe_lone $RS; done
 E="--task entitygrid --gen-length 20 --steps 10 --block-length 20 --modes full"
 shirg eval --model $M $E --data runs/rowcol/data/dev-rp-36 --out runs/rowcol/eval-bundled-dev-rp-36
 shirg eval --model runs/rowcol/probe-host-curric-600 $E --data runs/rowcol/data/dev-rp-36 --out runs/rowcol/eval-curric600-dev-rp-36

@@ -353,8 +353,9 @@ class PatchTargets:
         s = self.scenes[i]
         if resolution % self.patch:
             raise ConfigError(f"resolution {resolution} is not a multiple of the {self.patch}-px patch")
-        owned = patch_owners(s, resolution // self.patch)  # drawn once for both kinds of target
-        parts = [patch_targets(s, resolution // self.patch, self.number_on, owned)]
+        grid = resolution // self.patch
+        owned = patch_owners(s, grid)  # drawn once for both kinds of target
+        parts = [patch_targets(s, grid, self.number_on, owned)]
         if self.cells:
             parts.append(cell_targets(s, owned[0]))
         return torch.from_numpy(np.concatenate(parts)[self.rows])
