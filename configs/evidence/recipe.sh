@@ -627,3 +627,14 @@ for X in full shirg; do for T in reading counting recognition position; do
   shirg compare --base runs/test/colour15/eval-bundled-all-9002 --other runs/test/colour15/eval-colour15-all-9002 \
     --mode $X --type $T
 done; done
+
+# 16. A third candidate (docs/small.md, "The rows-and-columns host as the bundled model?"): step 10g's host (position
+#     learnt, every question type trained) with stage 2 unchanged, then the dev set of step 14. The rule for a
+#     test-set run, set before the run: in `full` and `shirg` no question type shown worse, and position in `full`
+#     above the bundled model's. Not met (`shirg` counting shown worse, `full` position not shown above): no test run.
+shirg train --config configs/small/stage2.yaml --model runs/rowcol/probe-host-alltypes-500 --output-dir runs/rowcol16/stage2
+A="--task entitygrid --data runs/small/data/eval --gen-length 20 --steps 10 --block-length 20 --modes full,shirg"
+shirg eval --model runs/rowcol/probe-host-alltypes-500 --adapter runs/rowcol16/stage2/adapter $A --out runs/rowcol16/dev2026
+for X in full shirg; do for T in reading counting recognition position; do
+  shirg compare --base runs/colour/dev2026-bundled --other runs/rowcol16/dev2026 --mode $X --type $T
+done; done
