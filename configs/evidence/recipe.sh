@@ -501,6 +501,38 @@ for T in position recognition reading counting; do
   shirg compare --base runs/rowcol/eval-bundled-dev2026 --other runs/rowcol/eval-alltypes500-dev2026 --type $T
 done
 
+# 10h. recognition through a lone-entity and few-entity stage, dev only: 10g's host trained 600 steps on recognition
+#      questions about 3 x 3 scenes holding one entity and holding a few (occupancy 0.25), with 10g's every-type set,
+#      the curriculum's position questions and 3 x 3 reading beside (mixture_rowcol_recog.yaml); probed on lone- and
+#      few-entity recognition dev scenes (seeds 59, 61) and step 10's; then which hosts name a lone entity's colour
+shirg entitygrid $G --occupancy 0.01 --types recognition --seed 58 --n 3000 --out runs/rowcol/data/lone-rec-58
+shirg entitygrid $G --occupancy 0.01 --types recognition --seed 59 --n 128 --out runs/rowcol/data/dev-lone-rec-59
+shirg entitygrid $G --occupancy 0.25 --types recognition --seed 60 --n 4000 --out runs/rowcol/data/few-rec-60
+shirg entitygrid $G --occupancy 0.25 --types recognition --seed 61 --n 128 --out runs/rowcol/data/dev-few-rec-61
+shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-alltypes-500 \
+  --set data.mixture=configs/evidence/mixture_rowcol_recog.yaml --set data.answer_length=20 \
+  --set run.output_dir=runs/rowcol/host-recog --stop-after 600
+probe_recog() {  # model -> the colour and shape slots of lone-entity, few-entity, one-row and 3 x 3 recognition
+  for D in dev-lone-rec-59 dev-few-rec-61 dev-rp3x1-38 dev-rp-36; do
+    shirg image-use --model $1 --records runs/rowcol/data/$D/llava_train.json --match "Answer with the colour" --n 64 \
+      --mode full --slots 8
+  done
+}
+probe_recog runs/rowcol/probe-host-alltypes-500
+for S in 200 400 600; do
+  P=runs/rowcol/probe-host-recog-$S; rm -rf $P
+  shirg export --model runs/rowcol/probe-host-alltypes-500 --out $P \
+    --checkpoint runs/rowcol/host-recog/checkpoints/step-$(printf %08d $S)
+  probe_recog $P
+  shirg image-use --model $P --records runs/rowcol/data/dev-rp-36/llava_train.json --match "Answer with row" --n 64 \
+    --mode full --slots 8
+  shirg image-use --model $P --records runs/rowcol/data/dev-read-36/llava_train.json --n 64 --mode full --slots 4
+done
+for P in $M runs/colour/host-1500 runs/colour15/host/model; do
+  shirg image-use --model $P --records runs/rowcol/data/dev-lone-rec-59/llava_train.json --match "Answer with the colour" \
+    --n 64 --mode full --slots 8
+done
+
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
 #     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3
@@ -585,6 +617,31 @@ shirg compare --base runs/test/colour/eval-bundled-dense-9003 --other runs/test/
   --out runs/test/colour/compare-dense-anneal
 shirg compare --base runs/test/colour/eval-densecolour300-dense-9003 \
   --other runs/test/colour/eval-denseanneal500-dense-9003 --out runs/test/colour/compare-dense-anneal-vs-300
+
+# 13c. a second anneal (docs/small.md, "Annealing the dense colour host"): step 13's step 500 on fresh dense look-alike
+#      scenes (training seed 62) with step 12's sources beside, lr 2e-4 decaying to 0 over 500 steps; settings fixed
+#      before the run; the checkpoint chosen on all 256 dense dev questions of seed 33 (step 13's model beside)
+shirg entitygrid $G $D --seed 62 --n 8000 --out runs/dense/data/train-62
+shirg train --config configs/evidence/host_dense_colour_anneal2.yaml
+for P in anneal-500 anneal2-100 anneal2-200 anneal2-300 anneal2-400 anneal2-500; do
+  S=${P#anneal2-}
+  if [ $S != $P ]; then
+    rm -rf runs/dense-colour/$P
+    shirg export --model runs/dense-colour/anneal-500 --out runs/dense-colour/$P \
+      --checkpoint runs/dense-colour/anneal2/checkpoints/step-$(printf %08d $S)
+  fi
+  shirg eval --model runs/dense-colour/$P --task entitygrid --data runs/dense/data/dev-read-33 --modes full \
+    --out runs/dense-colour/eval-$P-dev-33-all
+done
+
+# 13d. the checkpoint the dev set chose (steps 300-500 tie at 87.9 %; ties go to the last: step 500), once, on the
+#      dense test set, paired with the bundled model and with step 13's host
+shirg eval --model runs/dense-colour/anneal2-500 --task entitygrid --data runs/test/dense-read-9003 --modes full \
+  --out runs/test/colour/eval-denseanneal2-500-dense-9003
+shirg compare --base runs/test/colour/eval-bundled-dense-9003 --other runs/test/colour/eval-denseanneal2-500-dense-9003 \
+  --out runs/test/colour/compare-dense-anneal2
+shirg compare --base runs/test/colour/eval-denseanneal500-dense-9003 \
+  --other runs/test/colour/eval-denseanneal2-500-dense-9003 --out runs/test/colour/compare-dense-anneal2-vs-anneal
 
 # 14. A candidate to replace the bundled model (docs/small.md, "The colour host as the bundled model?"): stage 2
 #     (configs/small/stage2.yaml, unchanged) trained on the colour host of step 11 (step 1,500), then both models

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = REPO / "configs" / "evidence"
 SMALL_RECIPE = REPO / "configs" / "small" / "recipe.sh"
 TEST_SEEDS = {9001, 9002, 9003, 9004}
-DEV_SEEDS = {31, 32, 33, 35, 36, 38, 39, 57, 2026}
+DEV_SEEDS = {31, 32, 33, 35, 36, 38, 39, 57, 59, 61, 2026}
 
 
 def recipe_outputs() -> dict[str, int]:
@@ -36,15 +36,16 @@ def recipe_outputs() -> dict[str, int]:
                                   "host_crowded", "head_tower_crowded", "head_boxtower_crowded",
                                   "host_crowded_everyk", "head_support_crowded", "host_rowcol",
                                   "host_colour", "host_colour_aux", "host_dense_colour",
-                                  "host_dense_colour_anneal", "host_colour_mixed"])
+                                  "host_dense_colour_anneal", "host_colour_mixed",
+                                  "host_dense_colour_anneal2"])
 def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     cfg = load_config(EVIDENCE / f"{name}.yaml").validate()
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
     mixture = REPO / cfg.data.mixture
     outputs = recipe_outputs()
-    # host_rowcol's other runs swap in the 3 x 3-only, no-reading, lone-entity and curriculum mixtures (steps 10-10g)
+    # host_rowcol's other runs swap in the 3 x 3-only, no-reading, lone-entity and curriculum mixtures (steps 10-10h)
     swapped = ["mixture_rowcol3x3.yaml", "mixture_rowcol_only.yaml", "mixture_rowcol_lone.yaml",
-               "mixture_rowcol_curriculum.yaml", "mixture_rowcol_alltypes.yaml"]
+               "mixture_rowcol_curriculum.yaml", "mixture_rowcol_alltypes.yaml", "mixture_rowcol_recog.yaml"]
     swapped = swapped if name == "host_rowcol" else []
     mixtures = [mixture] + [EVIDENCE / m for m in swapped]
     for m in swapped:
@@ -104,6 +105,16 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
             cfg.data, cfg.trainable, cfg.lora, cfg.run.batch_size)
         assert (cfg.optim.schedule, cfg.optim.lr_other, cfg.run.max_steps) == ("cosine", 3e-4, 600)
         assert replace(twin.optim, schedule="cosine", lr_lora=3e-4, lr_other=3e-4) == cfg.optim
+    elif name == "host_dense_colour_anneal2":  # step 13's dev-chosen model, same parts and batch, fresh dense scenes
+        recipe = (EVIDENCE / "recipe.sh").read_text()
+        assert cfg.model.path == "runs/dense-colour/anneal-500" and "for S in 100 200 300 400 500 600" in recipe
+        assert recipe.index("host_dense_colour_anneal.yaml") < recipe.index(f"{name}.yaml")
+        twin = load_config(EVIDENCE / "host_dense_colour_anneal.yaml").validate()
+        assert (twin.trainable, twin.lora, twin.run.batch_size) == (cfg.trainable, cfg.lora, cfg.run.batch_size)
+        assert replace(twin.data, mixture=cfg.data.mixture) == cfg.data
+        assert (cfg.optim.schedule, cfg.optim.lr_other, cfg.run.max_steps) == ("cosine", 2e-4, 500)
+        fresh = {s["json"] for s in yaml.safe_load(mixture.read_text())["sources"]}
+        assert "../../runs/dense/data/train-62/llava_train.json" in fresh
     elif name == "host_colour_mixed":  # the colour host given every question type, exactly as stage 1c was
         recipe = (EVIDENCE / "recipe.sh").read_text()
         assert cfg.model.path == "runs/colour/host-1500" and "host:1500" in recipe
