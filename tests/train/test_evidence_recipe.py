@@ -43,9 +43,10 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
     mixture = REPO / cfg.data.mixture
     outputs = recipe_outputs()
-    # host_rowcol's other runs swap in the 3 x 3-only, no-reading, lone-entity and curriculum mixtures (steps 10-10h)
+    # host_rowcol's other runs swap in the 3 x 3-only, no-reading, lone-entity and curriculum mixtures (steps 10-10i)
     swapped = ["mixture_rowcol3x3.yaml", "mixture_rowcol_only.yaml", "mixture_rowcol_lone.yaml",
-               "mixture_rowcol_curriculum.yaml", "mixture_rowcol_alltypes.yaml", "mixture_rowcol_recog.yaml"]
+               "mixture_rowcol_curriculum.yaml", "mixture_rowcol_alltypes.yaml", "mixture_rowcol_recog.yaml",
+               "mixture_rowcol_lonerec.yaml"]
     swapped = swapped if name == "host_rowcol" else []
     mixtures = [mixture] + [EVIDENCE / m for m in swapped]
     for m in swapped:
