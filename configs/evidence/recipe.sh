@@ -518,16 +518,16 @@ probe_recog() {  # model -> the colour and shape slots of lone-entity, few-entit
       --mode full --slots 8
   done
 }
-probe_recog runs/rowcol/probe-host-alltypes-500
-for S in 200 400 600; do
-  P=runs/rowcol/probe-host-recog-$S; rm -rf $P
-  shirg export --model runs/rowcol/probe-host-alltypes-500 --out $P \
-    --checkpoint runs/rowcol/host-recog/checkpoints/step-$(printf %08d $S)
+probe_recog_step() {  # RUN BASE STEP -> runs/rowcol/probe-RUN-STEP exported on BASE; probe_recog, row and reading
+  local P=runs/rowcol/probe-$1-$3; rm -rf $P
+  shirg export --model $2 --out $P --checkpoint runs/rowcol/$1/checkpoints/step-$(printf %08d $3)
   probe_recog $P
   shirg image-use --model $P --records runs/rowcol/data/dev-rp-36/llava_train.json --match "Answer with row" --n 64 \
     --mode full --slots 8
   shirg image-use --model $P --records runs/rowcol/data/dev-read-36/llava_train.json --n 64 --mode full --slots 4
-done
+}
+probe_recog runs/rowcol/probe-host-alltypes-500
+for S in 200 400 600; do probe_recog_step host-recog runs/rowcol/probe-host-alltypes-500 $S; done
 for P in $M runs/colour/host-1500 runs/colour15/host/model; do
   shirg image-use --model $P --records runs/rowcol/data/dev-lone-rec-59/llava_train.json --match "Answer with the colour" \
     --n 64 --mode full --slots 8
@@ -539,24 +539,11 @@ done
 shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-alltypes-500 \
   --set data.mixture=configs/evidence/mixture_rowcol_lonerec.yaml --set run.output_dir=runs/rowcol/lonerec-alltypes \
   --stop-after 200
-for S in 100 200; do
-  P=runs/rowcol/probe-lonerec-alltypes-$S; rm -rf $P
-  shirg export --model runs/rowcol/probe-host-alltypes-500 --out $P \
-    --checkpoint runs/rowcol/lonerec-alltypes/checkpoints/step-$(printf %08d $S)
-  probe_recog $P
-done
+for S in 100 200; do probe_recog_step lonerec-alltypes runs/rowcol/probe-host-alltypes-500 $S; done
 shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-lonerec-alltypes-200 \
   --set data.mixture=configs/evidence/mixture_rowcol_recog.yaml --set data.answer_length=20 \
   --set run.output_dir=runs/rowcol/host-recog2 --stop-after 400
-for S in 200 400; do
-  P=runs/rowcol/probe-host-recog2-$S; rm -rf $P
-  shirg export --model runs/rowcol/probe-lonerec-alltypes-200 --out $P \
-    --checkpoint runs/rowcol/host-recog2/checkpoints/step-$(printf %08d $S)
-  probe_recog $P
-  shirg image-use --model $P --records runs/rowcol/data/dev-rp-36/llava_train.json --match "Answer with row" --n 64 \
-    --mode full --slots 8
-  shirg image-use --model $P --records runs/rowcol/data/dev-read-36/llava_train.json --n 64 --mode full --slots 4
-done
+for S in 200 400; do probe_recog_step host-recog2 runs/rowcol/probe-lonerec-alltypes-200 $S; done
 E="--task entitygrid --gen-length 20 --steps 10 --block-length 20 --modes full"
 shirg eval --model runs/rowcol/probe-host-recog2-400 $E --data runs/rowcol/data/dev-rp-36 \
   --out runs/rowcol/eval-recog2-400-dev-rp-36
