@@ -650,19 +650,20 @@ shirg compare --base runs/test/colour/eval-densecolour300-dense-9003 \
 #      before the run; the checkpoint chosen on all 256 dense dev questions of seed 33 (step 13's model beside)
 shirg entitygrid $G $D --seed 62 --n 8000 --out runs/dense/data/train-62
 shirg train --config configs/evidence/host_dense_colour_anneal2.yaml
-for P in anneal-500 anneal2-100 anneal2-200 anneal2-300 anneal2-400 anneal2-500; do
-  S=${P#anneal2-}
-  if [ $S != $P ]; then
-    rm -rf runs/dense-colour/$P
-    shirg export --model runs/dense-colour/anneal-500 --out runs/dense-colour/$P \
-      --checkpoint runs/dense-colour/anneal2/checkpoints/step-$(printf %08d $S)
-  fi
-  shirg eval --model runs/dense-colour/$P --task entitygrid --data runs/dense/data/dev-read-33 --modes full \
-    --out runs/dense-colour/eval-$P-dev-33-all
+dense_dev_all() {  # NAME -> runs/dense-colour/NAME on all 256 dense dev questions
+  shirg eval --model runs/dense-colour/$1 --task entitygrid --data runs/dense/data/dev-read-33 --modes full \
+    --out runs/dense-colour/eval-$1-dev-33-all
+}
+dense_dev_all anneal-500
+for S in 100 200 300 400 500; do
+  rm -rf runs/dense-colour/anneal2-$S
+  shirg export --model runs/dense-colour/anneal-500 --out runs/dense-colour/anneal2-$S \
+    --checkpoint runs/dense-colour/anneal2/checkpoints/step-$(printf %08d $S)
+  dense_dev_all anneal2-$S
 done
 
-# 13d. the checkpoint the dev set chose (steps 300-500 tie at 87.9 %; ties go to the last: step 500), once, on the
-#      dense test set, paired with the bundled model and with step 13's host
+# 13d. the checkpoint the dev set chose (steps 300-500 tie at 87.9 %; the tie went to the last, step 500, a rule set
+#      after the dev run and before this one), once, on the dense test set, paired with the bundled model and step 13
 shirg eval --model runs/dense-colour/anneal2-500 --task entitygrid --data runs/test/dense-read-9003 --modes full \
   --out runs/test/colour/eval-denseanneal2-500-dense-9003
 shirg compare --base runs/test/colour/eval-bundled-dense-9003 --other runs/test/colour/eval-denseanneal2-500-dense-9003 \

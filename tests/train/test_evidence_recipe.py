@@ -108,7 +108,7 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
         assert replace(twin.optim, schedule="cosine", lr_lora=3e-4, lr_other=3e-4) == cfg.optim
     elif name == "host_dense_colour_anneal2":  # step 13's dev-chosen model, same parts and batch, fresh dense scenes
         recipe = (EVIDENCE / "recipe.sh").read_text()
-        assert cfg.model.path == "runs/dense-colour/anneal-500" and "for S in 100 200 300 400 500 600" in recipe
+        assert cfg.model.path == "runs/dense-colour/anneal-500" and "P=runs/dense-colour/anneal-$S" in recipe
         assert recipe.index("host_dense_colour_anneal.yaml") < recipe.index(f"{name}.yaml")
         twin = load_config(EVIDENCE / "host_dense_colour_anneal.yaml").validate()
         assert (twin.trainable, twin.lora, twin.run.batch_size) == (cfg.trainable, cfg.lora, cfg.run.batch_size)
