@@ -560,6 +560,53 @@ done
 shirg compare --base runs/test/rowcol/eval-curric600-all-9002 --other runs/test/rowcol/eval-recog2-400-all-9002 \
   --type recognition
 
+# 10k. recognition among more entities: 10i's host (10j's) trained 600 steps on recognition at occupancy 0.5 (seed 63,
+#      about four entities) and on full scenes whose queried entity has two look-alikes (seed 65: a neighbour of its
+#      colour and another shape, one of its shape and another colour), 10h's sources and more 3 x 3 reading beside
+#      (mixture_rowcol_recog_bind.yaml). Rules set before the evals: the checkpoint (200, 400, 600) with the best
+#      whole-answer recognition on dev seed 67 (256 recognition questions, `full`; a tie goes to the later step); one
+#      test run only if on dev seed 36 its recognition is paired above both the bundled model's and 10i's host's
+shirg entitygrid $G --occupancy 0.5 --types recognition --seed 63 --n 3000 --out runs/rowcol/data/mid-rec-63
+shirg entitygrid $G --lookalikes 2 --types recognition --seed 65 --n 3000 --out runs/rowcol/data/look-rec-65
+shirg entitygrid $G --lookalikes 2 --types recognition --seed 66 --n 128 --out runs/rowcol/data/dev-look-rec-66
+shirg entitygrid $G --types recognition --seed 67 --n 256 --out runs/rowcol/data/dev-rec-67
+shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-recog2-400 \
+  --set data.mixture=configs/evidence/mixture_rowcol_recog_bind.yaml --set data.answer_length=20 \
+  --set run.output_dir=runs/rowcol/host-recbind --stop-after 600
+recbind_dev() {  # NAME MODEL -> whole answers on the recognition, look-alike recognition and reading dev sets
+  for D in dev-rec-67 dev-look-rec-66 dev-read-36; do
+    shirg eval --model $2 $E --data runs/rowcol/data/$D --out runs/rowcol/eval-$1-$D
+  done
+}
+recbind_dev bundled $M
+recbind_dev recog2-400 runs/rowcol/probe-host-recog2-400
+for S in 200 400 600; do
+  P=runs/rowcol/probe-host-recbind-$S; rm -rf $P
+  shirg export --model runs/rowcol/probe-host-recog2-400 --out $P \
+    --checkpoint runs/rowcol/host-recbind/checkpoints/step-$(printf %08d $S)
+  recbind_dev recbind-$S $P
+done
+# 10k failed its dev rule (step 200 chosen; +0.8 [-4.3, +5.9] over 10i's host on seed 67): no test run; the check
+shirg eval --model runs/rowcol/probe-host-recbind-200 $E --data runs/rowcol/data/dev-rp-36 \
+  --out runs/rowcol/eval-recbind-200-dev-rp-36
+for B in bundled recog2-400; do
+  shirg compare --base runs/rowcol/eval-$B-dev-rp-36 --other runs/rowcol/eval-recbind-200-dev-rp-36 --type recognition
+  shirg compare --base runs/rowcol/eval-$B-dev-rec-67 --other runs/rowcol/eval-recbind-200-dev-rec-67
+done
+# 10l. recognition alone (mixture_rowcol_recog_only.yaml: occupancy 0.25 and 0.5, look-alike scenes), 8 answer slots,
+#      300 steps from 10i's host, a diagnostic as 10i's first half was: does a batch full of recognition lift it on
+#      dev seed 67 above 10i's host (paired interval above 0)? Only then 400 steps of 10k's mixture, 10k's rules
+shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe-host-recog2-400 \
+  --set data.mixture=configs/evidence/mixture_rowcol_recog_only.yaml --set run.output_dir=runs/rowcol/recog-only \
+  --stop-after 300
+for S in 100 200 300; do
+  P=runs/rowcol/probe-recog-only-$S; rm -rf $P
+  shirg export --model runs/rowcol/probe-host-recog2-400 --out $P \
+    --checkpoint runs/rowcol/recog-only/checkpoints/step-$(printf %08d $S)
+  shirg eval --model $P $E --data runs/rowcol/data/dev-rec-67 --out runs/rowcol/eval-recog-only-$S-dev-rec-67
+  shirg compare --base runs/rowcol/eval-recog2-400-dev-rec-67 --other runs/rowcol/eval-recog-only-$S-dev-rec-67
+done
+
 # 11. Colour binding (docs/small.md, "Colour binding"): the bundled model answers a look-alike's number as
 #     often as the queried entity's. Its projector and LM trained on 3 x 3 reading where every question's
 #     entity has a look-alike of its colour and one of its shape (training seed 54) beside plain 3 x 3

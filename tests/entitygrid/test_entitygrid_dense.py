@@ -37,6 +37,28 @@ def test_the_reading_target_has_its_lookalikes_each_with_another_number(lookalik
         assert 1 <= target["label"] <= 9
 
 
+@pytest.mark.parametrize("lookalikes", [1, 2, 4])
+def test_the_recognition_target_is_the_anchor_whose_lookalikes_share_one_attribute(lookalikes):
+    """A recognition question on a look-alike scene names the anchor's cell: the answer's colour-shape pair is
+    that entity's alone, and its look-alikes carry the same colour or the same shape, never both."""
+    cfg = preset_config("small", label_place="inside", label_grid=14, label_jitter=2, lookalikes=lookalikes)
+    n_shared = 0
+    for i in range(16):
+        _, rec = generate_sample(cfg, 65, i, types=["recognition"])
+        (t,) = rec["targets"]
+        target = next(e for e in rec["scene"] if (e["row"], e["col"]) == (t["row"], t["col"]))
+        assert rec["answers"] == [f"{target['colour']} {target['shape']}"]
+        assert f"row {target['row']}, column {target['col']}?" in rec["question"]
+        pairs = [(e["colour"], e["shape"]) for e in rec["scene"]]
+        assert pairs.count((target["colour"], target["shape"])) == 1
+        looks = _lookalikes(rec["scene"], target)
+        assert len(looks) == min(lookalikes, len(rec["scene"]) - 1)
+        others = [e for e in rec["scene"] if e is not target and e not in looks]
+        assert all(e["colour"] != target["colour"] and e["shape"] != target["shape"] for e in others)
+        n_shared += any(g["shape"] == target["shape"] for g in looks)
+    assert n_shared > 0 or lookalikes == 1  # a neighbour of the answer's shape in another colour
+
+
 def test_dense_scenes_fill_the_grid_with_digits_and_more_entities_than_a_small_budget_keeps():
     cfg = preset_config("small", **DENSE)
     n_entities, patches = [], []

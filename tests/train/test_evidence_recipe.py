@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = REPO / "configs" / "evidence"
 SMALL_RECIPE = REPO / "configs" / "small" / "recipe.sh"
 TEST_SEEDS = {9001, 9002, 9003, 9004}
-DEV_SEEDS = {31, 32, 33, 35, 36, 38, 39, 57, 59, 61, 2026}
+DEV_SEEDS = {31, 32, 33, 35, 36, 38, 39, 57, 59, 61, 66, 67, 2026}
 
 
 def recipe_outputs() -> dict[str, int]:
@@ -43,10 +43,11 @@ def test_evidence_configs_validate_and_read_what_the_recipe_writes(name):
     assert f"shirg train --config configs/evidence/{name}.yaml" in (EVIDENCE / "recipe.sh").read_text()
     mixture = REPO / cfg.data.mixture
     outputs = recipe_outputs()
-    # host_rowcol's other runs swap in the 3 x 3-only, no-reading, lone-entity and curriculum mixtures (steps 10-10i)
+    # host_rowcol's other runs swap in the 3 x 3-only, no-reading, lone-entity and curriculum mixtures (steps 10-10l)
     swapped = ["mixture_rowcol3x3.yaml", "mixture_rowcol_only.yaml", "mixture_rowcol_lone.yaml",
                "mixture_rowcol_curriculum.yaml", "mixture_rowcol_alltypes.yaml", "mixture_rowcol_recog.yaml",
-               "mixture_rowcol_lonerec.yaml"]
+               "mixture_rowcol_lonerec.yaml", "mixture_rowcol_recog_bind.yaml",
+               "mixture_rowcol_recog_only.yaml"]
     swapped = swapped if name == "host_rowcol" else []
     mixtures = [mixture] + [EVIDENCE / m for m in swapped]
     for m in swapped:

@@ -44,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat-labels", action="store_true",
                    help="numbers drawn with repetition from 1..--max-label (e.g. digits on 4x4 or 5x5 grids)")
     p.add_argument("--lookalikes", type=int, default=None, metavar="N",
-                   help="N look-alike distractors of the reading question's entity: same colour (another shape) "
-                        "or same shape (another colour), another number (0-10; default 0)")
+                   help="N look-alike distractors of the reading or recognition question's entity: same colour "
+                        "(another shape) or same shape (another colour), another number (0-10; default 0)")
     p.add_argument("--background", choices=("white", "clutter"), default=None,
                    help="white (default) or clutter: a low-contrast texture of strokes and blobs (never digits)")
     p.add_argument("--stray-digits", type=int, default=None, metavar="N",

@@ -61,7 +61,7 @@ class EntityGridConfig:
     label_jitter: int = 0
     # dense scenes (docs/entitygrid.md, "Dense scenes"); the defaults draw exactly the scenes of before
     repeat_labels: bool = False  # numbers drawn with repetition from 1..max_label (digits on grids of > 9 cells)
-    lookalikes: int = 0  # look-alike distractors of the reading question's entity (same colour or same shape)
+    lookalikes: int = 0  # look-alikes of the reading or recognition question's entity (same colour or same shape)
     background: str = "white"  # or "clutter": a low-contrast texture of strokes and blobs, never digits
     # stray numbers: digits drawn like the entities' (black on a white tag) on free background, on no entity;
     # never asked about. They look like the numbers that matter, so a question-blind selection cannot tell them
@@ -329,13 +329,15 @@ def _pos(e: Entity) -> str:
 def make_question(qtype: str, entities: list[Entity], rng: random.Random, label_place: str = "under",
                   target: Entity | None = None) -> dict:
     """Question, answer(s) and the queried entities for one scene (``label_place``: where the numbers
-    are drawn, which the reading question names; ``target``: the entity a reading question asks about,
-    whose colour-shape pair must be its own, e.g. the anchor of look-alike distractors)."""
+    are drawn, which the reading question names; ``target``: the entity a reading or recognition question
+    asks about, whose colour-shape pair must be its own, e.g. the anchor of look-alike distractors)."""
     combo = {}
     for e in entities:
         combo.setdefault((e.colour, e.shape), []).append(e)
     if qtype == "recognition":
-        e = rng.choice(entities)
+        if target is not None and len(combo[(target.colour, target.shape)]) != 1:
+            raise ConfigError("a recognition target must be the only entity of its colour and shape")
+        e = target if target is not None else rng.choice(entities)
         return {"question": f"What is in row {e.row}, column {e.col}? Answer with the colour and the shape.",
                 "answers": [f"{e.colour} {e.shape}"], "targets": [e]}
     if qtype == "position":
@@ -440,7 +442,7 @@ def generate_sample(cfg: EntityGridConfig, seed: int, index: int,
     info: dict = {}
     img, entities = render_scene(cfg, rng, info)
     qtype = types[index % len(types)]
-    target = entities[info["anchor"]] if "anchor" in info and qtype == "reading" else None
+    target = entities[info["anchor"]] if "anchor" in info and qtype in ("reading", "recognition") else None
     q = make_question(qtype, entities, rng, cfg.label_place, target)
     record = {
         "id": sample_id(seed, index),
