@@ -1,9 +1,10 @@
 """The small SHIRG-LaViDa shipped inside the package (trained here on EntityGrid; configs/small/).
 
 ``assets/small/model/`` is a checkpoint in LaViDa's exact layout (config.json, model.safetensors,
-tokenizer), trained from scratch (stage 0: the tower; stage 1: projector and LM);
-``assets/small/adapter/`` is the stage-2 SHIRG adapter (PEFT LoRA on the projector and tower layers
-0-3, plus the coordinate embedding);
+tokenizer), trained from scratch (stage 0: the tower; stage 1: projector and LM; then colour look-alike
+reading and every question type again, docs/small.md);
+``assets/small/adapter/`` is the SHIRG adapter (PEFT LoRA on the projector and tower layers 0-3, the
+coordinate embedding and a relevance head that SHIRG's text score reads);
 ``assets/small/demo.png`` + ``demo.json`` is a held-out EntityGrid sample for ``shirg demo``.
 """
 
@@ -26,12 +27,12 @@ def _need(path: Path, what: str) -> Path:
 
 
 def model_dir() -> Path:
-    """The bundled stage-1 model: a LaViDa-layout checkpoint folder."""
+    """The bundled small model: a LaViDa-layout checkpoint folder."""
     return _need(ROOT / "model", "small model")
 
 
 def adapter_dir() -> Path:
-    """The bundled stage-2 SHIRG adapter folder (LoRA + coordinate embedding)."""
+    """The bundled SHIRG adapter folder (LoRA + coordinate embedding + relevance head)."""
     return _need(ROOT / "adapter", "SHIRG adapter")
 
 

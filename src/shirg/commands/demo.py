@@ -6,7 +6,7 @@
 
 Prints each mode's answer, visual tokens and per-stage times, and writes OUT/overlay.png (which
 tokens each high-resolution mode kept) and OUT/demo.json. With the bundled model, ``shirg`` runs
-with the stage-2 SHIRG adapter and the other modes with the stage-1 model, as they were trained.
+with the bundled SHIRG adapter and the other modes without it, as they were trained.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ how many visual tokens it spends, where the time goes, and which tokens it kept.
   </div>
   <div>
     <label for="question">Question</label>
-    <input id="question" type="text" placeholder="What number is written on the blue circle?">
+    <input id="question" type="text" placeholder="What number is written on the yellow square?">
     <div id="expected" class="note"></div>
     <fieldset><legend>Modes</legend><div id="modes" class="row"></div></fieldset>
     <fieldset><legend>Selection</legend>
