@@ -801,3 +801,12 @@ for X in full shirg; do for T in reading counting recognition position; do
   shirg compare --base runs/test/colour15/eval-bundled-all-9002 --other runs/test/colour17/eval-colour17-all-9002 \
     --mode $X --type $T
 done; done
+# 17c. the shipped model's strategies on read-9001 with its adapter on every mode (reported, no choice made)
+A="--task entitygrid --data runs/test/read-9001 --gen-length 20 --steps 10 --block-length 20"
+shirg eval --model src/shirg/assets/small/model $A --modes lowres,full --out runs/test/bundled/eval-read-noadapter
+shirg eval --model src/shirg/assets/small/model --adapter src/shirg/assets/small/adapter $A \
+  --modes shirg-saliency,visionzip,divprune,uniform --out runs/test/bundled/eval-read-baselines
+for M in shirg-saliency visionzip divprune uniform; do for X in accuracy queried_patch_kept; do
+  shirg compare --base runs/test/colour17/eval-colour17-read-9001 --mode shirg --other runs/test/bundled/eval-read-baselines \
+    --other-mode $M --metric $X
+done; done
