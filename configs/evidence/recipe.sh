@@ -748,19 +748,23 @@ done; done
 #      against the bundled model, both with their adapters. The rule for replacing the bundled model, set before
 #      this run: reading in `shirg` on read-9001 above it (a paired interval above 0), and nothing shown worse
 #      (every type of all-9002 in both modes, reading of read-9001 in `full`). Not met: `shirg` reading -1.4.
+CT="--gen-length 20 --steps 10 --block-length 20 --modes full,shirg"  # a candidate's test runs
 for D in read-9001 all-9002; do
-  A="--task entitygrid --data runs/test/$D --gen-length 20 --steps 10 --block-length 20 --modes full,shirg"
-  shirg eval --model $M --adapter runs/small/stage2/adapter $A --out runs/test/colour15/eval-bundled-$D
-  shirg eval --model runs/colour15/host/model --adapter runs/colour15/stage2/adapter $A \
-    --out runs/test/colour15/eval-colour15-$D
-  for X in full shirg; do
-    shirg compare --base runs/test/colour15/eval-bundled-$D --other runs/test/colour15/eval-colour15-$D --mode $X
-  done
+  shirg eval --model $M --adapter runs/small/stage2/adapter --task entitygrid --data runs/test/$D $CT \
+    --out runs/test/colour15/eval-bundled-$D
 done
-for X in full shirg; do for T in reading counting recognition position; do
-  shirg compare --base runs/test/colour15/eval-bundled-all-9002 --other runs/test/colour15/eval-colour15-all-9002 \
-    --mode $X --type $T
-done; done
+candidate_test() {  # NAME MODEL ADAPTER -> a candidate's test runs, paired with the first bundled model's (above)
+  for D in read-9001 all-9002; do
+    shirg eval --model $2 --adapter $3 --task entitygrid --data runs/test/$D $CT --out runs/test/$1/eval-$1-$D
+    for X in full shirg; do
+      shirg compare --base runs/test/colour15/eval-bundled-$D --other runs/test/$1/eval-$1-$D --mode $X
+    done
+  done
+  for X in full shirg; do for Q in reading counting recognition position; do
+    shirg compare --base runs/test/colour15/eval-bundled-all-9002 --other runs/test/$1/eval-$1-all-9002 --mode $X --type $Q
+  done; done
+}
+candidate_test colour15 runs/colour15/host/model runs/colour15/stage2/adapter
 
 # 16. A third candidate (docs/small.md, "The rows-and-columns host as the bundled model?"): step 10g's host (position
 #     learnt, every question type trained) with stage 2 unchanged, then the dev set of step 14. The rule for a
@@ -789,18 +793,7 @@ shirg compare --base runs/colour15/dev2026 --other runs/colour17/dev2026 --mode 
 #      run, against the first bundled model (step 15b's runs), both with their adapters. Met step 15b's rule
 #      (read-9001 `shirg` reading +8.0 [+3.1, +12.9]; nothing shown worse): it is the bundled model since
 #      (configs/small/recipe.sh, step 3, ships it)
-for D in read-9001 all-9002; do
-  A="--task entitygrid --data runs/test/$D --gen-length 20 --steps 10 --block-length 20 --modes full,shirg"
-  shirg eval --model runs/colour15/host/model --adapter runs/colour17/adapter-run/adapter $A \
-    --out runs/test/colour17/eval-colour17-$D
-  for X in full shirg; do
-    shirg compare --base runs/test/colour15/eval-bundled-$D --other runs/test/colour17/eval-colour17-$D --mode $X
-  done
-done
-for X in full shirg; do for T in reading counting recognition position; do
-  shirg compare --base runs/test/colour15/eval-bundled-all-9002 --other runs/test/colour17/eval-colour17-all-9002 \
-    --mode $X --type $T
-done; done
+candidate_test colour17 runs/colour15/host/model runs/colour17/adapter-run/adapter
 # 17c. the shipped model's strategies on read-9001 with its adapter on every mode (reported, no choice made)
 A="--task entitygrid --data runs/test/read-9001 --gen-length 20 --steps 10 --block-length 20"
 shirg eval --model src/shirg/assets/small/model $A --modes lowres,full --out runs/test/bundled/eval-read-noadapter

@@ -239,3 +239,24 @@ def test_shipped_adapter_reproduces_first_losses(tmp_path):
     assert cfg.run.mixed_precision == "no" and cfg.data.relevance.target == "box"
     result = train(cfg, stop_after=FIRST_STEPS)
     assert result["losses"] == pytest.approx(REFERENCE_LOSSES["adapter"], rel=1e-4, abs=1e-4)
+
+
+def test_recipe_ships_what_its_last_runs_write():
+    """configs/small/recipe.sh copies into the package the model host_colour_mixed.yaml writes and the adapter of
+    the head_box_lora.yaml run it starts on that model, each after the run that writes it; the run before starts
+    from the first bundled model the stages write."""
+    recipe = (SMALL / "recipe.sh").read_text()
+    evidence = REPO / "configs" / "evidence"
+    mixed = load_config(evidence / "host_colour_mixed.yaml")
+    colour = load_config(evidence / "host_colour.yaml")
+    first = load_config(SMALL / "stage1c.yaml").run.output_dir + "/model"
+    assert colour.model.path == "runs/small/stage1c/model" == first
+    assert mixed.model.path == "runs/colour/host-1500" and "--out runs/colour/host-1500" in recipe
+    adapter_run = ("shirg train --config configs/evidence/head_box_lora.yaml --model runs/colour15/host/model \\\n"
+                   "  --output-dir runs/colour17/adapter-run")
+    ship_model = f"cp -r {mixed.run.output_dir}/model src/shirg/assets/small/model"
+    ship_adapter = "cp -r runs/colour17/adapter-run/adapter src/shirg/assets/small/adapter"
+    steps = ("configs/small/stage2.yaml", "configs/evidence/host_colour.yaml",
+             "configs/evidence/host_colour_mixed.yaml", adapter_run, ship_model, ship_adapter)
+    order = [recipe.index(s) for s in steps]
+    assert order == sorted(order)
