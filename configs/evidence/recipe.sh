@@ -803,3 +803,11 @@ for M in shirg-saliency visionzip divprune uniform; do for X in accuracy queried
   shirg compare --base runs/test/colour17/eval-colour17-read-9001 --mode shirg --other runs/test/bundled/eval-read-baselines \
     --other-mode $M --metric $X
 done; done
+# the budget sweep of the shipped model with its adapter on every strategy (K = 192 is step 17b's `shirg`)
+shirg sweep --model src/shirg/assets/small/model --adapter src/shirg/assets/small/adapter --data runs/test/read-9001 \
+  --budgets 5,10,20 --strategies shirg,shirg-saliency,visionzip,divprune,uniform --gen-length 20 --steps 10 \
+  --block-length 20 --out runs/test/bundled/sweep-read-9001
+for K in k0029 k0058 k0115; do for M in shirg-saliency visionzip divprune uniform; do
+  shirg compare --base runs/test/bundled/sweep-read-9001/$K --mode shirg --other runs/test/bundled/sweep-read-9001/$K \
+    --other-mode $M
+done; done
