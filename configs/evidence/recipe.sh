@@ -811,3 +811,19 @@ for K in k0029 k0058 k0115; do for M in shirg-saliency visionzip divprune unifor
   shirg compare --base runs/test/bundled/sweep-read-9001/$K --mode shirg --other runs/test/bundled/sweep-read-9001/$K \
     --other-mode $M
 done; done
+
+# 17d. ablation, dev only: the shipped adapter's recipe with the label-free target, 60 and 150 steps; dev seed 2026,
+#      paired with step 17's adapter (and with the first bundled model's and step 15's)
+for N in 60 150; do
+  shirg train --config configs/evidence/head_box_lora.yaml --model runs/colour15/host/model \
+    --set data.relevance.target=distilled --set run.max_steps=$N --output-dir runs/colour17d/adapter-$N
+  A="--task entitygrid --data runs/small/data/eval --gen-length 20 --steps 10 --block-length 20 --modes full,shirg"
+  shirg eval --model runs/colour15/host/model --adapter runs/colour17d/adapter-$N/adapter $A \
+    --out runs/colour17d/dev2026-$N
+  for X in full shirg; do for T in reading counting recognition position; do
+    shirg compare --base runs/colour17/dev2026 --other runs/colour17d/dev2026-$N --mode $X --type $T
+  done; done
+  for B in runs/colour/dev2026-bundled runs/colour15/dev2026; do
+    shirg compare --base $B --other runs/colour17d/dev2026-$N --mode shirg --type reading
+  done
+done
