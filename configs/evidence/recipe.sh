@@ -520,9 +520,12 @@ probe_recog() {  # model -> the colour and shape slots of lone-entity, few-entit
       --mode full --slots 8
   done
 }
-probe_recog_step() {  # RUN BASE STEP -> runs/rowcol/probe-RUN-STEP exported on BASE; probe_recog, row and reading
-  local P=runs/rowcol/probe-$1-$3; rm -rf $P
-  shirg export --model $2 --out $P --checkpoint runs/rowcol/$1/checkpoints/step-$(printf %08d $3)
+export_step() {  # RUN BASE STEP -> runs/rowcol/probe-RUN-STEP: that checkpoint of runs/rowcol/RUN exported on BASE
+  rm -rf runs/rowcol/probe-$1-$3
+  shirg export --model $2 --out runs/rowcol/probe-$1-$3 --checkpoint runs/rowcol/$1/checkpoints/step-$(printf %08d $3)
+}
+probe_recog_step() {  # RUN BASE STEP -> export_step, then probe_recog, row and reading
+  local P=runs/rowcol/probe-$1-$3; export_step $1 $2 $3
   probe_recog $P
   shirg image-use --model $P --records runs/rowcol/data/dev-rp-36/llava_train.json --match "Answer with row" --n 64 \
     --mode full --slots 8
@@ -583,10 +586,8 @@ recbind_dev() {  # NAME MODEL -> whole answers on the recognition, look-alike re
 recbind_dev bundled $M
 recbind_dev recog2-400 runs/rowcol/probe-host-recog2-400
 for S in 200 400 600; do
-  P=runs/rowcol/probe-host-recbind-$S; rm -rf $P
-  shirg export --model runs/rowcol/probe-host-recog2-400 --out $P \
-    --checkpoint runs/rowcol/host-recbind/checkpoints/step-$(printf %08d $S)
-  recbind_dev recbind-$S $P
+  export_step host-recbind runs/rowcol/probe-host-recog2-400 $S
+  recbind_dev recbind-$S runs/rowcol/probe-host-recbind-$S
 done
 # 10k failed its dev rule (step 200 chosen; +0.8 [-4.3, +5.9] over 10i's host on seed 67): no test run; the check
 shirg eval --model runs/rowcol/probe-host-recbind-200 $E --data runs/rowcol/data/dev-rp-36 \
@@ -602,10 +603,8 @@ shirg train --config configs/evidence/host_rowcol.yaml --model runs/rowcol/probe
   --set data.mixture=configs/evidence/mixture_rowcol_recog_only.yaml --set run.output_dir=runs/rowcol/recog-only \
   --stop-after 300
 for S in 100 200 300; do
-  P=runs/rowcol/probe-recog-only-$S; rm -rf $P
-  shirg export --model runs/rowcol/probe-host-recog2-400 --out $P \
-    --checkpoint runs/rowcol/recog-only/checkpoints/step-$(printf %08d $S)
-  shirg eval --model $P $E --data runs/rowcol/data/dev-rec-67 --out runs/rowcol/eval-recog-only-$S-dev-rec-67
+  export_step recog-only runs/rowcol/probe-host-recog2-400 $S
+  shirg eval --model runs/rowcol/probe-recog-only-$S $E --data runs/rowcol/data/dev-rec-67 --out runs/rowcol/eval-recog-only-$S-dev-rec-67
   shirg compare --base runs/rowcol/eval-recog2-400-dev-rec-67 --other runs/rowcol/eval-recog-only-$S-dev-rec-67
 done
 

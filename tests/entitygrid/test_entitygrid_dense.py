@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shirg.cli import main
-from shirg.entitygrid.scenes import COLOURS, EntityGridConfig, generate_sample, preset_config
+from shirg.entitygrid.scenes import COLOURS, Entity, EntityGridConfig, generate_sample, make_question, preset_config
 from shirg.errors import ConfigError
 
 DENSE = dict(rows=4, cols=4, occupancy=1.0, entity_scale=0.4, repeat_labels=True, lookalikes=3,
@@ -57,6 +57,17 @@ def test_the_recognition_target_is_the_anchor_whose_lookalikes_share_one_attribu
         assert all(e["colour"] != target["colour"] and e["shape"] != target["shape"] for e in others)
         n_shared += any(g["shape"] == target["shape"] for g in looks)
     assert n_shared > 0 or lookalikes == 1  # a neighbour of the answer's shape in another colour
+
+
+@pytest.mark.parametrize("qtype", ["reading", "recognition"])
+def test_a_question_target_must_be_the_only_entity_of_its_colour_and_shape(qtype):
+    import random
+
+    a, b = (Entity(1, c, "red", "circle", c, [0, 0, 1, 1], [0, 0, 1, 1]) for c in (1, 2))
+    with pytest.raises(ConfigError, match=f"a {qtype} target must be the only entity"):
+        make_question(qtype, [a, b], random.Random(0), target=a)
+    lone = Entity(2, 1, "blue", "star", 3, [0, 0, 1, 1], [0, 0, 1, 1])
+    assert make_question(qtype, [a, b, lone], random.Random(0), target=lone)["targets"] == [lone]
 
 
 def test_dense_scenes_fill_the_grid_with_digits_and_more_entities_than_a_small_budget_keeps():

@@ -334,9 +334,9 @@ def make_question(qtype: str, entities: list[Entity], rng: random.Random, label_
     combo = {}
     for e in entities:
         combo.setdefault((e.colour, e.shape), []).append(e)
+    if target is not None and qtype in ("reading", "recognition") and len(combo[(target.colour, target.shape)]) != 1:
+        raise ConfigError(f"a {qtype} target must be the only entity of its colour and shape")
     if qtype == "recognition":
-        if target is not None and len(combo[(target.colour, target.shape)]) != 1:
-            raise ConfigError("a recognition target must be the only entity of its colour and shape")
         e = target if target is not None else rng.choice(entities)
         return {"question": f"What is in row {e.row}, column {e.col}? Answer with the colour and the shape.",
                 "answers": [f"{e.colour} {e.shape}"], "targets": [e]}
@@ -361,8 +361,6 @@ def make_question(qtype: str, entities: list[Entity], rng: random.Random, label_
         where = "on" if label_place == "inside" else "under"
         unique = [g[0] for g in combo.values() if len(g) == 1]
         if target is not None:
-            if len(combo[(target.colour, target.shape)]) != 1:
-                raise ConfigError("a reading target must be the only entity of its colour and shape")
             e = target
             q = f"What number is written {where} the {e.colour} {e.shape}?"
         elif unique:
